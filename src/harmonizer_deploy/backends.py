@@ -1,0 +1,95 @@
+"""One interface over every way to run the harmonizer: TensorFlow, onnxruntime, and each TVM artifact.
+
+`open_backend("tvm-cpu")` etc. Bench, verify and the sampler all use this, so adding a backend is one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .encoding import INPUT_NAME, OUTPUT_NAME
+from .errors import HarmonizerError
+
+DEFAULT_BUILD_DIR = Path("build")
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class OnnxRuntimeBackend:
+    onnx_path: Path
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    name: str = "onnxruntime"
+
+    def __post_init__(self) -> None:
+        import onnxruntime as ort
+
+        from .convert import check_onnx_file
+
+        check_onnx_file(Path(self.onnx_path))
+        self.session = ort.InferenceSession(str(self.onnx_path), providers=list(self.providers))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(x, dtype=np.float32)})[0]
+
+
+class TensorFlowBackend:
+    name = "tensorflow"
+
+    def __init__(self, model: str | Path | None = None) -> None:
+        from .source import load_source
+
+        self.source = load_source(model)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.source.run(np.asarray(x, dtype=np.float32))[OUTPUT_NAME]
+
+
+class TvmBackend:
+    def __init__(self, artifact_dir: Path) -> None:
+        from .runtime import CompiledModel
+
+        self.model = CompiledModel(artifact_dir)
+        self.name = self.model.manifest["backend"]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.model.run(x)
+
+
+def source_of_onnx(onnx_path: Path) -> str | None:
+    """The TensorFlow model an ONNX file was converted from, per its sidecar (None if unknown)."""
+    sidecar = onnx_path.with_suffix(".json")
+    if not sidecar.is_file():
+        return None
+    path = json.loads(sidecar.read_text()).get("source", {}).get("path", "")
+    return path.removeprefix("bundled:") or None
+
+
+def built_tvm_targets(build_dir: Path = DEFAULT_BUILD_DIR) -> list[str]:
+    """Targets with a compiled artifact under build_dir (each `build/<target>/manifest.json`)."""
+    return sorted(p.parent.name for p in Path(build_dir).glob("*/manifest.json"))
+
+
+def open_backend(name: str, build_dir: str | Path = DEFAULT_BUILD_DIR, model: str | Path | None = None) -> Backend:
+    """Open a backend by report name: tensorflow, onnxruntime, or tvm-<target>."""
+    build_dir = Path(build_dir)
+    onnx_path = build_dir / "model.onnx"
+    if name == "tensorflow":
+        return TensorFlowBackend(model if model is not None else source_of_onnx(onnx_path))
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(onnx_path)
+    if name.startswith("tvm-"):
+        return TvmBackend(build_dir / name.removeprefix("tvm-"))
+    raise HarmonizerError(
+        f"unknown backend {name!r}",
+        "use tensorflow, onnxruntime or tvm-<target> (a target compiled under build/)",
+    )

@@ -1,0 +1,88 @@
+"""Load a compiled artifact directory and run it. Needs only TVM's runtime pieces plus the Relax VM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import sha256_file
+from .errors import DeviceUnavailable, HarmonizerError
+from .params import PARAMS_FILE, load_params
+
+MANIFEST = "manifest.json"
+
+
+def read_manifest(artifact_dir: str | Path) -> dict:
+    path = Path(artifact_dir) / MANIFEST
+    if not path.is_file():
+        raise HarmonizerError(
+            f"no compiled artifact in {artifact_dir} (missing {MANIFEST})",
+            "run `harmonizer-deploy compile --target <target>` first",
+        )
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HarmonizerError(f"{path} is not valid JSON ({exc})", "recompile the artifact") from exc
+
+
+def integrity_problems(artifact_dir: str | Path, manifest: dict) -> list[str]:
+    """Files whose content no longer matches the hash recorded at compile time."""
+    problems = []
+    for name, info in manifest.get("artifacts", {}).items():
+        f = Path(artifact_dir) / name
+        if not f.is_file():
+            problems.append(f"{name} missing")
+        elif sha256_file(f) != info["sha256"]:
+            problems.append(f"{name} modified since compile")
+    return problems
+
+
+def tvm_device(kind: str) -> Any:
+    import tvm
+
+    dev = tvm.device(kind, 0)
+    if not dev.exist:
+        raise DeviceUnavailable(
+            f"no {kind} device on this machine",
+            f"copy the artifact to a machine with a {kind} device and run verify/bench there",
+        )
+    return dev
+
+
+class CompiledModel:
+    """A loaded artifact: `run(x)` takes the `[batch, time, 46, 8]` input and returns the output array."""
+
+    def __init__(self, artifact_dir: str | Path) -> None:
+        import tvm
+        from tvm import relax
+
+        self.dir = Path(artifact_dir)
+        self.manifest = read_manifest(self.dir)
+        if self.manifest.get("runner") != "local":
+            raise HarmonizerError(
+                f"artifact {self.dir} (target {self.manifest.get('target')}) does not run in this process",
+                "use `harmonizer-deploy verify --target <target>`, which picks the right runner",
+            )
+        self.device = tvm_device(self.manifest["device"])
+        library = self.dir / self.manifest["library"]
+        try:
+            module = tvm.runtime.load_module(str(library))
+        except Exception as exc:
+            raise HarmonizerError(f"cannot load {library}: {str(exc).splitlines()[0][:200]}",
+                                  "recompile the artifact") from exc
+        self.vm = relax.VirtualMachine(module, self.device)
+        arrays = load_params(self.dir / PARAMS_FILE, expected=len(self.manifest["params"]))
+        self.params = [tvm.runtime.tensor(a, self.device) for a in arrays]
+        self.input_name = self.manifest["inputs"][0]["name"]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import tvm
+
+        result = self.vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), self.device),
+                                 *self.params)
+        if isinstance(result, tvm.runtime.Tensor):
+            return result.numpy()
+        return result[0].numpy()
