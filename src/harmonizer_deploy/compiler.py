@@ -41,9 +41,9 @@ class CompileResult:
 
 
 def tvm_versions() -> dict[str, str]:
-    import tvm
-
     from importlib.metadata import PackageNotFoundError, version
+
+    import tvm
 
     out = {"tvm": tvm.__version__}
     for pkg in ("apache-tvm", "apache-tvm-ffi", "mlc-ai"):

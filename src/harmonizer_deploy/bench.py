@@ -1,0 +1,175 @@
+"""Latency of every available backend on the same inputs: JSON, a markdown table and a PNG bar chart.
+
+Backends are timed interleaved (one call of each per round) so a busy machine slows them all alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import atomic_file, write_json
+from .backends import DEFAULT_BUILD_DIR, built_tvm_targets, open_backend
+from .encoding import realistic_inputs
+from .errors import HarmonizerError
+
+RESULTS_DIR = Path("bench/results")
+
+
+@dataclass
+class BenchConfig:
+    batches: tuple[int, ...] = (1,)
+    time_steps: int = 32
+    warmup: int = 2
+    repeats: int = 10
+    seed: int = 0
+
+
+def default_backends(build_dir: Path) -> list[str]:
+    names = ["tensorflow", "onnxruntime"]
+    for target in built_tvm_targets(build_dir):
+        manifest = json.loads((build_dir / target / "manifest.json").read_text())
+        if manifest.get("runner") == "local":
+            names.append(manifest["backend"])
+    return names
+
+
+def machine_info() -> dict:
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def _percentile(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values), p))
+
+
+def bench(
+    backends: list[str] | None = None,
+    batches: tuple[int, ...] = (1,),
+    time_steps: int = 32,
+    warmup: int = 2,
+    repeats: int = 10,
+    seed: int = 0,
+    build_dir: str | Path = DEFAULT_BUILD_DIR,
+    out_dir: str | Path | None = RESULTS_DIR,
+    name: str = "bench",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Time each backend per batch size; write `<out_dir>/<name>.{json,md,png}` unless out_dir is None."""
+    build_dir = Path(build_dir)
+    if repeats < 1 or warmup < 0 or any(b < 1 for b in batches) or time_steps < 1:
+        raise HarmonizerError("bench needs repeats >= 1, warmup >= 0, batch >= 1, time >= 1", "fix the options")
+    names = backends or default_backends(build_dir)
+    opened, load_ms = {}, {}
+    for backend_name in names:
+        t0 = time.perf_counter()
+        opened[backend_name] = open_backend(backend_name, build_dir)
+        load_ms[backend_name] = (time.perf_counter() - t0) * 1e3
+    rows = []
+    total = len(batches) * len(names) * (1 + warmup + repeats)
+    done = 0
+    for batch in batches:
+        x = realistic_inputs(seed, batch, time_steps)
+        first, samples = {}, {n: [] for n in names}
+        for n in names:
+            t0 = time.perf_counter()
+            opened[n].run(x)
+            first[n] = (time.perf_counter() - t0) * 1e3
+            for _ in range(warmup):
+                opened[n].run(x)
+            done += 1 + warmup
+            if progress:
+                progress(done, total)
+        for _ in range(repeats):
+            for n in names:
+                t0 = time.perf_counter()
+                opened[n].run(x)
+                samples[n].append((time.perf_counter() - t0) * 1e3)
+                done += 1
+            if progress:
+                progress(done, total)
+        for n in names:
+            s = samples[n]
+            rows.append({"backend": n, "batch": batch, "time_steps": time_steps,
+                         "p50_ms": statistics.median(s), "min_ms": min(s), "p90_ms": _percentile(s, 90),
+                         "mean_ms": statistics.fmean(s), "first_run_ms": first[n], "load_ms": load_ms[n],
+                         "repeats": repeats, "warmup": warmup})
+    onnxruntime_p50 = {r["batch"]: r["p50_ms"] for r in rows if r["backend"] == "onnxruntime"}
+    for r in rows:
+        if r["batch"] in onnxruntime_p50:
+            r["ratio_to_onnxruntime"] = r["p50_ms"] / onnxruntime_p50[r["batch"]]
+    result = {"rows": rows, "machine": machine_info(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
+              "config": {"batches": list(batches), "time_steps": time_steps, "warmup": warmup, "repeats": repeats,
+                         "seed": seed, "build_dir": str(build_dir), "interleaved": True}}
+    if out_dir is not None:
+        write_results(result, Path(out_dir), name)
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    lines = [
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores. "
+        f"Time steps {result['config']['time_steps']}, {result['config']['repeats']} interleaved repeats "
+        f"after {result['config']['warmup']} warm-up runs.",
+        "",
+        "| backend | batch | p50 ms | min ms | p90 ms | first run ms | load ms | × onnxruntime |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        ratio = f"{r['ratio_to_onnxruntime']:.2f}" if "ratio_to_onnxruntime" in r else "–"
+        lines.append(f"| {r['backend']} | {r['batch']} | {r['p50_ms']:.2f} | {r['min_ms']:.2f} | {r['p90_ms']:.2f} "
+                     f"| {r['first_run_ms']:.1f} | {r['load_ms']:.0f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: dict, out_dir: Path, name: str) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {ext: out_dir / f"{name}.{ext}" for ext in ("json", "md", "png")}
+    write_json(paths["json"], result)
+    with atomic_file(paths["md"]) as tmp:
+        tmp.write_text(f"# Latency: {name}\n\n" + markdown_table(result))
+    batches = sorted({r["batch"] for r in result["rows"]})
+    backends = list(dict.fromkeys(r["backend"] for r in result["rows"]))
+    fig, ax = plt.subplots(figsize=(1.5 + 1.6 * len(backends) * len(batches) / 2, 4))
+    width = 0.8 / max(1, len(backends))
+    for i, backend in enumerate(backends):
+        vals = [next((r["p50_ms"] for r in result["rows"] if r["backend"] == backend and r["batch"] == b), 0)
+                for b in batches]
+        xs = [j + i * width for j in range(len(batches))]
+        bars = ax.bar(xs, vals, width, label=backend)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(batches))])
+    ax.set_xticklabels([f"batch {b}" for b in batches])
+    ax.set_ylabel("p50 latency (ms, log scale)")
+    ax.set_yscale("log")
+    ax.set_title(f"harmonizer latency, {result['config']['time_steps']} steps — {result['machine']['cpu']}",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_file(paths["png"]) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return paths

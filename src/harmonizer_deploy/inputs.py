@@ -1,0 +1,46 @@
+"""Seeded verification inputs, and their npz save/load so a failing case can be replayed exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import atomic_file
+from .encoding import INPUT_CHANNELS, NUM_PITCHES, realistic_inputs
+from .errors import HarmonizerError
+
+
+def make_inputs(seed: int, count: int, batch: int, time_steps: int) -> list[np.ndarray]:
+    """`count` realistic inputs (valid chorale-like pianorolls with Coconet masks), reproducible from `seed`."""
+    return [realistic_inputs(seed + i, batch, time_steps) for i in range(count)]
+
+
+def save_inputs(path: str | Path, inputs: list[np.ndarray]) -> None:
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **{f"input_{i:03d}": x for i, x in enumerate(inputs)})
+
+
+def load_inputs(path: str | Path) -> list[np.ndarray]:
+    """Load inputs saved by `save_inputs`; each must be float32-castable `[batch, time, 46, 8]`."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarmonizerError(f"inputs file not found: {path}", "pass a file written by --save-inputs")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = [data[k] for k in sorted(data.files)]
+    except (OSError, ValueError) as exc:
+        raise HarmonizerError(f"{path} is not a readable .npz file ({exc})", "pass a file written by --save-inputs") \
+            from exc
+    if not arrays:
+        raise HarmonizerError(f"{path} holds no inputs", "pass a file written by --save-inputs")
+    for i, x in enumerate(arrays):
+        if x.ndim != 4 or x.shape[2:] != (NUM_PITCHES, INPUT_CHANNELS) or x.shape[0] < 1 or x.shape[1] < 1:
+            raise HarmonizerError(
+                f"input {i} in {path} has shape {list(x.shape)}, expected [batch, time, {NUM_PITCHES}, "
+                f"{INPUT_CHANNELS}]",
+                "save inputs with --save-inputs, or build them with harmonizer_deploy.encoding.model_input",
+            )
+        if not np.issubdtype(x.dtype, np.floating):
+            raise HarmonizerError(f"input {i} in {path} has dtype {x.dtype}, expected float32", "cast to float32")
+    return [x.astype(np.float32) for x in arrays]
