@@ -13,7 +13,7 @@ __all__ = ["bench", "compile", "convert", "doctor", "verify"]
 
 def __getattr__(name: str):
     if name == "convert":
-        from .convert import convert
+        from .conversion import convert
 
         return convert
     if name == "compile":
@@ -21,15 +21,15 @@ def __getattr__(name: str):
 
         return compile
     if name == "verify":
-        from .verify import verify
+        from .verification import verify
 
         return verify
     if name == "bench":
-        from .bench import bench
+        from .benchmark import bench
 
         return bench
     if name == "doctor":
-        from .doctor import doctor
+        from .diagnostics import doctor
 
         return doctor
     raise AttributeError(f"module 'harmonizer_deploy' has no attribute {name!r}")

@@ -33,7 +33,7 @@ class OnnxRuntimeBackend:
     def __post_init__(self) -> None:
         import onnxruntime as ort
 
-        from .convert import check_onnx_file
+        from .conversion import check_onnx_file
 
         check_onnx_file(Path(self.onnx_path))
         self.session = ort.InferenceSession(str(self.onnx_path), providers=list(self.providers))

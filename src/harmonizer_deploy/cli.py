@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -45,7 +46,7 @@ def cli_command(fn):
         try:
             return fn(*args, **kwargs)
         except HarmonizerError as exc:
-            err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -56,8 +57,8 @@ def cli_command(fn):
             if os.environ.get("HARMONIZER_DEBUG"):
                 raise
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {first} — rerun with HARMONIZER_DEBUG=1 "
-                      "for the traceback and report it", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(first)} — rerun with "
+                      "HARMONIZER_DEBUG=1 for the traceback and report it", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
@@ -87,7 +88,7 @@ def convert(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a TensorFlow/Keras harmonizer to ONNX (tf2onnx), then check it against TensorFlow."""
-    from .convert import convert as run
+    from .conversion import convert as run
 
     with spinner("converting with tf2onnx and checking against TensorFlow…", not as_json):
         result = run(model, output, opset)
@@ -140,7 +141,7 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch."""
-    from .verify import verify as run
+    from .verification import verify as run
 
     with progress_bar(f"verifying {target} against onnxruntime", not as_json) as update:
         report = run(artifact_dir, target, num_inputs, seed, batch, time_steps, save_inputs, load_inputs, atol,
@@ -170,7 +171,7 @@ def _print_verify(report: Any) -> None:
                   f" (rtol=0) or rtol={o['required_rtol']:.2e} (atol=0); {o['mismatched_elements']} of "
                   f"{o['total_elements']} elements outside tolerance")
     for note in report.notes:
-        out.print(f"[yellow]warning:[/] {note}")
+        out.print(f"[yellow]warning:[/] {escape(note)}")
     out.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
 
 
@@ -190,8 +191,8 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Latency of every available backend on the same inputs: min / p50 / p90 and first run."""
-    from .bench import bench as run
-    from .bench import markdown_table
+    from .benchmark import bench as run
+    from .benchmark import markdown_table
 
     with progress_bar("benchmarking", not as_json) as update:
         result = run(backend or None, tuple(batch or [1]), time_steps, warmup, repeats, 0, build_dir, out_dir, name,
@@ -207,7 +208,7 @@ def bench(
 @cli_command
 def doctor(as_json: JsonOpt = False) -> None:
     """What is installed and what each target needs, with the fix for each missing piece."""
-    from .doctor import doctor as run
+    from .diagnostics import doctor as run
 
     checks = run()
     if as_json:

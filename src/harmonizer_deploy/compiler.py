@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .artifacts import atomic_dir, sha256_file, sha256_text
-from .convert import check_onnx_file, sidecar_path_for
+from .conversion import check_onnx_file, sidecar_path_for
 from .exporters import get_exporter
 from .params import PARAMS_FILE, save_params
 from .pipelines import get_pipeline

@@ -13,8 +13,8 @@ stderr = Console(stderr=True)
 
 @contextlib.contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """Yield `update(done, total)`; shows a bar (or a spinner before the total is known)."""
-    if not enabled:
+    """Yield `update(done, total)`; shows a bar (or a spinner before the total is known) on a terminal."""
+    if not (enabled and stderr.is_terminal):
         yield lambda done, total: None
         return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
@@ -29,7 +29,7 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
 
 @contextlib.contextmanager
 def spinner(description: str, enabled: bool = True) -> Iterator[None]:
-    if not enabled:
+    if not (enabled and stderr.is_terminal):
         yield
         return
     with stderr.status(description):

@@ -26,6 +26,7 @@ class SourceModel:
     label: str = ""
     config: dict = field(default_factory=dict)
     keras_model: Any = None
+    keep_alive: Any = None  # e.g. the loaded SavedModel, whose variables `call` references
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.call(x).items()}
@@ -35,10 +36,11 @@ class SourceModel:
                 "config": self.config}
 
 
-def _hash_paths(paths: list[Path]) -> str:
+def _hash_paths(paths: list[Path], root: Path | None = None) -> str:
+    """Content hash of files, independent of where the model lives on disk."""
     digest = hashlib.sha256()
     for p in sorted(paths):
-        digest.update(p.name.encode())
+        digest.update((p.relative_to(root) if root else Path(p.name)).as_posix().encode())
         digest.update(p.read_bytes())
     return digest.hexdigest()
 
@@ -133,4 +135,4 @@ def _load_saved_model(path: Path) -> SourceModel:
         return {OUTPUT_NAME: result[key]}
 
     files = [p for p in path.rglob("*") if p.is_file()]
-    return SourceModel("saved_model", str(path), _hash_paths(files), call)
+    return SourceModel("saved_model", str(path), _hash_paths(files, path), call, keep_alive=loaded)

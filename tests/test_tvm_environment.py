@@ -1,0 +1,52 @@
+"""Guards for the TVM we pin: fail loudly when a version or a private API we rely on moves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+
+
+def test_tvm_and_ffi_are_the_pinned_versions():
+    assert version("apache-tvm") == "0.27.0.post1"
+    # 0.1.15.x segfaults in tvm.ir.save_json on any TIR object (MetaSchedule's JSON database dies with it)
+    assert version("apache-tvm-ffi") == "0.1.14.post1"
+
+
+def test_save_json_on_tir_does_not_crash():
+    """Run in a subprocess: with the bad FFI the interpreter segfaults instead of raising."""
+    code = (
+        "import tvm\nfrom tvm import te\n"
+        "a = te.placeholder((4,), name='a'); b = te.compute((4,), lambda i: a[i] + 1.0, name='b')\n"
+        "f = te.create_prim_func([a, b])\ntext = tvm.ir.save_json(f)\n"
+        "assert tvm.ir.load_json(text).same_as(f) or 'PrimFunc' in text\nprint('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_tvm_apis_we_rely_on_exist():
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.onnx import from_onnx
+    from tvm.target import codegen
+
+    assert callable(from_onnx) and callable(detach_params)
+    assert isinstance(codegen.llvm_get_system_cpu(), str) and codegen.llvm_get_system_cpu()
+    assert callable(relax.get_default_pipeline) and callable(tvm.compile)
+    assert "relax_pipeline" in tvm.compile.__code__.co_varnames, "tvm.compile lost its relax_pipeline argument"
+    assert callable(tvm.runtime.tensor) and callable(tvm.runtime.load_module)
+    assert hasattr(relax, "VirtualMachine")
+    assert tvm.get_global_func("target.build.llvm", allow_missing=True) is not None
+    target = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+    assert target.kind.name == "llvm"
+
+
+def test_tvm_0_27_module_layout():
+    """The brief's notes for 0.27: dlight and MetaSchedule live under tvm.s_tir, emcc helpers in tvm.support."""
+    pytest.importorskip("tvm.s_tir.dlight")
+    import tvm.s_tir.meta_schedule
+    import tvm.support.emcc  # noqa: F401
