@@ -241,6 +241,23 @@ def targets(as_json: JsonOpt = False) -> None:
         out.print(f"{r['name']:<10} {r['description']} [{status}]")
 
 
+@app.command()
+@cli_command
+def extract(
+    archive: Annotated[Path, typer.Argument(help="A .tar.gz, .tgz, .tar or .zip model archive.")],
+    destination: Annotated[Path, typer.Argument(help="A new (or empty) directory to extract into.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Unpack a model archive safely (no absolute paths, '..', escaping links or oversized members)."""
+    from .extract import extract as run
+
+    names = run(archive, destination)
+    if as_json:
+        emit_json({"destination": str(destination), "members": names})
+        return
+    out.print(f"extracted {len(names)} members into {destination}")
+
+
 def main() -> None:
     app()
 

@@ -77,7 +77,7 @@ def musical_agreement(actual: np.ndarray, expected: np.ndarray) -> dict[str, flo
     agreement = float(np.mean(np.argmax(actual, axis=2) == np.argmax(expected, axis=2)))
     p = np.clip(expected.astype(np.float64), 1e-12, 1.0)
     q = np.clip(actual.astype(np.float64), 1e-12, 1.0)
-    kl = float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=2)))
+    kl = max(0.0, float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=2))))  # ≥ 0 up to rounding
     return {"argmax_agreement": agreement, "kl_divergence": kl}
 
 
