@@ -11,6 +11,13 @@ from harmonizer_deploy.errors import HarmonizerError
 from harmonizer_deploy.model import build_model, expected_shapes, get_weights, seeded_weights, set_weights
 
 
+def assert_round_trip(config: ModelConfig, weights: dict) -> None:
+    model = build_model(config)
+    set_weights(model, config, weights)
+    for name, value in get_weights(model, config).items():
+        np.testing.assert_array_equal(value, weights[name], err_msg=name)
+
+
 def test_layer_specs_follow_coconet():
     specs = load_config("default").layer_specs()
     assert len(specs) == 16
@@ -34,10 +41,7 @@ def test_weights_round_trip_by_coconet_name(small_config):
     assert weights["conv0/weights"].shape == (3, 3, 8, 8)
     assert weights["conv5/weights"].shape == (2, 2, 8, 4)
     assert weights["conv2/gamma"].shape == (1, 1, 1, 8)
-    model = build_model(small_config)
-    set_weights(model, small_config, weights)
-    for name, value in get_weights(model, small_config).items():
-        np.testing.assert_array_equal(value, weights[name], err_msg=name)
+    assert_round_trip(small_config, weights)
 
 
 def test_missing_and_misshaped_variables_are_named(small_config):
@@ -58,10 +62,7 @@ def test_separable_and_split_layers_round_trip():
     weights = seeded_weights(config, seed=2)
     assert weights["conv3/split_3_1/kernel"].shape == (2, 2)
     assert weights["conv2/SeparableConv2d/pointwise_weights"].shape == (1, 1, 8, 8)
-    model = build_model(config)
-    set_weights(model, config, weights)
-    for name, value in get_weights(model, config).items():
-        np.testing.assert_array_equal(value, weights[name], err_msg=name)
+    assert_round_trip(config, weights)
 
 
 def test_config_errors_are_one_line(tmp_path):

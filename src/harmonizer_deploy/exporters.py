@@ -6,24 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import HarmonizerError
+from .registry import Registry
 
 Exporter = Callable[[Any, Any, Path], str]  # (executable, TargetSpec, out dir) -> library file name
-EXPORTERS: dict[str, Exporter] = {}
-
-
-def register_exporter(name: str) -> Callable[[Exporter], Exporter]:
-    def wrap(fn: Exporter) -> Exporter:
-        EXPORTERS[name] = fn
-        return fn
-
-    return wrap
-
-
-def get_exporter(name: str) -> Exporter:
-    if name not in EXPORTERS:
-        raise HarmonizerError(f"unknown exporter {name!r}", f"known exporters: {', '.join(sorted(EXPORTERS))}")
-    return EXPORTERS[name]
+EXPORTERS: Registry[Exporter] = Registry("exporter")
+register_exporter = EXPORTERS.register
+get_exporter = EXPORTERS.lookup
 
 
 @register_exporter("shared-library")

@@ -9,24 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import HarmonizerError
+from .registry import Registry
 
 Pipeline = Callable[[Any, Any], Any]  # (TargetSpec, tvm.target.Target) -> tvm.transform.Pass
-PIPELINES: dict[str, Pipeline] = {}
-
-
-def register_pipeline(name: str) -> Callable[[Pipeline], Pipeline]:
-    def wrap(fn: Pipeline) -> Pipeline:
-        PIPELINES[name] = fn
-        return fn
-
-    return wrap
-
-
-def get_pipeline(name: str) -> Pipeline:
-    if name not in PIPELINES:
-        raise HarmonizerError(f"unknown pipeline {name!r}", f"known pipelines: {', '.join(sorted(PIPELINES))}")
-    return PIPELINES[name]
+PIPELINES: Registry[Pipeline] = Registry("pipeline")
+register_pipeline = PIPELINES.register
+get_pipeline = PIPELINES.lookup
 
 
 @register_pipeline("cpu")

@@ -13,6 +13,7 @@ from .artifacts import sha256_file
 from .encoding import OUTPUT_NAME
 from .errors import HarmonizerError
 from .inputs import load_inputs, make_inputs, save_inputs
+from .registry import Registry
 from .runtime import integrity_problems, read_manifest
 from .targets import load_target
 
@@ -21,15 +22,8 @@ TINY = 1e-12
 
 # Runners: how the artifact of a target is executed. `runner = "..."` in the target TOML picks one.
 Runner = Callable[[Path, dict, list[np.ndarray]], list[np.ndarray]]
-RUNNERS: dict[str, Runner] = {}
-
-
-def register_runner(name: str) -> Callable[[Runner], Runner]:
-    def wrap(fn: Runner) -> Runner:
-        RUNNERS[name] = fn
-        return fn
-
-    return wrap
+RUNNERS: Registry[Runner] = Registry("runner")
+register_runner = RUNNERS.register
 
 
 @register_runner("local")
@@ -159,10 +153,7 @@ def verify(
         expected.append(session.run(None, {input_name: x})[0])
         if progress:
             progress(i + 1, 2 * len(inputs))
-    runner = RUNNERS.get(manifest.get("runner", "local"))
-    if runner is None:
-        raise HarmonizerError(f"no runner {manifest.get('runner')!r} for target {spec.name}",
-                              f"known runners: {', '.join(sorted(RUNNERS))}")
+    runner = RUNNERS.lookup(manifest.get("runner", "local"))
     actual = runner(artifact_dir, manifest, inputs)
     if progress:
         progress(2 * len(inputs), 2 * len(inputs))
