@@ -45,6 +45,21 @@ def test_tvm_apis_we_rely_on_exist():
     assert target.kind.name == "llvm"
 
 
+def test_tuning_relies_on_cpu_pipeline_pass_lists():
+    """The tuned CPU pipeline is TVM's default CPU pipeline with MetaScheduleApplyDatabase inserted."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.transform import MetaScheduleApplyDatabase
+    from tvm.s_tir import meta_schedule as ms
+
+    for name in ("library_dispatch_passes", "legalize_passes", "dataflow_lower_passes", "finalize_passes"):
+        assert callable(getattr(cpu, name)), f"tvm.relax.backend.cpu_generic.pipeline.{name} moved"
+    assert callable(MetaScheduleApplyDatabase)
+    for name in ("extract_tasks", "extracted_tasks_to_tune_contexts"):
+        assert callable(getattr(ms.relax_integration, name)), f"meta_schedule.relax_integration.{name} moved"
+    assert callable(ms.tune_tasks) and hasattr(ms.database, "JSONDatabase")
+    assert hasattr(ms.database.Database, "current")
+
+
 def test_tvm_0_27_module_layout():
     """The brief's notes for 0.27: dlight and MetaSchedule live under tvm.s_tir, emcc helpers in tvm.support."""
     pytest.importorskip("tvm.s_tir.dlight")

@@ -60,6 +60,7 @@ class TvmBackend:
 
         self.model = CompiledModel(artifact_dir)
         self.name = self.model.manifest["backend"]
+        self.accepts = self.model.accepts
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.model.run(x)

@@ -108,13 +108,16 @@ def compile_(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Artifact directory (default build/T).")]
     = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the cached artifact matches.")] = False,
+    batch: Annotated[int | None, typer.Option(help="Fix the batch size (static shapes; needed for tuned "
+                                              "kernels). Use with --time.")] = None,
+    time_steps: Annotated[int | None, typer.Option("--time", help="Fix the number of time steps.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compile an ONNX model with TVM Relax for a target: library + params + manifest."""
     from .compiler import compile as run
 
     with spinner(f"compiling for {target} with TVM…", not as_json):
-        result = run(model, target, output, force)
+        result = run(model, target, output, force, batch, time_steps)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -122,6 +125,35 @@ def compile_(
     how = "reused cached artifact" if result.cached else f"compiled in {result.seconds:.1f} s"
     out.print(f"{result.out_dir}: {how} (target {result.manifest['target']}, "
               f"{json.dumps(result.manifest['target_json'])}, {size / 1e6:.1f} MB)")
+    tuning = result.manifest.get("tuning") or {}
+    if tuning.get("used"):
+        out.print(f"tuned kernels: {tuning['records']} ({tuning['trials']} trials, {tuning['tuning_seconds']:.0f} s)")
+    else:
+        out.print(f"untuned kernels (slow): {escape(tuning.get('reason', ''))}", highlight=False)
+
+
+@app.command()
+@cli_command
+def tune(
+    model: Annotated[Path, typer.Argument(help="The ONNX model.")] = Path("build/model.onnx"),
+    target: Annotated[str, typer.Option("--target", "-t", help="A CPU target in targets/.")] = "cpu",
+    batch: Annotated[int, typer.Option(help="Batch size to tune for.")] = 1,
+    time_steps: Annotated[int, typer.Option("--time", help="Time steps to tune for.")] = 32,
+    trials: Annotated[int, typer.Option(help="MetaSchedule trials in total (this run).")] = 256,
+    time_budget: Annotated[float | None, typer.Option("--time-budget", help="Stop after this many minutes.")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """MetaSchedule-tune the model for this CPU; records go to targets/tuning/ and compile uses them."""
+    from .tuning import tune as run
+
+    with progress_bar(f"tuning for {target}", not as_json) as update:
+        result = run(model, target, batch, time_steps, trials, time_budget, progress=update)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(f"{result['records']}: {result['tasks']} tasks, {result['trials']} trials in total, "
+              f"{result['tuning_seconds']:.0f} s; compile with --batch {batch} --time {time_steps} to use them")
 
 
 @app.command()
@@ -131,8 +163,10 @@ def verify(
     target: Annotated[str, typer.Option("--target", "-t", help="Target the artifact was built for.")] = "cpu",
     num_inputs: Annotated[int, typer.Option(help="Number of seeded inputs.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the generated inputs.")] = 0,
-    batch: Annotated[int, typer.Option(help="Batch size of each input.")] = 2,
-    time_steps: Annotated[int, typer.Option("--time", help="Time steps (16th notes) of each input.")] = 32,
+    batch: Annotated[int | None, typer.Option(help="Batch size of each input (default 2, or the artifact's "
+                                              "static shape).")] = None,
+    time_steps: Annotated[int | None, typer.Option("--time", help="Time steps (16th notes) of each input "
+                                                   "(default 32).")] = None,
     save_inputs: Annotated[Path | None, typer.Option(help="Save the inputs used (npz) for replay.")] = None,
     load_inputs: Annotated[Path | None, typer.Option(help="Use inputs from an npz written by --save-inputs.")]
     = None,

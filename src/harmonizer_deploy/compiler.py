@@ -18,6 +18,7 @@ import numpy as np
 from . import __version__
 from .artifacts import atomic_dir, sha256_file, sha256_text
 from .conversion import check_onnx_file, sidecar_path_for
+from .errors import HarmonizerError
 from .exporters import get_exporter
 from .params import PARAMS_FILE, save_params
 from .pipelines import get_pipeline
@@ -37,7 +38,8 @@ class CompileResult:
     def to_dict(self) -> dict:
         return {"out_dir": str(self.out_dir), "cached": self.cached, "seconds": round(self.seconds, 3),
                 "target": self.manifest["target"], "library": self.manifest["library"],
-                "artifacts": self.manifest["artifacts"], "cache_key": self.manifest["cache_key"]}
+                "artifacts": self.manifest["artifacts"], "cache_key": self.manifest["cache_key"],
+                "static_shape": self.manifest.get("static_shape"), "tuning": self.manifest.get("tuning")}
 
 
 def tvm_versions() -> dict[str, str]:
@@ -54,10 +56,11 @@ def tvm_versions() -> dict[str, str]:
     return out
 
 
-def cache_key(model_sha: str, spec: TargetSpec) -> str:
+def cache_key(model_sha: str, spec: TargetSpec, shape: tuple[int, int] | None, tuning: dict | None) -> str:
     return sha256_text(json.dumps({
         "model": model_sha, "tvm": tvm_versions(), "target": spec.resolved_target(), "host": spec.resolved_host(),
         "pipeline": spec.pipeline, "export": spec.export, "options": spec.options, "harmonizer_deploy": __version__,
+        "shape": shape, "tuning": tuning and tuning["sha256"],
     }, sort_keys=True))
 
 
@@ -79,12 +82,19 @@ def _cached_manifest(out_dir: Path, key: str) -> dict | None:
     return manifest
 
 
-def import_onnx(onnx_model: Any) -> tuple[Any, list[str], list[np.ndarray]]:
-    """Relax import with weights split out as parameters (they ship separately, as params.npz)."""
+def import_onnx(onnx_model: Any, shape: tuple[int, int] | None = None) -> tuple[Any, list[str], list[np.ndarray]]:
+    """Relax import with weights split out as parameters (they ship separately, as params.npz).
+
+    `shape` = (batch, time) fixes the dynamic axes (needed for tuned kernels); None keeps them symbolic."""
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    mod = from_onnx(onnx_model, keep_params_in_input=True)
+    shape_dict = None
+    if shape is not None:
+        (first,) = [i for i in onnx_model.graph.input if i.name not in {t.name for t in onnx_model.graph.initializer}]
+        fixed = [d.dim_value for d in first.type.tensor_type.shape.dim][2:]
+        shape_dict = {first.name: [*shape, *fixed]}
+    mod = from_onnx(onnx_model, shape_dict=shape_dict, keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     arrays = [p.numpy() for p in params.get("main", [])]
     names = [str(v.name) for v in mod["main"].params[-len(arrays):]] if arrays else []
@@ -96,9 +106,18 @@ def compile(
     target: str = "cpu",
     output: str | Path | None = None,
     force: bool = False,
+    batch: int | None = None,
+    time_steps: int | None = None,
 ) -> CompileResult:
-    """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>)."""
+    """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>).
+
+    With `batch` and `time_steps` the artifact has static shapes and uses tuned records when some match
+    this CPU (see `harmonizer-deploy tune`); without them it accepts any batch and length."""
+    import contextlib
+
     import tvm
+
+    from .tuning import find_records
 
     start = time.perf_counter()
     spec = load_target(target)
@@ -107,14 +126,20 @@ def compile(
     out_dir = Path(output) if output else Path("build") / spec.name
     onnx_model = check_onnx_file(model)
     model_sha = sha256_file(model)
-    key = cache_key(model_sha, spec)
+    if (batch is None) != (time_steps is None) or (batch is not None and min(batch, time_steps) < 1):
+        raise HarmonizerError("--batch and --time go together and must be positive", "pass both, or neither")
+    shape = (batch, time_steps) if batch is not None else None
+    records, why = find_records(spec, shape)
+    tuning = records.describe() if records else None
+    key = cache_key(model_sha, spec, shape, tuning)
     if not force and (manifest := _cached_manifest(out_dir, key)):
         return CompileResult(out_dir, manifest, True, time.perf_counter() - start)
 
-    mod, names, arrays = import_onnx(onnx_model)
+    mod, names, arrays = import_onnx(onnx_model, shape)
     tvm_target = spec.tvm_target()
-    pipeline = get_pipeline(spec.pipeline)(spec, tvm_target)
-    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
+    with records.database() if records else contextlib.nullcontext():
+        pipeline = get_pipeline(spec.pipeline)(spec, tvm_target)
+        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     sidecar = sidecar_path_for(model)
     with atomic_dir(out_dir) as tmp:
         library = get_exporter(spec.export)(executable, spec, tmp)
@@ -136,7 +161,9 @@ def compile(
             "versions": {**tvm_versions(), "harmonizer_deploy": __version__},
             "model": {"path": str(model.resolve()), "sha256": model_sha,
                       "sidecar": str(sidecar.resolve()) if sidecar.is_file() else None},
-            "inputs": _io(onnx_model.graph.input, exclude={i.name for i in onnx_model.graph.initializer}),
+            "inputs": _io(onnx_model.graph.input, exclude={i.name for i in onnx_model.graph.initializer}, shape=shape),
+            "static_shape": list(shape) if shape else None,
+            "tuning": tuning or {"used": False, "reason": why},
             "outputs": _io(onnx_model.graph.output),
             "library": library,
             "params": names,
@@ -148,8 +175,12 @@ def compile(
     return CompileResult(out_dir, manifest, False, time.perf_counter() - start)
 
 
-def _io(values: Any, exclude: set[str] | None = None) -> list[dict]:
+def _io(values: Any, exclude: set[str] | None = None, shape: tuple[int, int] | None = None) -> list[dict]:
     exclude = exclude or set()
-    return [{"name": v.name, "dtype": "float32",
-             "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]}
-            for v in values if v.name not in exclude]
+    out = []
+    for v in values:
+        if v.name in exclude:
+            continue
+        dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        out.append({"name": v.name, "dtype": "float32", "shape": [*shape, *dims[2:]] if shape else dims})
+    return out

@@ -19,7 +19,13 @@ get_pipeline = PIPELINES.lookup
 
 @register_pipeline("cpu")
 def cpu_pipeline(spec: Any, target: Any) -> Any:
-    """TVM's default Relax pipeline for LLVM: legalize, fuse, lower, VM codegen."""
+    """With a MetaSchedule database in context (compile found tuned records): apply it. Otherwise TVM's default
+    Relax pipeline for LLVM (legalize, fuse, lower, VM codegen), whose kernels are unscheduled loops."""
     from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
 
+    if ms.database.Database.current() is not None:
+        from .tuning import tuned_cpu_pipeline
+
+        return tuned_cpu_pipeline(target)
     return relax.get_default_pipeline(target)

@@ -78,9 +78,19 @@ class CompiledModel:
         self.params = [tvm.runtime.tensor(a, self.device) for a in arrays]
         self.input_name = self.manifest["inputs"][0]["name"]
 
+    def accepts(self, batch: int, time_steps: int) -> bool:
+        static = self.manifest.get("static_shape")
+        return static is None or list(static) == [batch, time_steps]
+
     def run(self, x: np.ndarray) -> np.ndarray:
         import tvm
 
+        if not self.accepts(*x.shape[:2]):
+            raise HarmonizerError(
+                f"artifact {self.dir} was compiled for [batch, time] = {self.manifest['static_shape']}, "
+                f"got {list(x.shape[:2])}",
+                "recompile without --batch/--time (any shape) or with the shape you run",
+            )
         result = self.vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), self.device),
                                  *self.params)
         if isinstance(result, tvm.runtime.Tensor):

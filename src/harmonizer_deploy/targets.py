@@ -76,11 +76,14 @@ class TargetSpec:
 
 
 def _resolve_host(target: dict[str, Any]) -> dict[str, Any]:
+    """`mcpu = "host"` → this CPU's LLVM name and its physical core count (MetaSchedule needs `num-cores`)."""
     resolved = dict(target)
     if resolved.get("mcpu") == "host":
+        import psutil
         from tvm.target import codegen
 
         resolved["mcpu"] = codegen.llvm_get_system_cpu()
+        resolved.setdefault("num-cores", psutil.cpu_count(logical=False) or os.cpu_count() or 1)
     return resolved
 
 

@@ -116,8 +116,8 @@ def verify(
     target: str = "cpu",
     num_inputs: int = 4,
     seed: int = 0,
-    batch: int = 2,
-    time_steps: int = 32,
+    batch: int | None = None,
+    time_steps: int | None = None,
     save_inputs_to: str | Path | None = None,
     load_inputs_from: str | Path | None = None,
     atol: float | None = None,
@@ -133,6 +133,9 @@ def verify(
             f"{artifact_dir} holds a {manifest.get('target')!r} artifact, not {spec.name!r}",
             f"pass --target {manifest.get('target')} or the right directory",
         )
+    static = manifest.get("static_shape")
+    batch = batch or (static[0] if static else 2)
+    time_steps = time_steps or (static[1] if static else 32)
     atol = spec.atol if atol is None else atol
     rtol = spec.rtol if rtol is None else rtol
     if load_inputs_from:
