@@ -102,6 +102,8 @@ def test_bench_measures_every_backend(built, tmp_path):
     assert rows == {(b, n) for b in ("tensorflow", "onnxruntime", "tvm-cpu") for n in (1, 2)}
     for r in result["rows"]:
         assert 0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] and r["first_run_ms"] > 0
+        assert r["gflops_per_s"] > 0 and r["ratio_to_onnxruntime"] > 0
+    assert result["machine"]["peak_gflops_matmul_f32"] > 0
     assert json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert "| tvm-cpu |" in (tmp_path / "bench.md").read_text()
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
@@ -148,3 +150,11 @@ def test_every_shipped_target_file_loads():
         spec = load_target(name)
         assert spec.pipeline in PIPELINES, f"{name}: unknown pipeline {spec.pipeline}"
         assert spec.atol > 0 and spec.backend.startswith("tvm-")
+
+
+def test_model_flops_counts_every_convolution(built, small_config):
+    from harmonizer_deploy.flops import model_flops
+
+    batch, steps = 2, 8
+    expected = sum(2 * batch * steps * 46 * s["out"] * s["in"] * s["kernel"] ** 2 for s in small_config.layer_specs())
+    assert model_flops(built / "model.onnx", batch, steps) == expected

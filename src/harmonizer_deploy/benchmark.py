@@ -21,6 +21,7 @@ from .artifacts import atomic_file, write_json
 from .backends import DEFAULT_BUILD_DIR, built_tvm_targets, open_backend
 from .encoding import realistic_inputs
 from .errors import HarmonizerError
+from .flops import measured_peak_gflops, model_flops
 
 RESULTS_DIR = Path("bench/results")
 
@@ -115,11 +116,18 @@ def bench(
                          "p50_ms": statistics.median(s), "min_ms": min(s), "p90_ms": _percentile(s, 90),
                          "mean_ms": statistics.fmean(s), "first_run_ms": first[n], "load_ms": load_ms[n],
                          "repeats": repeats, "warmup": warmup})
+    onnx_path = build_dir / "model.onnx"
+    flops = {b: model_flops(onnx_path, b, time_steps) for b in batches} if onnx_path.is_file() else {}
+    for r in rows:
+        if flops.get(r["batch"]):
+            r["gflop"] = flops[r["batch"]] / 1e9
+            r["gflops_per_s"] = flops[r["batch"]] / (r["p50_ms"] / 1e3) / 1e9
     onnxruntime_p50 = {r["batch"]: r["p50_ms"] for r in rows if r["backend"] == "onnxruntime"}
     for r in rows:
         if r["batch"] in onnxruntime_p50:
             r["ratio_to_onnxruntime"] = r["p50_ms"] / onnxruntime_p50[r["batch"]]
-    result = {"rows": rows, "machine": machine_info(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    machine = {**machine_info(), "peak_gflops_matmul_f32": round(measured_peak_gflops(), 1)}
+    result = {"rows": rows, "machine": machine, "created": datetime.now(UTC).isoformat(timespec="seconds"),
               "config": {"batches": list(batches), "time_steps": time_steps, "warmup": warmup, "repeats": repeats,
                          "seed": seed, "build_dir": str(build_dir), "interleaved": True}}
     if out_dir is not None:
@@ -131,15 +139,17 @@ def markdown_table(result: dict) -> str:
     lines = [
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores. "
         f"Time steps {result['config']['time_steps']}, {result['config']['repeats']} interleaved repeats "
-        f"after {result['config']['warmup']} warm-up runs.",
+        f"after {result['config']['warmup']} warm-up runs. Measured peak (float32 matmul, numpy BLAS): "
+        f"{result['machine'].get('peak_gflops_matmul_f32', '?')} GFLOP/s.",
         "",
-        "| backend | batch | p50 ms | min ms | p90 ms | first run ms | load ms | × onnxruntime |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | batch | p50 ms | min ms | p90 ms | first run ms | load ms | GFLOP/s | × onnxruntime |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         ratio = f"{r['ratio_to_onnxruntime']:.2f}" if "ratio_to_onnxruntime" in r else "–"
+        gflops = f"{r['gflops_per_s']:.1f}" if "gflops_per_s" in r else "–"
         lines.append(f"| {r['backend']} | {r['batch']} | {r['p50_ms']:.2f} | {r['min_ms']:.2f} | {r['p90_ms']:.2f} "
-                     f"| {r['first_run_ms']:.1f} | {r['load_ms']:.0f} | {ratio} |")
+                     f"| {r['first_run_ms']:.1f} | {r['load_ms']:.0f} | {gflops} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
