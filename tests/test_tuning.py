@@ -31,6 +31,22 @@ def test_records_need_static_shapes_and_matching_cpu(private_targets):
     assert records is None and "harmonizer-deploy tune" in why
 
 
+def test_records_for_another_shape_are_not_used(private_targets):
+    import json
+
+    from harmonizer_deploy.tuning import META, RECORDS, records_dir
+
+    spec = load_target("cpu")
+    path = records_dir(spec)
+    path.mkdir(parents=True)
+    (path / RECORDS).write_text("")
+    (path / META).write_text(json.dumps({"shapes": [[1, 8]]}))
+    records, why = find_records(spec, (1, 32))
+    assert records is None and "cover [batch, time] [[1, 8]], not [1, 32]" in why
+    records, _ = find_records(spec, (1, 8))
+    assert records is not None and records.path == path
+
+
 def test_static_artifact_verifies_and_refuses_other_shapes(built, tmp_path, private_targets):
     result = hd.compile(built / "model.onnx", "cpu", tmp_path / "static", batch=1, time_steps=16)
     assert result.manifest["static_shape"] == [1, 16]

@@ -60,6 +60,9 @@ def find_records(spec: TargetSpec, shape: tuple[int, int] | None) -> tuple[Tunin
     if not (path / META).is_file() or not (path / RECORDS).is_file():
         return None, f"no tuned records for this CPU at {path} (run `harmonizer-deploy tune --target {spec.name}`)"
     meta = json.loads((path / META).read_text())
+    if list(shape) not in meta.get("shapes", []):
+        return None, (f"tuned records at {path} cover [batch, time] {meta.get('shapes')}, not {list(shape)} "
+                      f"(run `harmonizer-deploy tune --batch {shape[0]} --time {shape[1]}`)")
     return TuningRecords(path, meta), "ok"
 
 
@@ -118,15 +121,18 @@ def tune(
         if progress:
             progress(done, trials)
     seconds = time.perf_counter() - start
+    tasks_by_shape = {**previous.get("tasks_by_shape", {}), f"{batch}x{time_steps}": len(tasks)}
     meta = {
         "target": spec.name, "target_json": spec.resolved_target(), "tvm": tvm.__version__,
-        "model_sha256": sha256_file(model), "batch": batch, "time_steps": time_steps,
-        "tasks": len(tasks), "trials": previous.get("trials", 0) + done,
+        "model_sha256": sha256_file(model),
+        "tasks_by_shape": tasks_by_shape,
+        "shapes": [[int(n) for n in key.split("x")] for key in sorted(tasks_by_shape)],
+        "trials": previous.get("trials", 0) + done,
         "tuning_seconds": round(previous.get("tuning_seconds", 0.0) + seconds, 1),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(meta_path, meta)
-    return {"records": str(out), **meta}
+    return {"records": str(out), "tasks": len(tasks), **meta}
 
 
 def tuned_cpu_pipeline(target: Any) -> Any:
