@@ -55,11 +55,13 @@ class TensorFlowBackend:
 
 
 class TvmBackend:
+    """A compiled artifact; named `tvm-<artifact dir>` (build/cpu → tvm-cpu, build/cpu-b1 → tvm-cpu-b1)."""
+
     def __init__(self, artifact_dir: Path) -> None:
         from .runtime import CompiledModel
 
         self.model = CompiledModel(artifact_dir)
-        self.name = self.model.manifest["backend"]
+        self.name = f"tvm-{Path(artifact_dir).name}"
         self.accepts = self.model.accepts
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -76,12 +78,12 @@ def source_of_onnx(onnx_path: Path) -> str | None:
 
 
 def built_tvm_targets(build_dir: Path = DEFAULT_BUILD_DIR) -> list[str]:
-    """Targets with a compiled artifact under build_dir (each `build/<target>/manifest.json`)."""
+    """Artifact directories under build_dir (each `build/<name>/manifest.json`; usually named after the target)."""
     return sorted(p.parent.name for p in Path(build_dir).glob("*/manifest.json"))
 
 
 def open_backend(name: str, build_dir: str | Path = DEFAULT_BUILD_DIR, model: str | Path | None = None) -> Backend:
-    """Open a backend by report name: tensorflow, onnxruntime, or tvm-<target>."""
+    """Open a backend by report name: tensorflow, onnxruntime, or tvm-<artifact dir under build_dir>."""
     build_dir = Path(build_dir)
     onnx_path = build_dir / "model.onnx"
     if name == "tensorflow":
@@ -92,5 +94,5 @@ def open_backend(name: str, build_dir: str | Path = DEFAULT_BUILD_DIR, model: st
         return TvmBackend(build_dir / name.removeprefix("tvm-"))
     raise HarmonizerError(
         f"unknown backend {name!r}",
-        "use tensorflow, onnxruntime or tvm-<target> (a target compiled under build/)",
+        "use tensorflow, onnxruntime or tvm-<dir> for an artifact compiled into build/<dir>",
     )

@@ -37,10 +37,10 @@ class BenchConfig:
 
 def default_backends(build_dir: Path) -> list[str]:
     names = ["tensorflow", "onnxruntime"]
-    for target in built_tvm_targets(build_dir):
-        manifest = json.loads((build_dir / target / "manifest.json").read_text())
+    for artifact in built_tvm_targets(build_dir):
+        manifest = json.loads((build_dir / artifact / "manifest.json").read_text())
         if manifest.get("runner") == "local":
-            names.append(manifest["backend"])
+            names.append(f"tvm-{artifact}")
     return names
 
 
