@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from .artifacts import atomic_dir, sha256_file
 from .errors import HarmonizerError
 from .inputs import make_inputs
 
+BUNDLE_FORMAT = 1  # part of compile's cache key: a bundle layout change rebuilds cached artifacts
 BUNDLE_DIR = "bundle"
 BUNDLE_JSON = "bundle.json"
 RUNNER = Path(__file__).with_name("bundle_runner.py")
@@ -27,6 +29,7 @@ RUNNER = Path(__file__).with_name("bundle_runner.py")
 # splits it out. A device library that the wheel folds into libtvm_runtime.so is simply not found and skipped.
 RUNTIME_LIBS = {"cuda": ["libtvm_runtime_cuda.so"], "vulkan": ["libtvm_runtime_vulkan.so"],
                 "rocm": ["libtvm_runtime_rocm.so"]}
+TOOLKIT_RUNTIMES = ("libcudart.so",)
 REFERENCE_INPUTS = 2
 
 
@@ -42,10 +45,31 @@ def tvm_runtime_dir() -> Path:
 
 
 def runtime_libs(device: str, lib_dir: Path | None = None) -> list[Path]:
+    """The libraries a bundle ships, in load order: libtvm_runtime.so, then for a GPU device the toolkit
+    runtime its TVM library links (libcudart.so.13: redistributable, so the box needs only the NVIDIA
+    driver) and TVM's device runtime. The driver itself (libcuda.so.1) is never shipped."""
     lib_dir = lib_dir or tvm_runtime_dir()
     libs = [lib_dir / "libtvm_runtime.so"]
-    libs += [lib_dir / n for n in RUNTIME_LIBS.get(device, []) if (lib_dir / n).is_file()]
+    for name in RUNTIME_LIBS.get(device, []):
+        if (lib_dir / name).is_file():
+            libs += [dep for dep in _linked(lib_dir / name, TOOLKIT_RUNTIMES) if dep.name not in {x.name for x in libs}]
+            libs.append(lib_dir / name)
     return libs
+
+
+def _linked(library: Path, prefixes: tuple[str, ...]) -> list[Path]:
+    """Libraries `library` links whose names start with `prefixes`, where this machine resolves them."""
+    try:
+        text = subprocess.run(["ldd", str(library)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for line in text.splitlines():
+        name, _, rest = line.strip().partition(" => ")
+        path = rest.split(" (")[0].strip()
+        if name.startswith(prefixes) and path.startswith("/"):
+            found.append(Path(path))  # copied under this name, the one the TVM library asks for
+    return found
 
 
 def _ffi_version() -> str:
@@ -99,7 +123,7 @@ def write_bundle(artifact_dir: Path, manifest: dict, onnx_path: Path, out: Path)
         f"numpy\n# optional: a live onnxruntime comparison and onnxruntime timings\n# onnxruntime-gpu\n")
 
     info = {
-        "format_version": 1, "target": manifest["target"], "backend": manifest["backend"],
+        "format_version": BUNDLE_FORMAT, "target": manifest["target"], "backend": manifest["backend"],
         "device": manifest["device"], "target_json": manifest["target_json"], "library": manifest["library"],
         "params": "params.npz", "onnx": "model.onnx", "reference": "reference.npz", "input_name": input_name,
         "static_shape": manifest.get("static_shape"), "tolerance": manifest["tolerance"],

@@ -32,6 +32,7 @@ DEVICE_TYPES = {"cpu": 1, "cuda": 2, "vulkan": 7, "metal": 8, "rocm": 10, "webgp
 POOLED_ALLOCATOR = 2
 KDL_EXIST = 0  # runtime.GetDeviceAttr attribute id: does the device exist
 BUNDLE_JSON = "bundle.json"
+DRIVER_LIBS = ("libcuda.so", "libvulkan.so", "libamdhip64.so")  # come with the GPU driver, never in a bundle
 
 
 class BundleError(Exception):
@@ -59,7 +60,7 @@ def load_runtime(bundle_dir: Path, info: dict) -> Any:
         try:
             ctypes.CDLL(str(bundle_dir / "lib" / name), mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:
-            if info["device"] != "cpu":  # e.g. libtvm_runtime_cuda.so without libcuda.so.1: no NVIDIA driver
+            if any(driver in str(exc) for driver in DRIVER_LIBS):  # no GPU driver: no device here
                 raise BundleError(f"no {info['device']} device on this machine: cannot load {name} ({exc})",
                                   EXIT_NO_DEVICE) from exc
             raise BundleError(f"cannot load {name}: {exc}") from exc

@@ -63,8 +63,16 @@ def cache_key(model_sha: str, spec: TargetSpec, shape: tuple[int, int] | None, t
     return sha256_text(json.dumps({
         "model": model_sha, "tvm": tvm_versions(), "target": spec.resolved_target(), "host": spec.resolved_host(),
         "pipeline": spec.pipeline, "export": spec.export, "options": spec.options, "harmonizer_deploy": __version__,
-        "shape": shape, "tuning": tuning and tuning["sha256"],
+        "shape": shape, "tuning": tuning and tuning["sha256"], "bundle": _bundle_format(spec),
     }, sort_keys=True))
+
+
+def _bundle_format(spec: TargetSpec) -> int | None:
+    if not spec.options.get("bundle"):
+        return None
+    from .bundle import BUNDLE_FORMAT
+
+    return BUNDLE_FORMAT
 
 
 def _cached_manifest(out_dir: Path, key: str) -> dict | None:
