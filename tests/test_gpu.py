@@ -157,6 +157,22 @@ def test_a_function_no_rule_schedules_is_named(built, tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unbound_kernel_is_caught_before_the_build():
+    """TVM 0.27 builds an unscheduled CUDA kernel without complaint (as host code that would read GPU memory);
+    the per-function check refuses it, and accepts the same kernel once dlight's Fallback binds it."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir.dlight import gpu
+
+    from harmonizer_deploy.gpu_schedule import lowering_problems
+
+    a = te.placeholder((64,), name="a")
+    func = te.create_prim_func([a, te.compute((64,), lambda i: a[i] + 1.0, name="b")])
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_80"}, host={"kind": "llvm"})
+    assert lowering_problems("add_one", func, target) == ["no loop bound to GPU threads"]
+    assert lowering_problems("add_one", gpu.Fallback().apply(func, target, False).mod["main"], target) == []
+
+
 def test_unknown_schedule_rule_is_one_clear_error():
     from harmonizer_deploy.gpu_schedule import make_rules
 

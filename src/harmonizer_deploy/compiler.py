@@ -7,7 +7,6 @@ resolved target JSON, pipeline and exporter.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,10 +108,8 @@ def _build(mod: Any, tvm_target: Any, pipeline: Any, spec: TargetSpec) -> Any:
             raise failure from None
         if "Did you forget to bind" not in str(exc):
             raise
-        names = sorted(set(re.findall(r"PrimFunc\W+(\w+)", str(exc))))
         raise HarmonizerError(
-            f"a GPU kernel for target {spec.name!r} has loops not bound to threads"
-            f"{' (function ' + ', '.join(names) + ')' if names else ''}: \"Did you forget to bind?\"",
+            f"a GPU kernel for target {spec.name!r} has loops not bound to threads (\"Did you forget to bind?\")",
             "schedule every function (pipeline = \"gpu\" does, per function) or add a rule to [options] "
             "schedule_rules",
         ) from exc
