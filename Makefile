@@ -71,8 +71,9 @@ test: setup ## the test suite (slow tests excluded)
 test-slow: setup ## only the slow tests
 	$(BIN)/python -m pytest -q -m slow
 
-lint: setup ## ruff
+lint: setup ## ruff, and hadolint on docker/*.Dockerfile
 	$(BIN)/ruff check src tests
+	$(BIN)/hadolint --config .hadolint.yaml docker/*.Dockerfile
 
 clean: ## remove build outputs (keeps the virtualenv)
 	rm -rf $(BUILD)
