@@ -311,7 +311,7 @@ def targets(as_json: JsonOpt = False) -> None:
         return
     for r in rows:
         status = "ready" if not r["missing"] else "missing " + ", ".join(r["missing"])
-        out.print(f"{r['name']:<10} {r['description']} [{status}]")
+        out.print(escape(f"{r['name']:<10} {r['description']} [{status}]"), highlight=False)
 
 
 @app.command()

