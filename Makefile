@@ -1,5 +1,7 @@
 # harmonizer-deploy — `make` runs the main job on the bundled model; `make test` runs the tests.
 # `make target=X` picks a target from targets/ (default cpu); `make help` lists everything.
+# `runner=docker` runs the goals inside docker/$(target).Dockerfile's image, `runner=host` here; the default is
+# docker when a docker daemon answers, else host. `arch=sm_90` picks the CUDA architecture (default: detected).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,20 +9,40 @@ BIN    := $(VENV)/bin
 HD     := $(BIN)/harmonizer-deploy
 BUILD  ?= build
 target ?= cpu
+arch   ?=
 TARGETS := $(basename $(notdir $(wildcard targets/*.toml)))
+DOCKER ?= docker
+runner ?= $(shell $(DOCKER) info >/dev/null 2>&1 && echo docker || echo host)
+IMAGE  := harmonizer-deploy:$(target)
+# GPUs into the container: all NVIDIA GPUs for cuda, the DRI render nodes (if any) for vulkan
+GPU_FLAGS_cuda   := --gpus all
+GPU_FLAGS_vulkan := $(if $(wildcard /dev/dri),--device /dev/dri)
 
 ifeq ($(filter $(target),$(TARGETS)),)
 $(error unknown target '$(target)'; valid targets: $(TARGETS))
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all help setup convert compile verify bench test test-slow lint doctor clean
+.PHONY: all help setup convert compile verify bench test test-slow lint doctor clean image
 
 all: bench ## convert → compile → verify → bench for $(target) on the bundled model
 
 help: ## list the make goals and variables
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
-	@echo "variables: target=<$(TARGETS)> (default cpu), VENV=$(VENV), BUILD=$(BUILD)"
+	@echo "variables: target=<$(TARGETS)> (default cpu), runner=docker|host (now: $(runner)), arch=sm_80|sm_89|sm_90"
+	@echo "           (cuda; default detected), VENV=$(VENV), BUILD=$(BUILD)"
+	@echo "exit: a GPU target's verify on a machine without that GPU stops make with 'Error 4' (see docs/gpu.md)"
+
+image: ## build docker/$(target).Dockerfile as harmonizer-deploy:$(target)
+	$(DOCKER) build -f docker/$(target).Dockerfile -t $(IMAGE) .
+
+ifeq ($(runner),docker)
+# The same goals, run by make inside the target's image; build/ is shared with the host.
+convert compile verify bench: image
+	mkdir -p $(BUILD)
+	$(DOCKER) run --rm $(GPU_FLAGS_$(target)) -v "$(abspath $(BUILD)):/app/build" $(IMAGE) \
+	  make $@ target=$(target) arch=$(arch) runner=host VENV=/opt/venv BUILD=build
+else
 
 setup: $(VENV)/.installed ## create the virtualenv and install the pinned dependencies
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -30,14 +52,15 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 convert: setup ## bundled Keras model → $(BUILD)/model.onnx, checked against TensorFlow
 	$(HD) convert -o $(BUILD)/model.onnx
 
-compile: convert ## compile $(BUILD)/model.onnx for $(target) into $(BUILD)/$(target)
-	$(HD) compile $(BUILD)/model.onnx --target $(target)
+compile: convert ## compile $(BUILD)/model.onnx for $(target) into $(BUILD)/$(target) (+ deploy bundle for GPUs)
+	$(HD) compile $(BUILD)/model.onnx --target $(target) -o $(BUILD)/$(target) $(if $(arch),--arch $(arch))
 
-verify: compile ## compare the $(target) artifact with onnxruntime
-	$(HD) verify --target $(target)
+verify: compile ## compare the $(target) artifact with onnxruntime (exit 4: no such device here)
+	$(HD) verify $(BUILD)/$(target) --target $(target)
 
 bench: verify ## latency table of every built backend → bench/results/
 	$(HD) bench --batch 1 --batch 8 --repeats 5 --build-dir $(BUILD)
+endif
 
 doctor: setup ## what is installed, what each target needs
 	$(HD) doctor
@@ -48,8 +71,9 @@ test: setup ## the test suite (slow tests excluded)
 test-slow: setup ## only the slow tests
 	$(BIN)/python -m pytest -q -m slow
 
-lint: setup ## ruff
+lint: setup ## ruff, and hadolint on docker/*.Dockerfile
 	$(BIN)/ruff check src tests
+	$(BIN)/hadolint --config .hadolint.yaml docker/*.Dockerfile
 
 clean: ## remove build outputs (keeps the virtualenv)
 	rm -rf $(BUILD)

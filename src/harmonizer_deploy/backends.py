@@ -68,6 +68,17 @@ class TvmBackend:
         return self.model.run(x)
 
 
+def onnxruntime_cuda_available() -> bool:
+    """onnxruntime-gpu installed *and* an NVIDIA GPU present (the provider is listed even without one)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    from .runtime import device_present
+
+    return device_present("cuda")
+
+
 def source_of_onnx(onnx_path: Path) -> str | None:
     """The TensorFlow model an ONNX file was converted from, per its sidecar (None if unknown)."""
     sidecar = onnx_path.with_suffix(".json")
@@ -90,9 +101,16 @@ def open_backend(name: str, build_dir: str | Path = DEFAULT_BUILD_DIR, model: st
         return TensorFlowBackend(model if model is not None else source_of_onnx(onnx_path))
     if name == "onnxruntime":
         return OnnxRuntimeBackend(onnx_path)
+    if name == "onnxruntime-cuda":
+        if not onnxruntime_cuda_available():
+            from .errors import DeviceUnavailable
+
+            raise DeviceUnavailable("onnxruntime's CUDA provider needs onnxruntime-gpu and an NVIDIA GPU",
+                                    "pip install onnxruntime-gpu on a GPU machine, or bench --backend onnxruntime")
+        return OnnxRuntimeBackend(onnx_path, ("CUDAExecutionProvider", "CPUExecutionProvider"), "onnxruntime-cuda")
     if name.startswith("tvm-"):
         return TvmBackend(build_dir / name.removeprefix("tvm-"))
     raise HarmonizerError(
         f"unknown backend {name!r}",
-        "use tensorflow, onnxruntime or tvm-<dir> for an artifact compiled into build/<dir>",
+        "use tensorflow, onnxruntime, onnxruntime-cuda or tvm-<dir> for an artifact compiled into build/<dir>",
     )

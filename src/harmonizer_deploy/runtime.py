@@ -40,16 +40,32 @@ def integrity_problems(artifact_dir: str | Path, manifest: dict) -> list[str]:
     return problems
 
 
-def tvm_device(kind: str) -> Any:
+DEVICE_NEEDS = {"cuda": "an NVIDIA GPU with its driver", "vulkan": "a Vulkan device (a GPU, or Mesa's lavapipe: "
+                "apt-get install mesa-vulkan-drivers)", "rocm": "an AMD GPU", "metal": "an Apple GPU"}
+
+
+def device_present(kind: str) -> bool:
+    """Whether TVM sees device 0 of `kind` here (False, not an error, when the driver library is absent)."""
     import tvm
 
-    dev = tvm.device(kind, 0)
-    if not dev.exist:
+    try:
+        return bool(tvm.device(kind, 0).exist)
+    except Exception:  # e.g. a device API that fails to initialise without its driver
+        return False
+
+
+def tvm_device(kind: str, artifact_dir: str | Path | None = None) -> Any:
+    """TVM device 0 of `kind`, or DeviceUnavailable (exit code 4) saying what is needed and where to go."""
+    import tvm
+
+    if not device_present(kind):
+        where = Path(artifact_dir) if artifact_dir else None
+        bundle = where / "bundle" if where and (where / "bundle" / "run.py").is_file() else None
+        fix = (f"copy {bundle} to a machine with one and run `python run.py verify` / `python run.py bench` there"
+               if bundle else f"run verify/bench on a machine with a {kind} device")
         raise DeviceUnavailable(
-            f"no {kind} device on this machine",
-            f"copy the artifact to a machine with a {kind} device and run verify/bench there",
-        )
-    return dev
+            f"no {kind} device on this machine: running a {kind} artifact needs {DEVICE_NEEDS.get(kind, kind)}", fix)
+    return tvm.device(kind, 0)
 
 
 class CompiledModel:
@@ -66,7 +82,7 @@ class CompiledModel:
                 f"artifact {self.dir} (target {self.manifest.get('target')}) does not run in this process",
                 "use `harmonizer-deploy verify --target <target>`, which picks the right runner",
             )
-        self.device = tvm_device(self.manifest["device"])
+        self.device = tvm_device(self.manifest["device"], self.dir)
         library = self.dir / self.manifest["library"]
         try:
             module = tvm.runtime.load_module(str(library))

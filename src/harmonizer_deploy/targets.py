@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,19 @@ class TargetSpec:
     path: str = ""
 
     def resolved_target(self) -> dict[str, Any]:
-        """The target JSON with `mcpu = "host"` replaced by this machine's CPU name."""
-        return _resolve_host(self.target)
+        """The target JSON with `mcpu = "host"` replaced by this machine's CPU name and `arch = "detect"` by
+        this machine's GPU architecture (or `[options] default_arch` when there is no GPU to ask)."""
+        return _resolve_arch(_resolve_host(self.target), self.device, self.options.get("default_arch"))
+
+    def with_arch(self, arch: str) -> TargetSpec:
+        """This target for another GPU architecture (`--arch sm_90`); only the ones the TOML lists."""
+        allowed = self.options.get("archs")
+        if not allowed:
+            raise HarmonizerError(f"target {self.name!r} has no selectable architecture", "drop --arch")
+        if arch not in allowed:
+            raise HarmonizerError(f"architecture {arch!r} is not one of target {self.name!r}'s",
+                                  f"use one of {', '.join(allowed)} (or add it to [options] archs)")
+        return replace(self, target={**self.target, "arch": arch})
 
     def resolved_host(self) -> dict[str, Any] | None:
         return _resolve_host(self.host) if self.host else None
@@ -85,6 +96,28 @@ def _resolve_host(target: dict[str, Any]) -> dict[str, Any]:
         resolved["mcpu"] = codegen.llvm_get_system_cpu()
         resolved.setdefault("num-cores", psutil.cpu_count(logical=False) or os.cpu_count() or 1)
     return resolved
+
+
+def detect_gpu_arch(device: str) -> str | None:
+    """`sm_XY` of GPU 0 when `device` is cuda and one is present; None otherwise (nothing to detect)."""
+    if device != "cuda":
+        return None
+    import tvm
+
+    dev = tvm.device(device, 0)
+    if not dev.exist:
+        return None
+    return "sm_" + str(dev.compute_version).replace(".", "")
+
+
+def _resolve_arch(target: dict[str, Any], device: str, default: str | None) -> dict[str, Any]:
+    if target.get("arch") != "detect":
+        return target
+    arch = detect_gpu_arch(device) or default
+    if not arch:
+        raise HarmonizerError(f"no {device} GPU to detect the architecture from, and no default",
+                              "pass --arch, or set [options] default_arch in the target TOML")
+    return {**target, "arch": arch}
 
 
 def available_targets() -> list[str]:

@@ -133,6 +133,10 @@ def verify(
             f"{artifact_dir} holds a {manifest.get('target')!r} artifact, not {spec.name!r}",
             f"pass --target {manifest.get('target')} or the right directory",
         )
+    if manifest.get("runner", "local") == "local":  # say "no GPU here" before spending time on the reference
+        from .runtime import tvm_device
+
+        tvm_device(manifest["device"], artifact_dir)
     static = manifest.get("static_shape")
     batch = batch or (static[0] if static else 2)
     time_steps = time_steps or (static[1] if static else 32)
