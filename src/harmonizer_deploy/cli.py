@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
+from .debug_cli import TolOpt, debug_app
 from .errors import EXIT_INTERNAL, EXIT_VERIFY_FAILED, HarmonizerError
 from .progress import progress_bar, spinner
 
@@ -122,10 +123,6 @@ def compile_(
     how = "reused cached artifact" if result.cached else f"compiled in {result.seconds:.1f} s"
     out.print(f"{result.out_dir}: {how} (target {result.manifest['target']}, "
               f"{json.dumps(result.manifest['target_json'])}, {size / 1e6:.1f} MB)")
-
-
-TolOpt = Annotated[list[str] | None, typer.Option(
-    help="Tolerance override: a number for every output, or NAME=number for one (repeatable).")]
 
 
 def parse_range(value: str | None) -> tuple[float, float] | None:
@@ -299,8 +296,6 @@ def extract(
         return
     out.print(f"extracted {len(names)} members into {destination}")
 
-
-from .debug_cli import debug_app  # noqa: E402 - the sub-app reuses the helpers above
 
 app.add_typer(debug_app, name="debug")
 

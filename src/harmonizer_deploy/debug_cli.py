@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,9 +10,30 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import JsonOpt, TolOpt, _print_verify, cli_command, emit_json, out
 from .errors import EXIT_VERIFY_FAILED
 from .progress import progress_bar, spinner
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+TolOpt = Annotated[list[str] | None, typer.Option(
+    help="Tolerance override: a number for every tensor, or NAME=number for one (repeatable).")]
+
+
+def cli_command(fn):
+    """cli.cli_command (one line + exit code on errors), resolved at call time: cli imports this module."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .cli import cli_command as wrap
+
+        return wrap(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+def _cli() -> Any:
+    from . import cli
+
+    return cli
 
 debug_app = typer.Typer(
     help="When verify fails: find the first diverging node, shrink the model, say which tolerance is needed.",
@@ -51,8 +73,7 @@ def localize(
                                                    "see each node's error).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the first ONNX node whose output diverges from onnxruntime when compiled for the target; exit 3
-    when one does."""
+    """Find the first ONNX node whose output diverges from onnxruntime when compiled for the target (exit 3)."""
     from .debugging import localize as run
 
     a, r = _tolerances(atol, rtol)
@@ -60,7 +81,7 @@ def localize(
         report = run(artifact_dir, target, chunk_size, num_inputs, seed, batch, time_steps, load_inputs, a, r,
                      scan_always, update)
     if as_json:
-        emit_json(report.to_dict())
+        _cli().emit_json(report.to_dict())
     else:
         _print_localize(report)
     if report.diverged:
@@ -72,6 +93,7 @@ def _mark(passed: bool) -> str:
 
 
 def _print_localize(report: Any) -> None:
+    out = _cli().out
     f = report.full_model
     out.print(f"whole artifact vs onnxruntime ({f['name']}): max abs error {f['max_abs_err']:.2e}, needed atol "
               f"{f['required_atol']:.2e} / rtol {f['required_rtol']:.2e} (have {f['atol']:g} / {f['rtol']:g}) "
@@ -133,9 +155,10 @@ def reduce(
         report = run(artifact_dir, target, output, node, chunk_size, num_inputs, seed, batch, time_steps,
                      load_inputs, a, r)
     if as_json:
-        emit_json(report.to_dict())
+        _cli().emit_json(report.to_dict())
         return
     worst = max(report.outputs, key=lambda o: o["max_abs_err"])
+    out = _cli().out
     out.print(f"wrote {report.model_path} ({report.num_nodes} node{'s' if report.num_nodes != 1 else ''}: "
               f"{escape(', '.join(report.nodes))}) and {report.inputs_path}")
     out.print(f"it still fails on {target}: max abs error {worst['max_abs_err']:.2e} (tolerance atol "
@@ -160,8 +183,8 @@ def verify_model(
     with spinner(f"compiling {model} for {target} and comparing…", not as_json):
         report = verify_onnx(model, inputs, target, a, r)
     if as_json:
-        emit_json(report.to_dict())
+        _cli().emit_json(report.to_dict())
     else:
-        _print_verify(report)
+        _cli()._print_verify(report)
     if not report.passed:
         raise typer.Exit(EXIT_VERIFY_FAILED)

@@ -136,10 +136,12 @@ def _boundary_inputs(model: Any, nodes: list[Any]) -> list[str]:
 # running a (sub-)model on onnxruntime and on the target
 
 
-def run_onnxruntime(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_onnxruntime(model: Any, feeds: dict[str, np.ndarray], session: Any = None) -> dict[str, np.ndarray]:
+    """The reference: onnxruntime's CPU provider, as verify uses it (pass `session` to reuse one)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    if session is None:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds), strict=True))
 
@@ -282,10 +284,13 @@ def _compare_full(directory: Path, manifest: dict, model: Any, inputs: list[np.n
     """The whole artifact vs onnxruntime on every input; returns the stats and the worst input's index."""
     input_name = manifest["inputs"][0]["name"]
     output_name = model.graph.output[0].name
+    import onnxruntime as ort
+
     actual = RUNNERS.lookup(manifest.get("runner", "local"))(directory, manifest, inputs)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     worst, worst_err, expected = 0, -1.0, []
     for i, x in enumerate(inputs):
-        expected.append(run_onnxruntime(model, {input_name: x})[output_name])
+        expected.append(run_onnxruntime(model, {input_name: x}, session)[output_name])
         err = float(np.nanmax(np.abs(actual[i].astype(np.float64) - expected[i]))) if actual[i].size else 0.0
         if not np.isfinite(actual[i]).all():
             err = np.inf
