@@ -80,6 +80,21 @@ def test_localize_names_the_planted_node(planted, op_type, nth):
     assert "wrong on its own" in report.verdict
 
 
+def test_localize_tells_drift_from_a_wrong_node(planted, sensitive_built, tmp_path):
+    """With the planted Conv's own tensor allowed a loose tolerance, the first tensor out of tolerance is the
+    next node's (a Relu): correct alone, so the verdict is drift, and reduce needs the Conv for context."""
+    artifact, index, name = planted("Conv", 3)
+    nodes = onnx.load(str(sensitive_built / "model.onnx")).graph.node
+    loose = {nodes[index].output[0]: 1.0}
+    report = debugging.localize(artifact, "cpu", chunk_size=4, atol=loose)
+    assert report.culprit["index"] == index + 1 and report.culprit["op_type"] == "Relu"
+    assert report.culprit["inputs"][0]["producer"] == name and report.culprit["inputs"][0]["passed"]
+    assert not report.culprit["alone_failed"] and "drift" in report.verdict
+    reduced = debugging.reduce(artifact, "cpu", tmp_path / "drift", chunk_size=4, atol=loose)
+    assert reduced.nodes == [name, nodes[index + 1].name]
+    assert [t["failed"] for t in reduced.tried] == [False, True]
+
+
 def test_localize_clean_artifact_finds_nothing(sensitive_built):
     report = debugging.localize(sensitive_built / "cpu", "cpu")
     assert report.full_model["passed"] and report.culprit is None and not report.diverged

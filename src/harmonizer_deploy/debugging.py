@@ -266,6 +266,11 @@ def _source_model(manifest: dict) -> tuple[Path, Any]:
                               "recompile: harmonizer-deploy compile --target " + manifest["target"])
     model = onnx.load(str(path))
     _check_flat_graph(model)
+    constants = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in constants]
+    if inputs != [manifest["inputs"][0]["name"]]:
+        raise HarmonizerError(f"{path} has inputs {inputs}; debug localize/reduce expect the one model input "
+                              f"{manifest['inputs'][0]['name']!r}", "recompile the artifact from this model")
     return path, model
 
 
@@ -559,13 +564,14 @@ def reduce(
         size = min(size * 2, len(ancestors) + 1)
 
     out = Path(output_dir)
+    labels = [_node_label(model.graph.node[i], i) for i in chosen]
     _write_bundle(out, sub, feeds, spec, manifest, {
-        "node": _node_label(culprit, index), "op_type": culprit.op_type, "nodes": [n.name for n in nodes],
+        "node": _node_label(culprit, index), "op_type": culprit.op_type, "nodes": labels,
         "outputs": stats, "tried": tried, "localize": located.to_dict() if located else None})
     return ReduceReport(
         output_dir=str(out), model_path=str(out / REDUCED_MODEL), inputs_path=str(out / REDUCED_INPUTS),
-        node=_node_label(culprit, index), op_type=culprit.op_type, num_nodes=len(nodes),
-        nodes=[_node_label(model.graph.node[i], i) for i in chosen], input_names=list(feeds), outputs=stats,
+        node=_node_label(culprit, index), op_type=culprit.op_type, num_nodes=len(nodes), nodes=labels,
+        input_names=list(feeds), outputs=stats,
         tried=tried, localize=located.to_dict() if located else None)
 
 
