@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
+from .debug_cli import TolOpt, debug_app
 from .errors import EXIT_INTERNAL, EXIT_VERIFY_FAILED, HarmonizerError
 from .progress import progress_bar, spinner
 
@@ -171,6 +172,17 @@ def tune(
               f"{result['tuning_seconds']:.0f} s; compile with --batch {batch} --time {time_steps} to use them")
 
 
+def parse_range(value: str | None) -> tuple[float, float] | None:
+    """`--val-range LOW,HIGH` → (low, high)."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise HarmonizerError(f"--val-range {value!r} is not LOW,HIGH", "pass e.g. --val-range 0,1") from None
+    return low, high
+
+
 @app.command()
 @cli_command
 def verify(
@@ -185,16 +197,26 @@ def verify(
     save_inputs: Annotated[Path | None, typer.Option(help="Save the inputs used (npz) for replay.")] = None,
     load_inputs: Annotated[Path | None, typer.Option(help="Use inputs from an npz written by --save-inputs.")]
     = None,
-    atol: Annotated[float | None, typer.Option(help="Override the target's absolute tolerance.")] = None,
-    rtol: Annotated[float | None, typer.Option(help="Override the target's relative tolerance.")] = None,
+    atol: TolOpt = None,
+    rtol: TolOpt = None,
+    check_error_stat: Annotated[str, typer.Option(help="Statistic held to the tolerance: max (every element), "
+                                                       "mean or median.")] = "max",
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first input out of tolerance.")] = False,
+    validate: Annotated[bool, typer.Option(help="Only check the artifact's outputs for NaN/Inf (no reference).")]
+    = False,
+    histogram: Annotated[Path | None, typer.Option(help="Write a PNG histogram of the abs error here.")] = None,
+    val_range: Annotated[str | None, typer.Option(help="Seeded uniform inputs in LOW,HIGH instead of realistic "
+                                                       "pianorolls.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch."""
+    from .verification import parse_tolerance
     from .verification import verify as run
 
     with progress_bar(f"verifying {target} against onnxruntime", not as_json) as update:
-        report = run(artifact_dir, target, num_inputs, seed, batch, time_steps, save_inputs, load_inputs, atol,
-                     rtol, update)
+        report = run(artifact_dir, target, num_inputs, seed, batch, time_steps, save_inputs, load_inputs,
+                     parse_tolerance(atol, "atol"), parse_tolerance(rtol, "rtol"), update, check_error_stat,
+                     fail_fast, validate, histogram, parse_range(val_range))
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -204,24 +226,41 @@ def verify(
 
 
 def _print_verify(report: Any) -> None:
+    if report.mode == "validate":
+        for o in report.outputs:
+            out.print(f"{o['name']}: {o['nan_count']} NaN, {o['inf_count']} Inf of {o['total_elements']} values; "
+                      f"finite range [{o['min']}, {o['max']}]")
+    else:
+        _print_compare(report)
+    ranges = ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in report.input_ranges[:4])
+    if ranges:
+        out.print(f"input value ranges: {ranges}{' …' if len(report.input_ranges) > 4 else ''}")
+    if report.histogram:
+        out.print(f"error histogram: {report.histogram}")
+    for note in report.notes:
+        out.print(f"[yellow]warning:[/] {escape(note)}")
+    out.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
+
+
+def _print_compare(report: Any) -> None:
     table = Table(title=f"verify {report.backend} vs {report.reference} ({report.num_inputs} inputs, "
                         f"seed {report.seed})")
-    for col in ("output", "max abs", "max rel", "p99 abs", "mean abs", "NaN/Inf", "argmax agree", "KL", "result"):
+    for col in ("output", "max abs", "max rel", "p99 abs", "mean abs", "median abs", "NaN/Inf", "argmax agree",
+                "KL", "result"):
         table.add_column(col, justify="right")
     for o in report.outputs:
         agree = f"{o['argmax_agreement']:.2%}" if "argmax_agreement" in o else "–"
         kl = f"{o['kl_divergence']:.2e}" if "kl_divergence" in o else "–"
-        table.add_row(o["name"], f"{o['max_abs_err']:.2e}", f"{o['max_rel_err']:.2e}", f"{o['p99_abs_err']:.2e}",
-                      f"{o['mean_abs_err']:.2e}", f"{o['nan_count']}/{o['inf_count']}", agree, kl,
+        table.add_row(escape(o["name"]), f"{o['max_abs_err']:.2e}", f"{o['max_rel_err']:.2e}",
+                      f"{o['p99_abs_err']:.2e}", f"{o['mean_abs_err']:.2e}", f"{o['median_abs_err']:.2e}",
+                      f"{o['nan_count']}/{o['inf_count']}", agree, kl,
                       "[green]PASS[/]" if o["passed"] else "[red]FAIL[/]")
     out.print(table)
     for o in report.outputs:
-        out.print(f"{o['name']}: tolerance atol={o['atol']:g} rtol={o['rtol']:g}; needed atol={o['required_atol']:.2e}"
+        out.print(f"{escape(o['name'])}: tolerance atol={o['atol']:g} rtol={o['rtol']:g} on the "
+                  f"{o.get('check_error_stat', 'max')} error; needed atol={o['required_atol']:.2e}"
                   f" (rtol=0) or rtol={o['required_rtol']:.2e} (atol=0); {o['mismatched_elements']} of "
                   f"{o['total_elements']} elements outside tolerance")
-    for note in report.notes:
-        out.print(f"[yellow]warning:[/] {escape(note)}")
-    out.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
 
 
 @app.command()
@@ -329,6 +368,9 @@ def extract(
         emit_json({"destination": str(destination), "members": names})
         return
     out.print(f"extracted {len(names)} members into {destination}")
+
+
+app.add_typer(debug_app, name="debug")
 
 
 def main() -> None:

@@ -11,9 +11,18 @@ from .encoding import INPUT_CHANNELS, NUM_PITCHES, realistic_inputs
 from .errors import HarmonizerError
 
 
-def make_inputs(seed: int, count: int, batch: int, time_steps: int) -> list[np.ndarray]:
-    """`count` realistic inputs (valid chorale-like pianorolls with Coconet masks), reproducible from `seed`."""
-    return [realistic_inputs(seed + i, batch, time_steps) for i in range(count)]
+def make_inputs(seed: int, count: int, batch: int, time_steps: int,
+                value_range: tuple[float, float] | None = None) -> list[np.ndarray]:
+    """`count` realistic inputs (valid chorale-like pianorolls with Coconet masks), reproducible from `seed`;
+    with `value_range` (low, high): seeded uniform values instead, to probe the model off its data range."""
+    if value_range is None:
+        return [realistic_inputs(seed + i, batch, time_steps) for i in range(count)]
+    low, high = value_range
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise HarmonizerError(f"input value range [{low}, {high}] is not a finite interval", "pass LOW,HIGH with "
+                              "LOW <= HIGH, e.g. --val-range 0,1")
+    return [np.random.default_rng(seed + i).uniform(low, high, (batch, time_steps, NUM_PITCHES, INPUT_CHANNELS))
+            .astype(np.float32) for i in range(count)]
 
 
 def save_inputs(path: str | Path, inputs: list[np.ndarray]) -> None:
