@@ -292,6 +292,50 @@ def extract(
     out.print(f"extracted {len(names)} members into {destination}")
 
 
+@app.command()
+@cli_command
+def train(
+    dataset: Annotated[str, typer.Option(help="'music21' (Bach chorales shipped with music21) or a JSB-style .npz.")]
+    = "music21",
+    split: Annotated[str, typer.Option(help="Split of the .npz to train on.")] = "train",
+    config: Annotated[str, typer.Option(help="Model config name or TOML path.")] = "default",
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps in total (a resumed run continues to it).")] = 2000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    crop: Annotated[int, typer.Option(min=4, help="Training crop length in 16th-note steps.")] = 32,
+    learning_rate: Annotated[float, typer.Option(help="Initial Adam learning rate (cosine-decayed).")] = 2e-3,
+    final_learning_rate: Annotated[float, typer.Option(help="Learning rate at the last step.")] = 2e-4,
+    seed: Annotated[int, typer.Option(help="Seeds the init and every mask/crop draw.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
+    init: Annotated[str | None, typer.Option(help="Start from these Coconet-named weights (.npz).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory: checkpoint, model.npz/.toml/.json.")]
+    = Path("runs/train"),
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint in --out.")] = False,
+    log_every: Annotated[int, typer.Option(help="Without a terminal, print the loss every N steps.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a Coconet model (orderless NADE) with checkpoints; rerunning the same command resumes."""
+    from .train import TrainSettings
+    from .train import train as run_training
+
+    settings = TrainSettings(dataset=dataset, split=split, config=config, steps=steps, batch_size=batch_size,
+                             crop=crop, learning_rate=learning_rate, final_learning_rate=final_learning_rate,
+                             seed=seed, checkpoint_every=checkpoint_every, init=init)
+    with progress_bar("training", not as_json) as update:
+        def report(done: int, total: int, loss: float) -> None:
+            update(done, total)
+            if not err.is_terminal and (done % log_every == 0 or done == total):
+                err.print(f"step {done}/{total} loss {loss:.4f}", highlight=False)
+
+        result = run_training(settings, out_dir, resume=not fresh, progress=report)
+    summary = {"out": str(result.out_dir), "steps": result.steps, "final_loss": result.final_loss,
+               "seconds_this_run": round(result.seconds, 1)}
+    if as_json:
+        emit_json(summary)
+        return
+    out.print(f"trained {result.steps} steps, final loss {result.final_loss:.4f} "
+              f"({result.seconds:.0f} s this run) → {result.out_dir}/model.npz")
+
+
 def main() -> None:
     app()
 
