@@ -17,7 +17,7 @@ from harmonizer_deploy.checkpoints import (
 from harmonizer_deploy.config import ModelConfig, load_config
 from harmonizer_deploy.encoding import realistic_inputs
 from harmonizer_deploy.errors import HarmonizerError
-from harmonizer_deploy.model import build_model, expected_shapes, seeded_weights, set_weights
+from harmonizer_deploy.model import build_model, expected_shapes, set_weights
 
 REGULAR = ModelConfig(name="reg", num_layers=6, num_filters=8)
 # The Doodle's structure in miniature: all separable, dilated, one split layer, context mask.

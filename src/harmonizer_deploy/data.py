@@ -81,7 +81,7 @@ def score_to_piece(score) -> np.ndarray | None:
     parts = list(score.parts)
     if len(parts) != NUM_VOICES:
         return None
-    length = int(round(float(score.highestTime) * STEPS_PER_QUARTER))
+    length = round(float(score.highestTime) * STEPS_PER_QUARTER)
     if length <= 0:
         return None
     piece = np.full((length, NUM_VOICES), np.nan, dtype=np.float32)
@@ -89,8 +89,8 @@ def score_to_piece(score) -> np.ndarray | None:
         for note in part.flatten().notes:
             if note.isChord:
                 return None
-            start = int(round(float(note.offset) * STEPS_PER_QUARTER))
-            end = int(round(float(note.offset + note.quarterLength) * STEPS_PER_QUARTER))
+            start = round(float(note.offset) * STEPS_PER_QUARTER)
+            end = round(float(note.offset + note.quarterLength) * STEPS_PER_QUARTER)
             piece[start:end, v] = note.pitch.midi
     ok = piece[~np.isnan(piece)]
     if ok.size == 0 or ok.min() < MIN_PITCH or ok.max() >= MIN_PITCH + NUM_PITCHES:
@@ -128,9 +128,8 @@ def load_music21_chorales(progress=None) -> list[np.ndarray]:
     cache.parent.mkdir(parents=True, exist_ok=True)
     arr = np.empty(len(pieces), dtype=object)
     arr[:] = pieces
-    with atomic_file(cache) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, train=arr)
+    with atomic_file(cache) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, train=arr)
     return pieces
 
 

@@ -18,7 +18,7 @@ from .data import from_pianoroll, to_pianoroll
 from .encoding import NUM_VOICES, VOICE_RANGES, VOICES
 from .errors import HarmonizerError
 from .midi import Note, melody_pitches, read_melody, roll_to_notes, write_chorale_midi, write_pianoroll_png
-from .sampling import GibbsSettings, RunFn, gibbs
+from .sampling import DEFAULT_GIBBS, GibbsSettings, RunFn, gibbs
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 SAMPLE_MELODY = SAMPLES_DIR / "ode-to-joy.mid"
@@ -104,7 +104,7 @@ def backend_window(backend: object) -> int | None:
     return int(static[1])
 
 
-def harmonize_notes(notes: list[Note], run: RunFn, seed: int = 0, settings: GibbsSettings = GibbsSettings(),
+def harmonize_notes(notes: list[Note], run: RunFn, seed: int = 0, settings: GibbsSettings = DEFAULT_GIBBS,
                     progress: Callable[[int, int], None] | None = None) -> Harmonization:
     """Harmonize a melody with the network `run` ([1, T, 46, 8] → [1, T, 46, 4])."""
     start = time.perf_counter()

@@ -6,6 +6,7 @@ names the problem (not a file, no notes, overlapping notes, too long).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def _check_melody(notes: list[Note], source: str) -> list[Note]:
     if not notes:
         raise HarmonizerError(f"{source} contains no notes", "pass a file with a one-voice melody")
     notes = sorted(notes, key=lambda n: (n.start, n.pitch))
-    for a, b in zip(notes, notes[1:], strict=False):
+    for a, b in itertools.pairwise(notes):
         if b.start < a.end:
             raise HarmonizerError(
                 f"{source} is polyphonic: pitch {a.pitch} at step {a.start} overlaps pitch {b.pitch} at step "

@@ -30,8 +30,11 @@ class GibbsSettings:
     window: int | None = None
 
 
+DEFAULT_GIBBS = GibbsSettings()
+
+
 def yao_probability(i: int, n: int, s: GibbsSettings) -> float:
-    """Fraction of unknown cells resampled at step i (Yao et al. annealing): max(pmin, (pmax − (pmax − pmin)·i/n)/alpha)."""
+    """Fraction of unknown cells resampled at step i (Yao et al.): max(pmin, (pmax − (pmax − pmin)·i/n)/alpha)."""
     return max(s.pmin, (s.pmax - (s.pmax - s.pmin) * i / n) / s.alpha)
 
 
@@ -69,7 +72,7 @@ def windowed_probs(run: RunFn, roll: np.ndarray, mask: np.ndarray, window: int |
     return out
 
 
-def gibbs(run: RunFn, roll: np.ndarray, known: np.ndarray, seed: int, settings: GibbsSettings = GibbsSettings(),
+def gibbs(run: RunFn, roll: np.ndarray, known: np.ndarray, seed: int, settings: GibbsSettings = DEFAULT_GIBBS,
           progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Fill the unknown cells of `roll` [T, 46, 4]; `known` [T, 4] is True where a voice's value is given.
 

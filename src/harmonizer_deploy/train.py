@@ -68,7 +68,8 @@ def orderless_mask(rng: np.random.Generator, time_steps: int) -> np.ndarray:
     return flat.reshape(time_steps, NUM_VOICES)
 
 
-def sample_batch(rng: np.random.Generator, rolls: list[np.ndarray], batch: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_batch(rng: np.random.Generator, rolls: list[np.ndarray], batch: int,
+                 crop: int) -> tuple[np.ndarray, np.ndarray]:
     """(model input [B,T,46,8], target = pianoroll ++ mask [B,T,46,8]) from random crops of random pieces."""
     xs, ys = [], []
     for _ in range(batch):
@@ -121,8 +122,11 @@ def _load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], list[np.n
 
 
 def train(settings: TrainSettings, out_dir: str | Path, resume: bool = True,
-          progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
-    """Train (or resume) into `out_dir`: checkpoint.npz every `checkpoint_every` steps, then model.npz/.toml/.json."""
+          progress: Callable[[int, int, float], None] | None = None, stop_after: int | None = None) -> TrainResult:
+    """Train (or resume) into `out_dir`: checkpoint.npz every `checkpoint_every` steps, then model.npz/.toml/.json.
+
+    `stop_after` ends this run after that many steps (checkpointed), to train in bounded sessions.
+    """
     import keras
 
     out = Path(out_dir)
@@ -134,6 +138,11 @@ def train(settings: TrainSettings, out_dir: str | Path, resume: bool = True,
         raise HarmonizerError(f"no piece in {settings.dataset} is {settings.crop} steps long", "lower --crop")
     rolls = [to_pianoroll(p) for p in pieces]
 
+    checkpoint = _load_checkpoint(ckpt) if resume and ckpt.is_file() else None
+    if checkpoint and checkpoint[0]["settings"] | {"steps": settings.steps} != settings.to_dict():
+        raise HarmonizerError(
+            f"checkpoint {ckpt} was written with different settings", "use the same options, or a new --out"
+        )
     keras.utils.set_random_seed(settings.seed)
     model = build_model(config)
     if settings.init:
@@ -142,12 +151,8 @@ def train(settings: TrainSettings, out_dir: str | Path, resume: bool = True,
     model.compile(optimizer=optimizer, loss=masked_nll)
     rng = np.random.default_rng(settings.seed)
     step, losses = 0, []
-    if resume and ckpt.is_file():
-        meta, weights, opt_values = _load_checkpoint(ckpt)
-        if meta["settings"] | {"steps": settings.steps} != settings.to_dict():
-            raise HarmonizerError(
-                f"checkpoint {ckpt} was written with different settings", "use the same options, or a new --out"
-            )
+    if checkpoint:
+        meta, weights, opt_values = checkpoint
         set_weights(model, config, weights, source=str(ckpt))
         optimizer.build(model.trainable_variables)
         if len(opt_values) != len(optimizer.variables):
@@ -159,7 +164,8 @@ def train(settings: TrainSettings, out_dir: str | Path, resume: bool = True,
 
     start = time.perf_counter()
     window: list[float] = []
-    while step < settings.steps:
+    end = settings.steps if stop_after is None else min(settings.steps, step + stop_after)
+    while step < end:
         optimizer.learning_rate.assign(_learning_rate(settings, step))
         x, y = sample_batch(rng, rolls, settings.batch_size, settings.crop)
         loss = float(model.train_on_batch(x, y))
@@ -170,7 +176,7 @@ def train(settings: TrainSettings, out_dir: str | Path, resume: bool = True,
         losses.append(loss)
         if progress:
             progress(step, settings.steps, float(np.mean(window[-50:])))
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
+        if step % settings.checkpoint_every == 0 or step == end:
             _save_checkpoint(ckpt, model, config, optimizer, step, rng, settings, losses)
     seconds = time.perf_counter() - start
 
