@@ -14,9 +14,9 @@ $(error unknown target '$(target)'; valid targets: $(TARGETS))
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all help setup convert compile verify bench test test-slow lint doctor clean
+.PHONY: all help setup convert compile verify bench harmonize test test-slow lint doctor clean
 
-all: bench ## convert → compile → verify → bench for $(target) on the bundled model
+all: bench harmonize ## convert → compile → verify → bench for $(target), then harmonize the sample melody
 
 help: ## list the make goals and variables
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -38,6 +38,11 @@ verify: compile ## compare the $(target) artifact with onnxruntime
 
 bench: verify ## latency table of every built backend → bench/results/
 	$(HD) bench --batch 1 --batch 8 --repeats 5 --build-dir $(BUILD)
+
+SAMPLE := src/harmonizer_deploy/samples/ode-to-joy.mid
+harmonize: compile ## harmonize the bundled sample melody on tvm-$(target) → $(BUILD)/ode-to-joy-chorale.mid/.png
+	$(HD) harmonize $(SAMPLE) -o $(BUILD)/ode-to-joy-chorale.mid --backend tvm-$(target) --build-dir $(BUILD) \
+		--seed 0 --png $(BUILD)/ode-to-joy-chorale.png
 
 doctor: setup ## what is installed, what each target needs
 	$(HD) doctor

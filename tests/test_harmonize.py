@@ -218,3 +218,18 @@ def test_harmonize_file_rejects_unknown_backend(tmp_path):
     with pytest.raises(HarmonizerError, match="unknown backend"):
         harmonize_file(SAMPLE_MELODY, tmp_path / "o.mid", backend="nope")
     assert not (tmp_path / "o.mid").exists()
+
+
+@pytest.mark.slow
+def test_bundled_model_harmonizes_the_sample_alike_on_three_backends(tmp_path):
+    """Acceptance: the bundled model, the Doodle's 96 Gibbs steps, tensorflow vs onnxruntime vs tvm-cpu."""
+    from harmonizer_deploy import compile, convert
+
+    build = tmp_path / "build"
+    convert(None, build / "model.onnx")
+    compile(build / "model.onnx", "cpu", build / "cpu")
+    melody = write_melody_midi(_notes(TWINKLE * 2), tmp_path / "twinkle.mid")
+    results = {b: harmonize_file(melody, tmp_path / f"{b}.mid", backend=b, build_dir=build, seed=0, steps=96)
+               for b in ("tensorflow", "onnxruntime", "tvm-cpu")}
+    for backend in ("onnxruntime", "tvm-cpu"):
+        assert _agreement(results["tensorflow"], results[backend]) >= 0.99, backend

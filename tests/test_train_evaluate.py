@@ -108,3 +108,16 @@ def test_bundled_model_beats_chance_on_held_out_chorales():
     assert info.get("trained") is True
     result = evaluate(lambda x: np.asarray(model(x, training=False)), load_npz(JSB, "test")[:4], masks=4)
     assert result["nll_per_note"] < 1.5
+
+
+def test_music21_chorale_becomes_satb_piece():
+    """One chorale from music21's offline corpus (the default training data) parses to [time, 4]."""
+    pytest.importorskip("music21")
+    from music21 import corpus
+
+    from harmonizer_deploy.data import score_to_piece
+
+    piece = score_to_piece(corpus.parse("bach/bwv10.7"))
+    assert piece is not None and piece.shape[1] == 4 and piece.shape[0] % 4 == 0
+    assert np.nanmin(piece[:, 0]) > np.nanmax(piece[:, 3]) - 12  # soprano sits above the bass
+    to_pianoroll(piece)

@@ -360,7 +360,7 @@ def evaluate(
         return
     out.print(f"note-wise NLL {result['nll_per_note']:.4f} ± {result['stderr']:.4f} nats on {result['pieces']} "
               f"{split} pieces ({result['notes']} notes, {masks} masks/piece, {result['seconds']:.0f} s); "
-              f"published Coconet: {result['published']['coconet_nll_per_note']}", highlight=False)
+              "published Coconet: {}-{}".format(*result["published"]["coconet_nll_per_note"]), highlight=False)
 
 
 @app.command()

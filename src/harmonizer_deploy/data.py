@@ -79,6 +79,9 @@ def _cache_dir() -> Path:
 def score_to_piece(score) -> np.ndarray | None:
     """A music21 four-part score → [time, 4] pitches at 16th-note steps; None if it is not SATB-like."""
     parts = list(score.parts)
+    if len(parts) > NUM_VOICES:  # e.g. an added continuo or instrument part: keep the named SATB parts
+        named = {str(p.partName or "").strip().lower()[:1]: p for p in parts}
+        parts = [named[k] for k in "satb" if k in named]
     if len(parts) != NUM_VOICES:
         return None
     length = round(float(score.highestTime) * STEPS_PER_QUARTER)

@@ -26,12 +26,14 @@ from .train import orderless_mask
 
 RunFn = Callable[[np.ndarray], np.ndarray]
 
-# Huang et al., "Counterpoint by Convolution", ISMIR 2017 (arXiv:1903.07227), Table 1: note-wise NLL on the
-# JSB chorales test set at 16th-note resolution.
+# Huang et al., "Counterpoint by Convolution", ISMIR 2017 (arXiv:1903.07227): Coconet's note-wise NLL on the
+# JSB chorales test set (16th-note resolution) for its best models, as quoted in this project's issue 3. The
+# table text itself could not be retrieved here to pin the exact cell, hence a range and `verified: false`.
 PUBLISHED = {
     "source": "Huang, Cooijmans, Roberts, Courville, Eck: Counterpoint by Convolution, ISMIR 2017 "
-              "(arXiv:1903.07227), Table 1, JSB chorales test set, 16th-note resolution",
-    "coconet_nll_per_note": 0.57,
+              "(arXiv:1903.07227), JSB chorales test set, 16th-note resolution, note-wise NLL",
+    "coconet_nll_per_note": [0.54, 0.57],
+    "verified": False,
 }
 
 

@@ -188,6 +188,7 @@ def train(settings: TrainSettings, out_dir: str | Path, resume: bool = True,
     with atomic_file(out / "model.toml") as tmp:
         tmp.write_text(cfg_text)
     write_json(out / LOSSES, {"loss": losses})
+    plot_losses(losses, out / "loss.png", f"{config.name}: {settings.dataset} ({settings.split}), seed {settings.seed}")
     write_json(out / "model.json", {
         "label": f"trained: orderless-NADE, {step} steps of batch {settings.batch_size} on "
                  f"{settings.dataset} ({settings.split}), seed {settings.seed}",
@@ -208,3 +209,30 @@ def config_path(name_or_path: str) -> Path:
 
     p = Path(name_or_path)
     return p if p.suffix else CONFIG_DIR / f"{name_or_path}.toml"
+
+
+def plot_losses(losses: list[float], png: str | Path, title: str = "") -> Path:
+    """Training curve: every step's loss and its 50-step moving average."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(1, len(losses) + 1)
+    k = min(50, len(losses))
+    smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, losses, color="0.75", lw=0.6, label="loss per step")
+    ax.plot(steps[k - 1 :], smooth, color="C0", lw=1.5, label=f"{k}-step mean")
+    ax.set_xlabel("step")
+    ax.set_ylabel("masked-note NLL (nats)")
+    ax.set_ylim(0, min(4.0, max(losses) * 1.05))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_file(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(png)
