@@ -23,9 +23,9 @@ $(error unknown target '$(target)'; valid targets: $(TARGETS))
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all help setup convert compile verify bench test test-slow lint doctor clean image
+.PHONY: all help setup convert compile verify bench harmonize test test-slow lint doctor clean image
 
-all: bench ## convert → compile → verify → bench for $(target) on the bundled model
+all: bench harmonize ## convert → compile → verify → bench for $(target), then harmonize the sample melody
 
 help: ## list the make goals and variables
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -38,7 +38,7 @@ image: ## build docker/$(target).Dockerfile as harmonizer-deploy:$(target)
 
 ifeq ($(runner),docker)
 # The same goals, run by make inside the target's image; build/ is shared with the host.
-convert compile verify bench: image
+convert compile verify bench harmonize: image
 	mkdir -p $(BUILD)
 	$(DOCKER) run --rm $(GPU_FLAGS_$(target)) -v "$(abspath $(BUILD)):/app/build" $(IMAGE) \
 	  make $@ target=$(target) arch=$(arch) runner=host VENV=/opt/venv BUILD=build
@@ -60,6 +60,11 @@ verify: compile ## compare the $(target) artifact with onnxruntime (exit 4: no s
 
 bench: verify ## latency table of every built backend → bench/results/
 	$(HD) bench --batch 1 --batch 8 --repeats 5 --build-dir $(BUILD)
+
+SAMPLE := src/harmonizer_deploy/samples/ode-to-joy.mid
+harmonize: verify ## harmonize the bundled sample melody on tvm-$(target) → $(BUILD)/ode-to-joy-chorale.mid/.png
+	$(HD) harmonize $(SAMPLE) -o $(BUILD)/ode-to-joy-chorale.mid --backend tvm-$(target) --build-dir $(BUILD) \
+		--seed 0 --png $(BUILD)/ode-to-joy-chorale.png
 endif
 
 doctor: setup ## what is installed, what each target needs

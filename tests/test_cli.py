@@ -149,3 +149,33 @@ def test_console_script_never_prints_a_traceback(args, tmp_path):
     assert proc.returncode == EXIT_USER_ERROR
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
     assert proc.stdout == ""
+
+
+def test_import_weights_then_harmonize_and_evaluate(tmp_path):
+    """Released-format weights → .keras via the CLI, then harmonize (JSON) and a clear error for bad MIDI."""
+    from harmonizer_deploy.checkpoints import write_tfjs_manifest
+    from harmonizer_deploy.harmonize import SAMPLE_MELODY
+    from harmonizer_deploy.model import seeded_weights
+
+    config = tmp_path / "mini.toml"
+    config.write_text("num_layers = 5\nnum_filters = 8\nseparable = true\n")
+    from harmonizer_deploy.config import load_config
+
+    weights = seeded_weights(load_config(config), seed=2)
+    write_tfjs_manifest(weights, tmp_path / "tfjs")
+    keras_path = tmp_path / "mini.keras"
+    result = run("import-weights", str(tmp_path / "tfjs"), "--config", str(config), "-o", str(keras_path), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["variables"] == len(weights)
+    out = tmp_path / "chorale.mid"
+    result = run("harmonize", str(SAMPLE_MELODY), "-o", str(out), "--model", str(keras_path), "--steps", "3",
+                 "--seed", "1", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["backend"] == "tensorflow" and len(report["voices"]["bass"]) == 128 and out.is_file()
+    bad = tmp_path / "bad.mid"
+    bad.write_text("hello")
+    assert_one_line_error(run("harmonize", str(bad), "-o", str(tmp_path / "x.mid")), "not a readable MIDI")
+    assert not (tmp_path / "x.mid").exists()
+    assert_one_line_error(run("import-weights", str(tmp_path / "tfjs"), "--config", "coconet-64x128", "-o",
+                              str(tmp_path / "y.keras")), "model/conv0/weights", "missing")

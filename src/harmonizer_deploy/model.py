@@ -54,9 +54,10 @@ def build_model(config: ModelConfig) -> Any:
                 name=f"conv{i}", **common,
             )(h)
         else:  # depthwise, then the pointwise conv split in dense groups (a grouped 1×1 conv)
+            # Bach Doodle: a bias-free depthwise conv; the biases live in the split pointwise groups.
             y = layers.DepthwiseConv2D(
                 spec["kernel"], depth_multiplier=config.sep_conv_depth_multiplier, name=f"conv{i}_depthwise",
-                **common,
+                use_bias=False, **common,
             )(h)
             y = layers.Conv2D(spec["out"], 1, groups=config.num_pointwise_splits, name=f"conv{i}_split")(y)
         y = layers.BatchNormalization(
@@ -108,10 +109,7 @@ def _weight_slots(config: ModelConfig) -> list[tuple[str, str, str, tuple[int, .
             ]
         else:
             s = f"{p}/SeparableConv2d"
-            slots += [
-                (f"{s}/depthwise_weights", f"{p}_depthwise", "kernel", (k, k, cin, m), None),
-                (f"{s}/biases", f"{p}_depthwise", "bias", (cin * m,), None),
-            ]
+            slots.append((f"{s}/depthwise_weights", f"{p}_depthwise", "kernel", (k, k, cin, m), None))
             groups = config.num_pointwise_splits
             gin, gout = cin * m // groups, cout // groups
             for j in range(groups):
