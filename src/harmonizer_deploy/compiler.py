@@ -80,11 +80,19 @@ def _cached_manifest(out_dir: Path, key: str) -> dict | None:
 
 
 def import_onnx(onnx_model: Any) -> tuple[Any, list[str], list[np.ndarray]]:
-    """Relax import with weights split out as parameters (they ship separately, as params.npz)."""
-    from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
+    """Relax import with weights split out as parameters (they ship separately, as params.npz).
 
-    mod = from_onnx(onnx_model, keep_params_in_input=True)
+    Decomposed custom ops are inlined first; custom-domain nodes go to the registry's Relax converters through
+    the domain-aware hook (a node without one fails, instead of being taken for a built-in of the same name).
+    """
+    from tvm import relax
+
+    from .custom_ops import default_registry
+    from .custom_ops.tvm_prepare import prepare_for_tvm
+    from .tvm_hook import from_onnx_with_converters
+
+    onnx_model, _ = prepare_for_tvm(onnx_model)
+    mod = from_onnx_with_converters(onnx_model, default_registry().tvm_converters(), keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     arrays = [p.numpy() for p in params.get("main", [])]
     names = [str(v.name) for v in mod["main"].params[-len(arrays):]] if arrays else []

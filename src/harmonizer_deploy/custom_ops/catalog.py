@@ -64,8 +64,10 @@ def _attention_inputs(layer: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
 def _attention_function(domain: str, opset: int) -> Any:
     from onnx import AttributeProto, helper
 
-    scale = helper.make_node("Constant", [], ["scale"])
+    scale = helper.make_node("Constant", [], ["scale_attr"])
     scale.attribute.append(_ref("scale", AttributeProto.FLOAT))
+    # value_float may come back as a double once inlined (TVM's Constant does that): pin it to float32
+    cast = helper.make_node("Cast", ["scale_attr"], ["scale"], to=1)
     nodes = [
         *_reduce("ReduceMean", "h", "harmony", [2], 0, opset),
         *_reduce("ReduceMax", "h", "melody", [2], 0, opset),
@@ -75,6 +77,7 @@ def _attention_function(domain: str, opset: int) -> Any:
         helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
         helper.make_node("MatMul", ["q", "kt"], ["raw_scores"]),
         scale,
+        cast,
         helper.make_node("Mul", ["raw_scores", "scale"], ["scores"]),
         helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
         helper.make_node("MatMul", ["weights", "v"], ["context"]),

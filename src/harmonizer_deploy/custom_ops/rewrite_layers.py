@@ -1,7 +1,8 @@
 """Standard-op replacements for the custom layers (the `rewrite` strategy), same weights, same results.
 
-They avoid what breaks the chain: no TF op without a tf2onnx handler, and no Tensordot (Keras' 3-D @ 2-D
-matmul becomes Shape→Gather→Concat→Reshape chains in ONNX); einsum maps to ONNX Einsum directly.
+They avoid what breaks the chain: no TF op without a tf2onnx handler, and no Tensordot or einsum (Keras'
+3-D @ 2-D matmul and tf2onnx's einsum both become Shape→Gather→Concat→Reshape chains, which TVM rejects with
+dynamic batch/time); a weight lifted to [1, C, D] makes a batched MatMul that ONNX broadcasts directly.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ class MelodyHarmonyAttentionRewritten(keras.layers.Layer):
         ops = keras.ops
         harmony = ops.mean(h, axis=2)
         melody = ops.max(h, axis=2)
-        q = ops.einsum("btc,cd->btd", harmony, self.wq)
-        k = ops.einsum("btc,cd->btd", melody, self.wk)
-        v = ops.einsum("btc,cd->btd", melody, self.wv)
-        scores = ops.einsum("btd,bud->btu", q, k) * np.float32(1.0 / np.sqrt(self.key_dim))
-        context = ops.einsum("btu,buc->btc", ops.softmax(scores, axis=-1), v)
+        q = ops.matmul(harmony, ops.expand_dims(self.wq, 0))
+        k = ops.matmul(melody, ops.expand_dims(self.wk, 0))
+        v = ops.matmul(melody, ops.expand_dims(self.wv, 0))
+        scores = ops.matmul(q, ops.transpose(k, (0, 2, 1))) * np.float32(1.0 / np.sqrt(self.key_dim))
+        context = ops.matmul(ops.softmax(scores, axis=-1), v)
         return h + ops.expand_dims(context, 2)
 
     def get_config(self) -> dict:

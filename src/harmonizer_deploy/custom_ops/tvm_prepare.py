@@ -1,0 +1,59 @@
+"""Get an ONNX model ready for TVM's importer: inline decomposed custom ops, fold shape computations.
+
+TVM 0.27 ignores model-local functions and rejects many run-time shape chains (Shape → Gather → Concat →
+Reshape, as tf2onnx writes for Keras matmuls and einsums); onnxslim's shape inference and constant folding
+removes the ones that are constant once the declared input dims are known.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .registry import DECOMPOSED_DOMAIN
+
+
+@dataclass
+class PrepareReport:
+    inlined: list[str] = field(default_factory=list)  # domain::op of the functions inlined
+    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_after: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def folded(self) -> dict[str, int]:
+        """Nodes removed per op type by folding (shape ops mostly)."""
+        return {k: v - self.ops_after.get(k, 0) for k, v in self.ops_before.items() if v > self.ops_after.get(k, 0)}
+
+    def to_dict(self) -> dict:
+        return {"inlined": self.inlined, "folded": self.folded, "nodes_before": sum(self.ops_before.values()),
+                "nodes_after": sum(self.ops_after.values())}
+
+
+def _op_counts(model: Any) -> dict[str, int]:
+    return dict(Counter(n.op_type if not n.domain else f"{n.domain}::{n.op_type}" for n in model.graph.node))
+
+
+def inline_decomposed(model: Any) -> tuple[Any, list[str]]:
+    import onnx.inliner
+
+    ids = [(f.domain, f.name) for f in model.functions if f.domain == DECOMPOSED_DOMAIN]
+    if not ids:
+        return model, []
+    return onnx.inliner.inline_selected_functions(model, ids, exclude=False), [f"{d}::{n}" for d, n in ids]
+
+
+def fold_shapes(model: Any) -> Any:
+    """onnxslim constant folding + shape inference; custom-domain nodes are left as they are."""
+    import onnxslim
+
+    return onnxslim.slim(model, no_shape_infer=False, skip_fusion_patterns=None)
+
+
+def prepare_for_tvm(model: Any, fold: bool = True) -> tuple[Any, PrepareReport]:
+    report = PrepareReport(ops_before=_op_counts(model))
+    model, report.inlined = inline_decomposed(model)
+    if fold:
+        model = fold_shapes(model)
+    report.ops_after = _op_counts(model)
+    return model, report
