@@ -10,12 +10,12 @@ import numpy as np
 
 from . import __version__
 from .artifacts import atomic_file, sha256_file, write_json
-from .encoding import ENCODING, INPUT_NAME, OUTPUT_NAME, realistic_inputs
-from .errors import HarmonizerError
 from .custom_ops.emit import attach_functions
 from .custom_ops.plan import ConversionPlan, missing_strategy_message, plan_conversion
 from .custom_ops.registry import check_strategy
 from .custom_ops.runtime import ort_session
+from .encoding import ENCODING, INPUT_NAME, OUTPUT_NAME, realistic_inputs
+from .errors import HarmonizerError
 from .source import SourceModel, _keras_call, input_signature, load_source
 
 DEFAULT_OPSET = 17

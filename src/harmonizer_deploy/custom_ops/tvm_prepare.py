@@ -17,7 +17,7 @@ from .registry import DECOMPOSED_DOMAIN
 @dataclass
 class PrepareReport:
     inlined: list[str] = field(default_factory=list)  # domain::op of the functions inlined
-    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_before: dict[str, int] = field(default_factory=dict)  # after inlining, before folding
     ops_after: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -51,8 +51,9 @@ def fold_shapes(model: Any) -> Any:
 
 
 def prepare_for_tvm(model: Any, fold: bool = True) -> tuple[Any, PrepareReport]:
-    report = PrepareReport(ops_before=_op_counts(model))
+    report = PrepareReport()
     model, report.inlined = inline_decomposed(model)
+    report.ops_before = _op_counts(model)  # after inlining: `folded` counts only what folding removed
     if fold:
         model = fold_shapes(model)
     report.ops_after = _op_counts(model)
