@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,15 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET, plan: ConversionPla
     return model_proto
 
 
+def _layers_named_in(message: str, source: SourceModel) -> list[str]:
+    """Keras layers whose name scope appears in the node names of an ONNX checker message."""
+    if source.keras_model is None:
+        return []
+    nodes = re.findall(r"node name: ([^)\s]+)", message)
+    return sorted({layer.name for layer in source.keras_model.layers for node in nodes
+                   if re.search(rf"(^|/){re.escape(layer.name)}(_\d+)?/", node)})
+
+
 def check_onnx_file(path: Path):
     """Load and run onnx.checker on a file; one clear line if it is missing, corrupt or invalid."""
     import onnx
@@ -187,7 +197,16 @@ def convert(
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
-        raise HarmonizerError(f"converted model fails the ONNX checker: {exc}", "report this conversion bug") from exc
+        layers = _layers_named_in(str(exc), convert_source)
+        lines = str(exc).strip().splitlines()
+        first = next((ln for ln in lines if any(f"/{name}" in ln for name in layers)), lines[-1])[:240]
+        if layers:
+            raise HarmonizerError(
+                f"tf2onnx turned layer(s) {', '.join(layers)} into an invalid ONNX model ({first})",
+                "convert them through the custom-op registry (--custom-op-strategy rewrite|custom-op|decompose); "
+                "`harmonizer-deploy ops scan` shows which layers have a strategy",
+            ) from exc
+        raise HarmonizerError(f"converted model fails the ONNX checker: {first}", "report this conversion bug") from exc
     data = proto.SerializeToString()
     err = compare_with_tensorflow(source, data, seed)
     if not err <= CONVERSION_ATOL:

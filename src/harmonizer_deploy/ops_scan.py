@@ -37,6 +37,7 @@ class ScanRow:
     onnx_ops: list[str] = field(default_factory=list)  # "Op" or "domain::Op"
     tvm_missing: list[str] = field(default_factory=list)  # ONNX ops TVM cannot import
     runtime_shapes: bool = False  # Shape ops: shapes computed at run time (TVM may reject them)
+    onnx_check: str = ""  # the ONNX checker's complaint about this layer's nodes, if any
     verified: str = "–"
     strategies: list[str] = field(default_factory=list)
     status: str = "ok"
@@ -241,6 +242,23 @@ def _plain_conversion(source: Any) -> tuple[Any, list[str]]:
     return proto, sorted(set(unsupported))
 
 
+def _check_plain(proto: Any, rows: dict[str, ScanRow], names: list[str]) -> bool:
+    """Full ONNX check of the plain conversion; complaints are attributed to layers by node name."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        return True
+    except Exception as exc:
+        for line in str(exc).splitlines():
+            match = re.search(r"op_type:(\w+), node name: ([^)\s]+)\): (.*)", line)
+            if match:
+                key = _layer_key(match.group(2), names)
+                row = rows.setdefault(key, ScanRow(layer=key))
+                row.onnx_check = row.onnx_check or f"{match.group(1)}: {match.group(3)[:120]}"
+        return False
+
+
 def _tf2onnx_handlers() -> set[str]:
     from tf2onnx.handler import tf_op
 
@@ -274,7 +292,9 @@ def _scan_tf(model: Any, registry: CustomOpRegistry, check_tvm: bool) -> ScanRep
 
     proto, unsupported = _plain_conversion(source)
     report = ScanReport(str(source.path), source.kind, [], tf2onnx_unsupported=unsupported)
+    checker_ok = True
     if proto is not None:
+        checker_ok = _check_plain(proto, rows, names)
         for node in proto.graph.node:
             key = _layer_key(node.name, names)
             row = rows.setdefault(key, ScanRow(layer=key))
@@ -285,7 +305,7 @@ def _scan_tf(model: Any, registry: CustomOpRegistry, check_tvm: bool) -> ScanRep
         if check_tvm:
             for row in rows.values():
                 row.tvm_missing = _tvm_missing(proto, row.onnx_ops, registry)
-        if not unsupported:
+        if not unsupported and checker_ok:
             try:
                 err = compare_with_tensorflow(source, proto.SerializeToString())
                 report.verified = f"max abs err {err:.2e}" + ("" if err <= 1e-4 else " (MISMATCH)")
@@ -304,6 +324,8 @@ def _scan_tf(model: Any, registry: CustomOpRegistry, check_tvm: bool) -> ScanRep
             row.verified = report.verified if report.verified != "–" else "–"
         if row.tf2onnx_missing:
             row.status = f"breaks at tf2onnx ({', '.join(row.tf2onnx_missing)})"
+        elif row.onnx_check:
+            row.status = f"tf2onnx output fails the ONNX checker ({row.onnx_check})"
         elif row.tvm_missing:
             row.status = f"breaks at TVM import ({', '.join(row.tvm_missing)})"
         elif row.runtime_shapes and not report.tvm_import.startswith("ok"):
