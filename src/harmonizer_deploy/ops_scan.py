@@ -243,16 +243,18 @@ def _plain_conversion(source: Any) -> tuple[Any, list[str]]:
 
 
 def _check_plain(proto: Any, rows: dict[str, ScanRow], names: list[str]) -> bool:
-    """Full ONNX check of the plain conversion; complaints are attributed to layers by node name."""
+    """Strict ONNX shape inference (it goes on past ops it does not know, unlike the checker) then the full
+    check of the plain conversion; complaints are attributed to layers by node name."""
     import onnx
 
     try:
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
         onnx.checker.check_model(proto, full_check=True)
         return True
     except Exception as exc:
         for line in str(exc).splitlines():
             match = re.search(r"op_type:(\w+), node name: ([^)\s]+)\): (.*)", line)
-            if match:
+            if match and "but instead is null" not in line:  # not the knock-on effect of an earlier error
                 key = _layer_key(match.group(2), names)
                 row = rows.setdefault(key, ScanRow(layer=key))
                 row.onnx_check = row.onnx_check or f"{match.group(1)}: {match.group(3)[:120]}"
