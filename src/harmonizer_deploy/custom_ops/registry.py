@@ -72,6 +72,9 @@ class CustomOpRegistry:
         self._entries[entry.op_type] = entry
         return entry
 
+    def unregister(self, op_type: str) -> None:
+        self._entries.pop(op_type, None)
+
     def __iter__(self):
         return iter(self._entries.values())
 
