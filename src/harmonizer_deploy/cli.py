@@ -163,13 +163,17 @@ def compile_(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Artifact directory (default build/T).")]
     = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the cached artifact matches.")] = False,
+    fix_dim: Annotated[list[str] | None, typer.Option("--fix-dim", help="NAME=SIZE: compile for a fixed input "
+                                                      "dim (batch, time) so shape computations fold "
+                                                      "(repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compile an ONNX model with TVM Relax for a target: library + params + manifest."""
     from .compiler import compile as run
 
+    dims = _parse_dims(fix_dim or [])
     with spinner(f"compiling for {target} with TVM…", not as_json):
-        result = run(model, target, output, force)
+        result = run(model, target, output, force, dims or None)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -177,6 +181,20 @@ def compile_(
     how = "reused cached artifact" if result.cached else f"compiled in {result.seconds:.1f} s"
     out.print(f"{result.out_dir}: {how} (target {result.manifest['target']}, "
               f"{json.dumps(result.manifest['target_json'])}, {size / 1e6:.1f} MB)")
+    prep = result.manifest.get("tvm_import", {})
+    if prep.get("inlined") or prep.get("folded"):
+        folded = ", ".join(f"{k}×{v}" for k, v in sorted(prep["folded"].items())) or "nothing"
+        out.print(f"before TVM import: inlined {', '.join(prep['inlined']) or 'nothing'}; folded {folded}")
+
+
+def _parse_dims(items: list[str]) -> dict[str, int]:
+    dims = {}
+    for item in items:
+        name, _, size = item.partition("=")
+        if not name or not size.isdigit() or int(size) < 1:
+            raise HarmonizerError(f"--fix-dim {item!r} is not NAME=SIZE", "e.g. --fix-dim batch=1 --fix-dim time=32")
+        dims[name] = int(size)
+    return dims
 
 
 @app.command()

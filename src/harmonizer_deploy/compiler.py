@@ -54,9 +54,11 @@ def tvm_versions() -> dict[str, str]:
     return out
 
 
-def cache_key(model_sha: str, spec: TargetSpec) -> str:
+def cache_key(model_sha: str, spec: TargetSpec, fix_dims: dict[str, int] | None = None) -> str:
+    extra = {"fix_dims": fix_dims} if fix_dims else {}  # absent when unused: existing cache keys stay valid
     return sha256_text(json.dumps({
-        "model": model_sha, "tvm": tvm_versions(), "target": spec.resolved_target(), "host": spec.resolved_host(),
+        **extra, "model": model_sha, "tvm": tvm_versions(), "target": spec.resolved_target(),
+        "host": spec.resolved_host(),
         "pipeline": spec.pipeline, "export": spec.export, "options": spec.options, "harmonizer_deploy": __version__,
     }, sort_keys=True))
 
@@ -79,11 +81,14 @@ def _cached_manifest(out_dir: Path, key: str) -> dict | None:
     return manifest
 
 
-def import_onnx(onnx_model: Any) -> tuple[Any, list[str], list[np.ndarray]]:
+def import_onnx(
+    onnx_model: Any, fix_dims: dict[str, int] | None = None
+) -> tuple[Any, list[str], list[np.ndarray], Any]:
     """Relax import with weights split out as parameters (they ship separately, as params.npz).
 
-    Decomposed custom ops are inlined first; custom-domain nodes go to the registry's Relax converters through
-    the domain-aware hook (a node without one fails, instead of being taken for a built-in of the same name).
+    Before import: decomposed custom ops are inlined, named input dims optionally fixed (`fix_dims`), and shape
+    computations folded (the returned report says what). Custom-domain nodes go to the registry's Relax
+    converters through the domain-aware hook: a node without one fails instead of being taken for a built-in.
     """
     from tvm import relax
 
@@ -91,12 +96,12 @@ def import_onnx(onnx_model: Any) -> tuple[Any, list[str], list[np.ndarray]]:
     from .custom_ops.tvm_prepare import prepare_for_tvm
     from .tvm_hook import from_onnx_with_converters
 
-    onnx_model, _ = prepare_for_tvm(onnx_model)
+    onnx_model, report = prepare_for_tvm(onnx_model, fix_dims=fix_dims)
     mod = from_onnx_with_converters(onnx_model, default_registry().tvm_converters(), keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     arrays = [p.numpy() for p in params.get("main", [])]
     names = [str(v.name) for v in mod["main"].params[-len(arrays):]] if arrays else []
-    return mod, names, arrays
+    return mod, names, arrays, report
 
 
 def compile(
@@ -104,8 +109,13 @@ def compile(
     target: str = "cpu",
     output: str | Path | None = None,
     force: bool = False,
+    fix_dims: dict[str, int] | None = None,
 ) -> CompileResult:
-    """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>)."""
+    """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>).
+
+    `fix_dims` (e.g. {"batch": 1, "time": 32}) compiles for those sizes only, which lets shape computations
+    that depend on them fold away before TVM import.
+    """
     import tvm
 
     start = time.perf_counter()
@@ -115,11 +125,11 @@ def compile(
     out_dir = Path(output) if output else Path("build") / spec.name
     onnx_model = check_onnx_file(model)
     model_sha = sha256_file(model)
-    key = cache_key(model_sha, spec)
+    key = cache_key(model_sha, spec, fix_dims)
     if not force and (manifest := _cached_manifest(out_dir, key)):
         return CompileResult(out_dir, manifest, True, time.perf_counter() - start)
 
-    mod, names, arrays = import_onnx(onnx_model)
+    mod, names, arrays, prepare_report = import_onnx(onnx_model, fix_dims)
     tvm_target = spec.tvm_target()
     pipeline = get_pipeline(spec.pipeline)(spec, tvm_target)
     executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
@@ -144,7 +154,9 @@ def compile(
             "versions": {**tvm_versions(), "harmonizer_deploy": __version__},
             "model": {"path": str(model.resolve()), "sha256": model_sha,
                       "sidecar": str(sidecar.resolve()) if sidecar.is_file() else None},
-            "inputs": _io(onnx_model.graph.input, exclude={i.name for i in onnx_model.graph.initializer}),
+            "inputs": _io(onnx_model.graph.input, exclude={i.name for i in onnx_model.graph.initializer},
+                          fix_dims=fix_dims),
+            "tvm_import": prepare_report.to_dict(),
             "outputs": _io(onnx_model.graph.output),
             "library": library,
             "params": names,
@@ -156,8 +168,9 @@ def compile(
     return CompileResult(out_dir, manifest, False, time.perf_counter() - start)
 
 
-def _io(values: Any, exclude: set[str] | None = None) -> list[dict]:
+def _io(values: Any, exclude: set[str] | None = None, fix_dims: dict[str, int] | None = None) -> list[dict]:
     exclude = exclude or set()
+    fix_dims = fix_dims or {}
     return [{"name": v.name, "dtype": "float32",
-             "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]}
+             "shape": [fix_dims.get(d.dim_param, d.dim_param) or d.dim_value for d in v.type.tensor_type.shape.dim]}
             for v in values if v.name not in exclude]

@@ -18,6 +18,7 @@ from .registry import DECOMPOSED_DOMAIN
 class PrepareReport:
     inlined: list[str] = field(default_factory=list)  # domain::op of the functions inlined
     ops_before: dict[str, int] = field(default_factory=dict)  # after inlining, before folding
+    fixed_dims: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -26,7 +27,8 @@ class PrepareReport:
         return {k: v - self.ops_after.get(k, 0) for k, v in self.ops_before.items() if v > self.ops_after.get(k, 0)}
 
     def to_dict(self) -> dict:
-        return {"inlined": self.inlined, "folded": self.folded, "nodes_before": sum(self.ops_before.values()),
+        return {"inlined": self.inlined, "folded": self.folded, "fixed_dims": self.fixed_dims,
+                "nodes_before": sum(self.ops_before.values()),
                 "nodes_after": sum(self.ops_after.values())}
 
 
@@ -50,9 +52,28 @@ def fold_shapes(model: Any) -> Any:
     return onnxslim.slim(model, no_shape_infer=False, skip_fusion_patterns=None)
 
 
-def prepare_for_tvm(model: Any, fold: bool = True) -> tuple[Any, PrepareReport]:
+def fix_input_dims(model: Any, dims: dict[str, int]) -> Any:
+    """Give named dynamic input dims (`batch`, `time`) fixed sizes, so shape chains become constants."""
+    import onnx
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in dims:
+                dim.dim_value = int(dims[dim.dim_param])
+    del fixed.graph.value_info[:]  # stale symbolic shapes; folding re-infers them
+    return fixed
+
+
+def prepare_for_tvm(model: Any, fold: bool = True, fix_dims: dict[str, int] | None = None
+                    ) -> tuple[Any, PrepareReport]:
+    """Inline decomposed ops, optionally fix named input dims, fold shape computations; report what changed."""
     report = PrepareReport()
     model, report.inlined = inline_decomposed(model)
+    if fix_dims:
+        model = fix_input_dims(model, fix_dims)
+        report.fixed_dims = dict(fix_dims)
     report.ops_before = _op_counts(model)  # after inlining: `folded` counts only what folding removed
     if fold:
         model = fold_shapes(model)
