@@ -65,6 +65,7 @@ def from_onnx_with_converters(
     model_copy.CopyFrom(model)
     missing = sorted({qualified_name(n.domain, n.op_type) for n in model_copy.graph.node
                       if n.domain not in DEFAULT_DOMAINS and (n.domain, n.op_type) not in converters})
+    # ("", op_type) converters fill gaps in TVM's map for standard ops (e.g. GRU); they are used as given
     if missing:
         raise HarmonizerError(
             f"no TVM converter for custom-domain ops: {', '.join(missing)}",
@@ -72,9 +73,10 @@ def from_onnx_with_converters(
         )
     extra: dict[str, Converter] = {}
     for node in model_copy.graph.node:
-        if node.domain not in DEFAULT_DOMAINS:
-            key = qualified_name(node.domain, node.op_type)
-            extra[key] = converters[(node.domain, node.op_type)]
+        domain = "" if node.domain in DEFAULT_DOMAINS else node.domain
+        if domain or (domain, node.op_type) in converters:
+            key = qualified_name(domain, node.op_type)
+            extra[key] = converters[(domain, node.op_type)]
             node.op_type = key
             node.domain = ""
     importer_cls = _importer_class()

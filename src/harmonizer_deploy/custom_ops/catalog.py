@@ -205,6 +205,16 @@ def _logsumexp_tvm(bb: Any, inputs: list[Any], attrs: dict, params: Any) -> Any:
 
 
 def register_all(registry: CustomOpRegistry) -> None:
+    from .recurrent import gru_function, gru_layer_inputs, keras_gru_tvm, onnx_gru_tvm
+
+    registry.register(CustomOp(
+        op_type="KerasGRU", keras_class="GRU",
+        summary="Keras GRU (reset_after) as the ONNX GRU op instead of tf2onnx's Loop; TVM unrolls it",
+        layer_inputs=gru_layer_inputs, onnx_function=gru_function, tvm_converter=keras_gru_tvm,
+        preferred="custom-op",
+    ))
+    # TVM 0.27 has no converter for the standard GRU op that a decomposed KerasGRU inlines to
+    registry.gap_converters[("", "GRU")] = onnx_gru_tvm
     registry.register(CustomOp(
         op_type="MelodyHarmonyAttention", keras_class="MelodyHarmonyAttention",
         summary="attention over time between harmony (pitch-mean) and melody (pitch-max) features",

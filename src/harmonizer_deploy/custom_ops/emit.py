@@ -66,6 +66,8 @@ def add_layer(ext: Tf2OnnxExtensions, entry: CustomOp, strategy: str, layer: Any
     pattern = scope_pattern(layer.name)
 
     def rewriter(g: Any, ops: list[Any]) -> list[Any]:
+        if getattr(g, "_is_subgraph", False):  # loop bodies/functions of the layer go away with the collapse
+            return ops
         collapse_scope(g, pattern, layer.name, entry.op_type, domain, consts, attrs)
         return g.get_nodes()
 

@@ -49,9 +49,10 @@ def find_custom(source: Any, registry: CustomOpRegistry) -> list[Found]:
     found: list[Found] = []
     if source.keras_model is not None:
         for layer in source.keras_model.layers:
-            if is_custom_layer(layer):
-                cls = type(layer).__name__
-                found.append(Found("keras-layer", layer.name, cls, registry.for_keras_class(cls)))
+            cls = type(layer).__name__
+            entry = registry.for_keras_class(cls)
+            if is_custom_layer(layer) or entry is not None:  # built-in layers too when the registry knows them
+                found.append(Found("keras-layer", layer.name, cls, entry))
         return found
     for op in sorted(tf_op_types(source.call)):
         entry = registry.for_tf_op(op)

@@ -65,6 +65,8 @@ class CustomOpRegistry:
 
     def __init__(self) -> None:
         self._entries: dict[str, CustomOp] = {}
+        # converters for standard-domain ops TVM's frontend lacks, keyed ("", op_type)
+        self.gap_converters: dict[tuple[str, str], Callable[..., Any]] = {}
 
     def register(self, entry: CustomOp) -> CustomOp:
         if entry.preferred not in entry.strategies:
@@ -91,7 +93,8 @@ class CustomOpRegistry:
         return next((e for e in self if e.tf_op == name), None)
 
     def tvm_converters(self) -> dict[tuple[str, str], Callable[..., Any]]:
-        return {(DOMAIN, e.op_type): e.tvm_converter for e in self if e.tvm_converter is not None}
+        converters = {(DOMAIN, e.op_type): e.tvm_converter for e in self if e.tvm_converter is not None}
+        return {**self.gap_converters, **converters}
 
 
 def check_strategy(strategy: str | None) -> str | None:
