@@ -1,101 +1,159 @@
-"""Domain-aware Relax ONNX import: extra converters keyed by (domain, op_type), without patching TVM.
+"""Register extra Relax ONNX converters keyed by (domain, op_type), without editing TVM's files.
 
-TVM 0.27's `from_onnx` looks converters up by `op_type` alone, so a node `ai.harmonizer::Relu` would be
-imported as the built-in Relu, silently wrong. Here every node outside the default ONNX domain must have a
-registered converter, or the import fails naming it. The private pieces used (`ONNXGraphImporter`,
-`_convert_operator`, `_check_for_unsupported_ops`) are guarded by tests/test_tvm_private_api.py.
+Why this exists: TVM 0.27's `relax.frontend.onnx.from_onnx` looks converters up by bare `op_type`
+(node domains are ignored, so `com.microsoft::Attention` and opset-23 `Attention` share one converter,
+and a custom `ai.harmonizer::Relu` would silently become the built-in Relu). This module:
+
+1. copies the model and renames every node whose (domain, op_type) has an extra converter to a
+   private mangled op_type (subgraphs included), so the lookup is domain-qualified;
+2. for the duration of the call, swaps the frontend's module-level `_get_convert_map` for one that
+   also knows the mangled names.
+
+The private TVM API this relies on is pinned by `tests/test_tvm_private_api.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import HarmonizerError
+import onnx
 
-DEFAULT_DOMAINS = ("", "ai.onnx")
-# A converter takes what TVM's own converters take: (block builder, inputs, attributes, [nodes, params]).
-Converter = Callable[[Any, list[Any], dict[str, Any], list[Any]], Any]
-_SEP = "::"
-
-
-def qualified_name(domain: str, op_type: str) -> str:
-    return f"{domain}{_SEP}{op_type}"
+DEFAULT_DOMAIN = ""
+_DEFAULT_ALIASES = {"", "ai.onnx"}
+_MANGLE_PREFIX = "__harmonizer__"
+_LOCK = threading.RLock()
 
 
-def _importer_class() -> type:
+@dataclass(frozen=True)
+class ConvertContext:
+    """What a converter may need besides inputs and attributes."""
+
+    domain: str
+    op_type: str
+    opset: int  # the model's opset for this node's domain (ai.onnx opset for the default domain)
+    params: Any  # TVM's `[nodes, params]` pair, as its own converters receive it (for get_constant)
+
+
+# A converter: (block_builder, inputs, attrs, context) -> relax.Expr (or a relax.Tuple for several outputs).
+Converter = Callable[[Any, list, dict, ConvertContext], Any]
+ConverterKey = tuple[str, str]
+
+
+def normalize_domain(domain: str) -> str:
+    """ONNX treats "" and "ai.onnx" as the same default domain."""
+    return DEFAULT_DOMAIN if domain in _DEFAULT_ALIASES else domain
+
+
+def mangled_name(domain: str, op_type: str) -> str:
+    """The op_type a (domain, op_type) node carries while TVM imports it."""
+    dom = normalize_domain(domain).replace(".", "_") or "ai_onnx"
+    return f"{_MANGLE_PREFIX}{dom}__{op_type}"
+
+
+def _frontend() -> Any:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    base = onnx_frontend.ONNXGraphImporter
+    return onnx_frontend
 
-    class DomainAwareImporter(base):
-        """Looks up `domain::op_type` names in `self._extra` before TVM's own map."""
 
-        _extra: Mapping[str, Converter] = {}
+def _opsets(model: onnx.ModelProto) -> dict[str, int]:
+    return {normalize_domain(o.domain): int(o.version) for o in model.opset_import}
 
-        def _check_for_unsupported_ops(self, graph: Any) -> None:
-            standard = type(graph)()
-            standard.CopyFrom(graph)
-            del standard.node[:]
-            standard.node.extend(n for n in graph.node if n.op_type not in self._extra)
-            super()._check_for_unsupported_ops(standard)
 
-        def _convert_operator(self, op_name: str, inputs: list[Any], attrs: dict, opset: int) -> Any:
-            if op_name in self._extra:
-                sym = self._extra[op_name](self.bb, inputs, attrs, [self._nodes, self._params])
-                from tvm import relax
+def _rename_nodes(graph: onnx.GraphProto, keys: set[ConverterKey]) -> int:
+    """Rename matching nodes in `graph` and every subgraph; returns how many were renamed."""
+    count = 0
+    for node in graph.node:
+        key = (normalize_domain(node.domain), node.op_type)
+        if key in keys:
+            node.op_type = mangled_name(*key)
+            count += 1
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                count += _rename_nodes(attr.g, keys)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    count += _rename_nodes(sub, keys)
+    return count
 
-                return self.bb.normalize(sym) if isinstance(sym, relax.Expr) else sym
-            return super()._convert_operator(op_name, inputs, attrs, opset)
 
-    return DomainAwareImporter
+def _adapter(key: ConverterKey, fn: Converter, opset: int) -> type:
+    """Wrap `fn` as the class-with-get_converter shape TVM's convert map holds."""
+    domain, op_type = key
+
+    def _impl(bb: Any, inputs: list, attrs: dict, params: Any) -> Any:
+        return fn(bb, inputs, attrs, ConvertContext(domain, op_type, opset, params))
+
+    class _Adapter:
+        @classmethod
+        def get_converter(cls, _model_opset: int) -> Callable[..., Any]:
+            return _impl
+
+    _Adapter.__name__ = mangled_name(domain, op_type)
+    return _Adapter
+
+
+@contextlib.contextmanager
+def converters_installed(extra: Mapping[ConverterKey, Converter], opsets: Mapping[str, int]) -> Iterator[None]:
+    """Make TVM's convert map also answer the mangled names of `extra` while the block runs."""
+    fe = _frontend()
+    original = fe._get_convert_map
+    added = {
+        mangled_name(*key): _adapter(key, fn, opsets.get(normalize_domain(key[0]), 1)) for key, fn in extra.items()
+    }
+
+    def patched() -> dict[str, Any]:
+        table = original()
+        table.update(added)
+        return table
+
+    with _LOCK:
+        fe._get_convert_map = patched
+        try:
+            yield
+        finally:
+            fe._get_convert_map = original
 
 
 def from_onnx_with_converters(
-    model: Any, converters: Mapping[tuple[str, str], Converter], **from_onnx_kwargs: Any
+    model: onnx.ModelProto, extra_converters: Mapping[ConverterKey, Converter] | None = None, **kwargs: Any
 ) -> Any:
-    """`tvm.relax.frontend.onnx.from_onnx` plus converters for (domain, op_type); non-default domains need one.
+    """`tvm.relax.frontend.onnx.from_onnx`, with domain-qualified extra converters taking precedence.
 
-    The model is copied; in the copy each custom-domain node's op_type becomes `domain::op_type`, so TVM's
-    op_type-only dispatch can never mistake it for a built-in of the same name.
+    Keys are (domain, op_type); "" and "ai.onnx" are the same domain. Nodes of other domains that have no
+    extra converter are left as they are (TVM will then treat them by op_type alone, as it always does).
     """
-    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
 
-    model_copy = onnx.ModelProto()
-    model_copy.CopyFrom(model)
-    missing = sorted({qualified_name(n.domain, n.op_type) for n in model_copy.graph.node
-                      if n.domain not in DEFAULT_DOMAINS and (n.domain, n.op_type) not in converters})
-    # ("", op_type) converters fill gaps in TVM's map for standard ops (e.g. GRU); they are used as given
-    if missing:
-        raise HarmonizerError(
-            f"no TVM converter for custom-domain ops: {', '.join(missing)}",
-            "register a converter for (domain, op_type), decompose them into standard ops, or rewrite the layer",
-        )
-    extra: dict[str, Converter] = {}
-    for node in model_copy.graph.node:
-        domain = "" if node.domain in DEFAULT_DOMAINS else node.domain
-        if domain or (domain, node.op_type) in converters:
-            key = qualified_name(domain, node.op_type)
-            extra[key] = converters[(domain, node.op_type)]
-            node.op_type = key
-            node.domain = ""
-    importer_cls = _importer_class()
-    importer_cls._extra = extra
-    opset = from_onnx_kwargs.pop("opset", None) or _default_opset(model_copy)
-    importer = importer_cls(
-        from_onnx_kwargs.pop("shape_dict", None),
-        from_onnx_kwargs.pop("dtype_dict", "float32"),
-        keep_params_in_input=from_onnx_kwargs.pop("keep_params_in_input", False),
-        sanitize=from_onnx_kwargs.pop("sanitize_input_names", True),
-    )
-    if from_onnx_kwargs:
-        raise TypeError(f"unexpected from_onnx arguments: {', '.join(from_onnx_kwargs)}")
-    return importer.from_onnx(model_copy.graph, opset)
+    extra = {(normalize_domain(d), op): fn for (d, op), fn in (extra_converters or {}).items()}
+    if not extra:
+        return from_onnx(model, **kwargs)
+    renamed = onnx.ModelProto()
+    renamed.CopyFrom(model)
+    _rename_nodes(renamed.graph, set(extra))
+    with converters_installed(extra, _opsets(model)):
+        return from_onnx(renamed, **kwargs)
 
 
-def _default_opset(model: Any) -> int:
-    """The default-domain opset, as TVM's from_onnx finds it (it never reads other domains' versions)."""
-    for entry in model.opset_import:
-        if entry.domain in DEFAULT_DOMAINS:
-            return int(entry.version)
-    return 1
+def foreign_domain_nodes(model: onnx.ModelProto, handled: set[ConverterKey] | None = None) -> list[ConverterKey]:
+    """(domain, op_type) of nodes outside the default domain that TVM would import by op_type alone."""
+    handled = {(normalize_domain(d), op) for d, op in (handled or set())}
+    seen: list[ConverterKey] = []
+
+    def walk(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            key = (normalize_domain(node.domain), node.op_type)
+            if key[0] != DEFAULT_DOMAIN and key not in handled and key not in seen:
+                seen.append(key)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+
+    walk(model.graph)
+    return seen
