@@ -132,7 +132,7 @@ def test_unknown_or_unavailable_strategy_is_one_clear_error(variant_keras, tmp_p
         hd.convert(variant_keras, tmp_path / "m.onnx", custom_op_strategy="magic")
     full = default_registry()
     only_rewrite = CustomOpRegistry()
-    for entry in full:
+    for entry in (e for e in full if e.rewrite is not None):  # KerasGRU has no rewrite
         only_rewrite.register(CustomOp(op_type=entry.op_type, summary=entry.summary, keras_class=entry.keras_class,
                                        tf_op=entry.tf_op, rewrite=entry.rewrite, preferred="rewrite"))
     with pytest.raises(HarmonizerError, match="no 'custom-op' strategy") as info:
@@ -221,6 +221,7 @@ def test_custom_relu_is_not_converted_as_the_builtin():
     from tvm import relax
 
     from harmonizer_deploy.custom_ops.runtime import ort_session
+    from harmonizer_deploy.custom_ops.tvm_prepare import import_relax
     from harmonizer_deploy.tvm_hook import from_onnx_with_converters
 
     model = _custom_relu_model()
@@ -229,9 +230,10 @@ def test_custom_relu_is_not_converted_as_the_builtin():
     np.testing.assert_allclose(expected, x - 1.0)
     # without a converter for (ai.harmonizer, Relu): refused, naming the op
     with pytest.raises(HarmonizerError, match=r"no TVM converter for custom-domain ops: ai\.harmonizer::Relu"):
-        from_onnx_with_converters(model, {})
+        import_relax(model, {})
 
-    def minus_one(bb, inputs, attrs, params):
+    def minus_one(bb, inputs, attrs, ctx):
+        assert (ctx.domain, ctx.op_type, ctx.opset) == ("ai.harmonizer", "Relu", 1)
         return relax.op.subtract(inputs[0], relax.const(1.0, "float32"))
 
     mod = from_onnx_with_converters(model, {("ai.harmonizer", "Relu"): minus_one})
@@ -251,7 +253,7 @@ def test_registered_converter_does_not_shadow_the_builtin():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
-    def wrong(bb, inputs, attrs, params):
+    def wrong(bb, inputs, attrs, ctx):
         return relax.op.negative(inputs[0])
 
     mod = from_onnx_with_converters(model, {("ai.harmonizer", "Relu"): wrong})
@@ -277,3 +279,41 @@ def test_cli_ops_scan_json_and_convert_strategy_option(variant_keras, tmp_path):
                                  "--custom-op-strategy", "decompose", "--json"])
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)["custom_ops"].values()) == {"decompose"}
+
+
+def test_saved_model_tf_op_entry_without_keras(tmp_path):
+    """A bare SavedModel has no Keras layers, but the TF op CumulativeLogsumexp is still found and handled."""
+    import keras
+
+    from harmonizer_deploy.config import ModelConfig
+    from harmonizer_deploy.model import build_model, seeded_weights, set_weights
+    from harmonizer_deploy.ops_scan import scan
+
+    cfg = ModelConfig(name="pool", num_layers=4, num_filters=8, logsumexp_pool_after=1)
+    model = build_model(cfg)
+    set_weights(model, cfg, seeded_weights(cfg, seed=4))
+    model.save(tmp_path / "pool.keras")
+    keras.models.load_model(tmp_path / "pool.keras").export(tmp_path / "saved", verbose=False)
+    with pytest.raises(HarmonizerError, match="CumulativeLogsumexp"):
+        hd.convert(tmp_path / "saved", tmp_path / "none.onnx", custom_op_strategy="none")
+    result = hd.convert(tmp_path / "saved", tmp_path / "m.onnx", custom_op_strategy="custom-op")
+    assert result.custom_ops == {"CumulativeLogsumexp": "custom-op"} and result.max_abs_err <= 1e-5
+    (report,) = scan(tmp_path / "saved", check_tvm=False)
+    assert report.kind == "saved_model" and report.tf2onnx_unsupported == ["CumulativeLogsumexp"]
+    (row,) = [r for r in report.rows if "CumulativeLogsumexp" in r.tf_ops]
+    assert row.breaks and row.strategies == ["rewrite", "custom-op", "decompose"]
+
+
+def test_compile_refuses_custom_domain_node_without_converter(tmp_path):
+    """compile on a model with ai.harmonizer::Relu (no registry entry): one line naming the op and the fix."""
+    from typer.testing import CliRunner
+
+    from harmonizer_deploy.cli import app
+
+    onnx.save(_custom_relu_model(), tmp_path / "relu.onnx")
+    result = CliRunner().invoke(app, ["compile", str(tmp_path / "relu.onnx"), "--target", "cpu",
+                                      "-o", str(tmp_path / "cpu")])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert "\n" not in line and "ai.harmonizer::Relu" in line and "--custom-op-strategy" in line
+    assert not (tmp_path / "cpu").exists()

@@ -29,7 +29,7 @@ def _square_function(domain: str, opset: int):
     return _function(domain, "Square", ["x"], ["y"], [helper.make_node("Mul", ["x", "x"], ["y"])], opset)
 
 
-def _square_tvm(bb, inputs, attrs, params):
+def _square_tvm(bb, inputs, attrs, ctx):
     from tvm import relax
 
     return relax.op.multiply(inputs[0], inputs[0])

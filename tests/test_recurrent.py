@@ -52,11 +52,10 @@ def _convert(model, call, strategy: str | None):
 
 def _tvm(proto, fix_dims):
     from harmonizer_deploy.custom_ops import default_registry
-    from harmonizer_deploy.custom_ops.tvm_prepare import prepare_for_tvm
-    from harmonizer_deploy.tvm_hook import from_onnx_with_converters
+    from harmonizer_deploy.custom_ops.tvm_prepare import import_relax, prepare_for_tvm
 
     prepared, _ = prepare_for_tvm(proto, fix_dims=fix_dims)
-    return from_onnx_with_converters(prepared, default_registry().tvm_converters())
+    return import_relax(prepared, default_registry().tvm_converters())
 
 
 def test_plain_tf2onnx_gru_is_a_loop_and_scan_says_tvm_cannot_import_it(gru):

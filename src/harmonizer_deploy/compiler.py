@@ -93,11 +93,10 @@ def import_onnx(
     from tvm import relax
 
     from .custom_ops import default_registry
-    from .custom_ops.tvm_prepare import prepare_for_tvm
-    from .tvm_hook import from_onnx_with_converters
+    from .custom_ops.tvm_prepare import import_relax, prepare_for_tvm
 
     onnx_model, report = prepare_for_tvm(onnx_model, fix_dims=fix_dims)
-    mod = from_onnx_with_converters(onnx_model, default_registry().tvm_converters(), keep_params_in_input=True)
+    mod = import_relax(onnx_model, default_registry().tvm_converters(), keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     arrays = [p.numpy() for p in params.get("main", [])]
     names = [str(v.name) for v in mod["main"].params[-len(arrays):]] if arrays else []

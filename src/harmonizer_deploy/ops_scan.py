@@ -118,7 +118,7 @@ def _onnx_name(node: Any) -> str:
 
 def _tvm_missing(onnx_model: Any, names: list[str], registry: CustomOpRegistry) -> list[str]:
     known = tvm_known_ops()
-    converters = {f"{d}::{o}" for d, o in registry.tvm_converters()}
+    converters = {f"{d}::{o}" if d not in DEFAULT_DOMAINS else o for d, o in registry.tvm_converters()}
     functions = {f"{f.domain}::{f.name}" for f in onnx_model.functions}
     missing = []
     for name in names:
@@ -126,18 +126,17 @@ def _tvm_missing(onnx_model: Any, names: list[str], registry: CustomOpRegistry) 
             decomposed = name.startswith(DECOMPOSED_DOMAIN + "::") and name in functions
             if name not in converters and not decomposed:
                 missing.append(name)
-        elif name not in known:
+        elif name not in known and name not in converters:
             missing.append(name)
     return missing
 
 
 def _try_tvm_import(onnx_model: Any, registry: CustomOpRegistry) -> str:
-    from .custom_ops.tvm_prepare import prepare_for_tvm
-    from .tvm_hook import from_onnx_with_converters
+    from .custom_ops.tvm_prepare import import_relax, prepare_for_tvm
 
     try:
         prepared, report = prepare_for_tvm(onnx_model)
-        from_onnx_with_converters(prepared, registry.tvm_converters(), keep_params_in_input=True)
+        import_relax(prepared, registry.tvm_converters(), keep_params_in_input=True)
     except Exception as exc:  # TVM raises many types; the first line is the useful part
         return "fails: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     folded = ", ".join(f"{k}×{v}" for k, v in sorted(report.folded.items()))

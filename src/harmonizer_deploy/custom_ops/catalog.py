@@ -88,7 +88,7 @@ def _attention_function(domain: str, opset: int) -> Any:
     return _function(domain, "MelodyHarmonyAttention", ["h", "wq", "wk", "wv"], ["y"], nodes, opset, ["scale"])
 
 
-def _attention_tvm(bb: Any, inputs: list[Any], attrs: dict, params: Any) -> Any:
+def _attention_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
     from tvm import relax
 
     op = relax.op
@@ -128,7 +128,7 @@ def _softmax_function(domain: str, opset: int) -> Any:
     return _function(domain, "PitchMaskedSoftmax", ["logits", "bias"], ["probs"], nodes, opset)
 
 
-def _softmax_tvm(bb: Any, inputs: list[Any], attrs: dict, params: Any) -> Any:
+def _softmax_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
     from tvm import relax
 
     logits, bias = inputs
@@ -187,7 +187,7 @@ def _named_ref(name: str) -> Any:
     return proto
 
 
-def _logsumexp_tvm(bb: Any, inputs: list[Any], attrs: dict, params: Any) -> Any:
+def _logsumexp_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
     from tvm import relax
 
     op = relax.op

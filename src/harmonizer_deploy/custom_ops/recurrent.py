@@ -106,12 +106,12 @@ def _unrolled_gru(bb: Any, x_bti: Any, w: Any, r: Any, b: Any, hidden: int, line
     return op.concat(outputs, axis=1)
 
 
-def keras_gru_tvm(bb: Any, inputs: list[Any], attrs: dict, params: Any) -> Any:
+def keras_gru_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
     x, w, r, b = inputs
     return _unrolled_gru(bb, x, w, r, b, int(attrs["hidden_size"]), True)
 
 
-def onnx_gru_tvm(bb: Any, inputs: list[Any], attrs: dict, params: Any) -> Any:
+def onnx_gru_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
     """The standard ONNX GRU (layout 0, forward, default activations, X W R B only), for decomposed KerasGRU."""
     from tvm import relax
 

@@ -45,7 +45,7 @@ class CustomOp:
     tf_attributes: Callable[[Any, Any], dict[str, Any]] | None = None
     # (domain, opset) → onnx.FunctionProto of standard ops, named op_type
     onnx_function: Callable[[str, int], Any] | None = None
-    # TVM converter: (bb, inputs, attrs, params) → relax.Expr
+    # TVM converter: (bb, inputs, attrs, ctx: tvm_hook.ConvertContext) → relax.Expr; params via ctx.params
     tvm_converter: Callable[..., Any] | None = None
     preferred: str = "decompose"
 

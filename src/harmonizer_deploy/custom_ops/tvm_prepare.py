@@ -7,6 +7,7 @@ removes the ones that are constant once the declared input dims are known.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,3 +80,31 @@ def prepare_for_tvm(model: Any, fold: bool = True, fix_dims: dict[str, int] | No
         model = fold_shapes(model)
     report.ops_after = _op_counts(model)
     return model, report
+
+
+def missing_tvm_converters(model: Any, converters: Any) -> list[str]:
+    """`domain::op_type` of every node outside the default ONNX domain (subgraphs too) without a converter."""
+    from ..tvm_hook import foreign_domain_nodes
+
+    return [f"{d}::{o}" for d, o in foreign_domain_nodes(model, set(converters))]
+
+
+def import_relax(model: Any, converters: Any, **from_onnx_kwargs: Any) -> Any:
+    """TVM Relax import with the registry's domain-qualified converters (`tvm_hook`).
+
+    TVM dispatches on op_type alone, so a custom-domain node without a converter would be imported as the
+    built-in of the same name (`ai.harmonizer::Relu` as Relu) or fail obscurely: it is refused here first.
+    """
+    from ..errors import HarmonizerError
+    from ..tvm_hook import from_onnx_with_converters
+
+    missing = missing_tvm_converters(model, converters)
+    if missing:
+        raise HarmonizerError(
+            f"no TVM converter for custom-domain ops: {', '.join(missing)}",
+            "convert with --custom-op-strategy decompose or rewrite, or register a TVM converter for "
+            "(domain, op_type) in the custom-op registry (docs/custom-ops.md)",
+        )
+    with warnings.catch_warnings():  # TVM's checker pass warns about the hook's private renamed op_types
+        warnings.filterwarnings("ignore", message="No Op registered for __harmonizer__", category=UserWarning)
+        return from_onnx_with_converters(model, converters, **from_onnx_kwargs)
