@@ -1,9 +1,11 @@
-"""Keras GRU: tf2onnx turns Keras 3's GRU (reset_after=True) into an ONNX `Loop`, which TVM 0.27 cannot import.
+"""Recurrent layers. tf2onnx turns Keras 3's GRU (reset_after=True) into an ONNX `Loop`, which TVM 0.27 cannot
+import, and Keras LSTM into the standard ONNX `LSTM`, which TVM 0.27 cannot import either.
 
 Here the layer becomes one node `KerasGRU` whose ONNX function wraps the standard ONNX `GRU`
 (linear_before_reset=1 is Keras' reset_after=True), so onnxruntime runs its own GRU kernel. TVM 0.27 has no
 `GRU` (nor `LSTM`, `Loop`) converter: the Relax converters here unroll the recurrence, which needs the time
-length at compile time (`compile --fix-dim time=N`); with a symbolic time axis they fail saying so.
+length at compile time (`compile --fix-dim time=N`); with a symbolic time axis they fail saying so. The
+standard `LSTM` gets the same kind of unrolled converter (a gap converter: tf2onnx's output needs no entry).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def _static_time(x: Any, axis: int) -> int:
     dim = shape[axis] if shape is not None else None
     if not isinstance(dim, IntImm):
         raise HarmonizerError(
-            "TVM has no GRU/Loop converter; the unrolled GRU needs a fixed time length",
+            "TVM has no GRU/LSTM/Loop converter; the unrolled recurrence needs a fixed time length",
             "compile with --fix-dim time=N (and verify with --time N)",
         )
     return int(dim)
@@ -132,3 +134,73 @@ def onnx_gru_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
     last = bb.emit(op.strided_slice(y_tbh, axes=[0], begin=[_static_time(y_tbh, 0) - 1],
                                     end=[_static_time(y_tbh, 0)]))
     return relax.Tuple([bb.emit(op.expand_dims(y_tbh, 1)), last])
+
+
+def _optional(inputs: list[Any], index: int) -> Any:
+    return inputs[index] if len(inputs) > index else None
+
+
+def _names(value: Any) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in (value or [])]
+
+
+def _unrolled_lstm(bb: Any, x_bti: Any, w: Any, r: Any, b: Any, h0: Any, c0: Any, hidden: int) -> tuple[Any, Any]:
+    """[B, T, I] → ([B, T, H], last cell state [B, H]); forward LSTM, ONNX gate order i, o, f, c; no peepholes.
+
+    W [1, 4H, I], R [1, 4H, H], B [1, 8H] (or None), h0/c0 [1, B, H] (or None: zeros), as in ONNX."""
+    from tvm import relax
+
+    op = relax.op
+    steps = _static_time(x_bti, 1)
+    xs = bb.emit(op.matmul(x_bti, op.permute_dims(op.squeeze(w, [0]), [1, 0])))  # [B, T, 4H]
+    if b is not None:
+        b2 = bb.emit(op.squeeze(b, [0]))
+        xs = bb.emit(op.add(xs, op.add(op.strided_slice(b2, axes=[0], begin=[0], end=[4 * hidden]),
+                                       op.strided_slice(b2, axes=[0], begin=[4 * hidden], end=[8 * hidden]))))
+    rt = bb.emit(op.permute_dims(op.squeeze(r, [0]), [1, 0]))
+
+    def gate(v: Any, k: int) -> Any:
+        return bb.emit(op.strided_slice(v, axes=[1], begin=[k * hidden], end=[(k + 1) * hidden]))
+
+    def step_input(t: int) -> Any:
+        return bb.emit(op.squeeze(op.strided_slice(xs, axes=[1], begin=[t], end=[t + 1]), [1]))
+
+    zeros = bb.emit(op.zeros_like(gate(step_input(0), 0)))
+    h = bb.emit(op.squeeze(h0, [0])) if h0 is not None else zeros
+    c = bb.emit(op.squeeze(c0, [0])) if c0 is not None else zeros
+    outputs = []
+    for t in range(steps):
+        g = bb.emit(op.add(step_input(t), op.matmul(h, rt)))
+        i, o, f = (bb.emit(op.sigmoid(gate(g, k))) for k in range(3))
+        c = bb.emit(op.add(op.multiply(f, c), op.multiply(i, op.tanh(gate(g, 3)))))
+        h = bb.emit(op.multiply(o, op.tanh(c)))
+        outputs.append(bb.emit(op.expand_dims(h, 1)))
+    return bb.emit(op.concat(outputs, axis=1)), c
+
+
+def onnx_lstm_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
+    """The standard ONNX LSTM as tf2onnx writes it for Keras LSTM: layout 0, forward, default activations, no
+    sequence_lens, peepholes, clip or input_forget; optional B, initial_h and initial_c."""
+    from tvm import relax
+
+    op = relax.op
+    x, w, r = inputs[:3]
+    b, seq, h0, c0, peep = (_optional(inputs, k) for k in range(3, 8))
+    problems = []
+    if seq is not None or peep is not None:
+        problems.append("sequence_lens/peepholes")
+    if attrs.get("layout", 0) != 0 or attrs.get("input_forget", 0) or "clip" in attrs:
+        problems.append("layout=1/input_forget/clip")
+    if _names([attrs.get("direction", b"forward")]) != ["forward"]:
+        problems.append("reverse/bidirectional direction")
+    if _names(attrs.get("activations")) not in ([], ["Sigmoid", "Tanh", "Tanh"]):
+        problems.append(f"activations {_names(attrs.get('activations'))}")
+    if problems:
+        raise HarmonizerError(f"ONNX LSTM with {', '.join(problems)} has no TVM converter here",
+                              "use a forward Keras LSTM with default activations")
+    hidden = int(attrs["hidden_size"])
+    y, c = _unrolled_lstm(bb, bb.emit(op.permute_dims(x, [1, 0, 2])), w, r, b, h0, c0, hidden)
+    y_tbh = bb.emit(op.permute_dims(y, [1, 0, 2]))
+    steps = _static_time(x, 0)  # not from y: with a dynamic batch, initial_h may have no static shape
+    last_h = bb.emit(op.strided_slice(y_tbh, axes=[0], begin=[steps - 1], end=[steps]))
+    return relax.Tuple([bb.emit(op.expand_dims(y_tbh, 1)), last_h, bb.emit(op.expand_dims(c, 0))])
