@@ -317,3 +317,22 @@ def test_compile_refuses_custom_domain_node_without_converter(tmp_path):
     line = result.output.strip()
     assert "\n" not in line and "ai.harmonizer::Relu" in line and "--custom-op-strategy" in line
     assert not (tmp_path / "cpu").exists()
+
+
+def test_saved_model_layer_without_keras_is_named_with_the_fix(tmp_path):
+    """A bare SavedModel of the attention variant: the registry's layer strategies need Keras; convert says so."""
+    import keras
+
+    from harmonizer_deploy.config import ModelConfig
+    from harmonizer_deploy.model import build_model, seeded_weights, set_weights
+
+    cfg = ModelConfig(name="attn", num_layers=4, num_filters=8, melody_attention_after=1, attention_key_dim=4)
+    model = build_model(cfg)
+    set_weights(model, cfg, seeded_weights(cfg, seed=2))
+    model.save(tmp_path / "attn.keras")
+    keras.models.load_model(tmp_path / "attn.keras").export(tmp_path / "saved", verbose=False)
+    with pytest.raises(HarmonizerError) as info:
+        hd.convert(tmp_path / "saved", tmp_path / "m.onnx")
+    message = info.value.one_line()
+    assert "melody_attention" in message and "SavedModel" in message and ".keras" in message
+    assert "\n" not in message and not (tmp_path / "m.onnx").exists()

@@ -114,9 +114,11 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET, plan: ConversionPla
 
 def _layers_named_in(message: str, source: SourceModel) -> list[str]:
     """Keras layers whose name scope appears in the node names of an ONNX checker message."""
-    if source.keras_model is None:
-        return []
     nodes = re.findall(r"node name: ([^)\s]+)", message)
+    if source.keras_model is None:  # a bare SavedModel: the TF name scopes, as `ops scan` groups them
+        from .ops_scan import GRAPH_ROW, _layer_key
+
+        return sorted({_layer_key(node, []) for node in nodes} - {GRAPH_ROW})
     return sorted({layer.name for layer in source.keras_model.layers for node in nodes
                    if re.search(rf"(^|/){re.escape(layer.name)}(_\d+)?/", node)})
 
@@ -200,6 +202,14 @@ def convert(
         layers = _layers_named_in(str(exc), convert_source)
         lines = str(exc).strip().splitlines()
         first = next((ln for ln in lines if any(f"/{name}" in ln for name in layers)), lines[-1])[:240]
+        if layers and source.keras_model is None:
+            raise HarmonizerError(
+                f"tf2onnx turned the ops under scope(s) {', '.join(layers)} of this SavedModel into an invalid ONNX "
+                f"model ({first})",
+                "convert the Keras model (.keras or bundled name) instead, so the custom-op registry's layer "
+                "strategies apply (a SavedModel only gets its TF-op entries); `harmonizer-deploy ops scan` shows "
+                "which layers have a strategy",
+            ) from exc
         if layers:
             raise HarmonizerError(
                 f"tf2onnx turned layer(s) {', '.join(layers)} into an invalid ONNX model ({first})",
