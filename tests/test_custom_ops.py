@@ -336,3 +336,16 @@ def test_saved_model_layer_without_keras_is_named_with_the_fix(tmp_path):
     message = info.value.one_line()
     assert "melody_attention" in message and "SavedModel" in message and ".keras" in message
     assert "\n" not in message and not (tmp_path / "m.onnx").exists()
+
+
+def test_variant_custom_op_model_without_registry_converters_is_refused_by_tvm_import(variant_builds):
+    """The same variant's custom-op ONNX, imported without the registry's converters: refused, every op named."""
+    from harmonizer_deploy.custom_ops.tvm_prepare import import_relax, prepare_for_tvm
+
+    prepared, _ = prepare_for_tvm(onnx.load(str(variant_builds["custom-op"][0] / "model.onnx")))
+    with pytest.raises(HarmonizerError) as info:
+        import_relax(prepared, {})
+    problem, ops = info.value.problem.split(": ", 1)
+    assert problem == "no TVM converter for custom-domain ops"
+    assert set(ops.split(", ")) == {"ai.harmonizer::CumulativeLogsumexp", "ai.harmonizer::MelodyHarmonyAttention",
+                                    "ai.harmonizer::PitchMaskedSoftmax"}
