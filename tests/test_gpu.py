@@ -105,7 +105,7 @@ def _fused_module(onnx_path: Path, target):
 
     from harmonizer_deploy.compiler import import_onnx
 
-    mod, _, _ = import_onnx(onnx.load(str(onnx_path)))
+    mod, _, _, _ = import_onnx(onnx.load(str(onnx_path)))
     with target:
         for p in (relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
                   relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()):

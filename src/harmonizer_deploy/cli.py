@@ -86,19 +86,74 @@ def convert(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the ONNX model.")] = Path(
         "build/model.onnx"),
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    custom_op_strategy: Annotated[str, typer.Option(
+        "--custom-op-strategy", help="How registered custom layers/ops are converted: auto (each op's preferred "
+        "strategy), rewrite, custom-op, decompose, or none (registry off).")] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a TensorFlow/Keras harmonizer to ONNX (tf2onnx), then check it against TensorFlow."""
     from .conversion import convert as run
 
     with spinner("converting with tf2onnx and checking against TensorFlow…", not as_json):
-        result = run(model, output, opset)
+        result = run(model, output, opset, custom_op_strategy=custom_op_strategy)
     if as_json:
         emit_json(result.to_dict())
         return
     ops = ", ".join(f"{k}×{v}" for k, v in sorted(result.op_types.items()))
     out.print(f"wrote {result.onnx_path} (opset {result.opset}, {result.num_nodes} nodes: {ops})")
     out.print(f"onnxruntime vs TensorFlow: max abs error {result.max_abs_err:.3g}; sidecar {result.sidecar_path}")
+    if result.custom_ops:
+        out.print("custom ops: " + ", ".join(f"{k} → {v}" for k, v in sorted(result.custom_ops.items())))
+
+
+ops_app = typer.Typer(help="Custom layers and ops: what breaks the TF → ONNX → TVM chain, and the fix.",
+                      no_args_is_help=True)
+app.add_typer(ops_app, name="ops")
+
+
+@ops_app.command("scan")
+@cli_command
+def ops_scan(
+    model: Annotated[str | None, typer.Argument(help="A .keras file, SavedModel dir, .onnx file, bundled model "
+                                                     "name, or a directory holding models (an extracted archive).")]
+    = None,
+    tvm: Annotated[bool, typer.Option("--tvm/--no-tvm", help="Also check TVM's Relax importer.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """One row per layer/op: TF ops → tf2onnx → ONNX ops → TVM → verified → registry strategies."""
+    from .ops_scan import scan
+
+    with spinner("scanning ops…", not as_json):
+        reports = scan(model, check_tvm=tvm)
+    if as_json:
+        emit_json([r.to_dict() for r in reports])
+        return
+    for report in reports:
+        _print_scan(report)
+    if any(r.broken for r in reports):
+        out.print("[yellow]some ops break the chain; see the fix column[/]")
+
+
+def _print_scan(report: Any) -> None:
+    table = Table(title=f"ops scan: {report.model} ({report.kind})", show_lines=False)
+    for col in ("layer / op", "Keras class", "TF ops", "tf2onnx", "ONNX ops", "TVM", "verified", "strategies",
+                "status", "fix"):
+        table.add_column(col, overflow="fold")
+    for r in report.rows:
+        tf2onnx = "–" if not r.tf_ops else ("[red]no: " + ", ".join(r.tf2onnx_missing) + "[/]"
+                                            if r.tf2onnx_missing else "yes")
+        tvm = "[red]no: " + ", ".join(r.tvm_missing) + "[/]" if r.tvm_missing else ("yes" if r.onnx_ops else "–")
+        status = f"[red]{escape(r.status)}[/]" if r.breaks else "[green]ok[/]"
+        table.add_row(escape(r.layer), r.keras_class + (" (custom)" if r.custom else ""), ", ".join(r.tf_ops),
+                      tf2onnx, escape(", ".join(r.onnx_ops)), tvm, escape(r.verified), ", ".join(r.strategies) or "–",
+                      status, escape(r.fix))
+    out.print(table)
+    out.print(f"plain conversion (registry off): tf2onnx unsupported: {', '.join(report.tf2onnx_unsupported) or 'none'}"
+              f"; onnxruntime vs TF: {report.verified}; TVM import: {escape(report.tvm_import)}")
+    if report.with_registry:
+        w = report.with_registry
+        out.print(f"with the registry ({', '.join(f'{k} → {v}' for k, v in sorted(w['strategies'].items()))}): "
+                  f"onnxruntime vs TF: {w['verified']}; TVM import: {escape(w['tvm_import'])}")
 
 
 @app.command("compile")
@@ -114,13 +169,17 @@ def compile_(
     time_steps: Annotated[int | None, typer.Option("--time", help="Fix the number of time steps.")] = None,
     arch: Annotated[str | None, typer.Option(help="GPU architecture, e.g. sm_80, sm_89, sm_90 (cuda; default: "
                                              "this machine's GPU, else the target's default_arch).")] = None,
+    fix_dim: Annotated[list[str] | None, typer.Option("--fix-dim", help="NAME=SIZE: compile for a fixed input "
+                                                      "dim (batch, time) so shape computations fold "
+                                                      "(repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compile an ONNX model with TVM Relax for a target: library + params + manifest (+ deploy bundle)."""
     from .compiler import compile as run
 
+    dims = _parse_dims(fix_dim or [])
     with spinner(f"compiling for {target} with TVM…", not as_json):
-        result = run(model, target, output, force, batch, time_steps, arch)
+        result = run(model, target, output, force, batch, time_steps, arch, dims or None)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -146,6 +205,10 @@ def compile_(
         out.print(f"tuned kernels: {tuning['records']} ({tuning['trials']} trials, {tuning['tuning_seconds']:.0f} s)")
     elif result.manifest["device"] == "cpu":  # GPU kernels carry dlight's schedules (printed above)
         out.print(f"untuned kernels (slow): {escape(tuning.get('reason', ''))}", highlight=False)
+    prep = result.manifest.get("tvm_import", {})
+    if prep.get("inlined") or prep.get("folded"):
+        folded = ", ".join(f"{k}×{v}" for k, v in sorted(prep["folded"].items())) or "nothing"
+        out.print(f"before TVM import: inlined {', '.join(prep['inlined']) or 'nothing'}; folded {folded}")
 
 
 @app.command()
@@ -181,6 +244,16 @@ def parse_range(value: str | None) -> tuple[float, float] | None:
     except ValueError:
         raise HarmonizerError(f"--val-range {value!r} is not LOW,HIGH", "pass e.g. --val-range 0,1") from None
     return low, high
+
+
+def _parse_dims(items: list[str]) -> dict[str, int]:
+    dims = {}
+    for item in items:
+        name, _, size = item.partition("=")
+        if not name or not size.isdigit() or int(size) < 1:
+            raise HarmonizerError(f"--fix-dim {item!r} is not NAME=SIZE", "e.g. --fix-dim batch=1 --fix-dim time=32")
+        dims[name] = int(size)
+    return dims
 
 
 @app.command()

@@ -58,11 +58,13 @@ def tvm_versions() -> dict[str, str]:
     return out
 
 
-def cache_key(model_sha: str, spec: TargetSpec, shape: tuple[int, int] | None, tuning: dict | None) -> str:
+def cache_key(model_sha: str, spec: TargetSpec, fix_dims: dict[str, int] | None, tuning: dict | None) -> str:
+    extra = {"fix_dims": fix_dims} if fix_dims else {}  # absent when unused: existing cache keys stay valid
     return sha256_text(json.dumps({
-        "model": model_sha, "tvm": tvm_versions(), "target": spec.resolved_target(), "host": spec.resolved_host(),
+        **extra, "model": model_sha, "tvm": tvm_versions(), "target": spec.resolved_target(),
+        "host": spec.resolved_host(),
         "pipeline": spec.pipeline, "export": spec.export, "options": spec.options, "harmonizer_deploy": __version__,
-        "shape": shape, "tuning": tuning and tuning["sha256"], "bundle": _bundle_format(spec),
+        "tuning": tuning and tuning["sha256"], "bundle": _bundle_format(spec),
     }, sort_keys=True))
 
 
@@ -95,6 +97,16 @@ def _cached_manifest(out_dir: Path, key: str) -> dict | None:
     return manifest
 
 
+def static_dims(batch: int | None, time_steps: int | None, fix_dims: dict[str, int] | None) -> dict[str, int]:
+    """`--batch/--time` and `--fix-dim NAME=SIZE` as one {dim name: size} (empty: fully dynamic)."""
+    if (batch is None) != (time_steps is None) or (batch is not None and min(batch, time_steps) < 1):
+        raise HarmonizerError("--batch and --time go together and must be positive", "pass both, or neither")
+    dims = dict(fix_dims or {})
+    if batch is not None:
+        dims.update(batch=batch, time=time_steps)
+    return dims
+
+
 def _build(mod: Any, tvm_target: Any, pipeline: Any, spec: TargetSpec) -> Any:
     """tvm.compile, with the GPU error users hit most ("Did you forget to bind?") turned into one clear line."""
     import tvm
@@ -114,23 +126,27 @@ def _build(mod: Any, tvm_target: Any, pipeline: Any, spec: TargetSpec) -> Any:
             "schedule_rules",
         ) from exc
 
-def import_onnx(onnx_model: Any, shape: tuple[int, int] | None = None) -> tuple[Any, list[str], list[np.ndarray]]:
+
+def import_onnx(
+    onnx_model: Any, fix_dims: dict[str, int] | None = None
+) -> tuple[Any, list[str], list[np.ndarray], Any]:
     """Relax import with weights split out as parameters (they ship separately, as params.npz).
 
-    `shape` = (batch, time) fixes the dynamic axes (needed for tuned kernels); None keeps them symbolic."""
+    Before import: decomposed custom ops are inlined, named input dims optionally fixed (`fix_dims`), and shape
+    computations folded (the returned report says what). Custom-domain nodes go to the registry's Relax
+    converters through the domain-aware hook: a node without one fails instead of being taken for a built-in.
+    """
     from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
 
-    shape_dict = None
-    if shape is not None:
-        (first,) = [i for i in onnx_model.graph.input if i.name not in {t.name for t in onnx_model.graph.initializer}]
-        fixed = [d.dim_value for d in first.type.tensor_type.shape.dim][2:]
-        shape_dict = {first.name: [*shape, *fixed]}
-    mod = from_onnx(onnx_model, shape_dict=shape_dict, keep_params_in_input=True)
+    from .custom_ops import default_registry
+    from .custom_ops.tvm_prepare import import_relax, prepare_for_tvm
+
+    onnx_model, report = prepare_for_tvm(onnx_model, fix_dims=fix_dims)
+    mod = import_relax(onnx_model, default_registry().tvm_converters(), keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     arrays = [p.numpy() for p in params.get("main", [])]
     names = [str(v.name) for v in mod["main"].params[-len(arrays):]] if arrays else []
-    return mod, names, arrays
+    return mod, names, arrays, report
 
 
 def compile(
@@ -141,12 +157,14 @@ def compile(
     batch: int | None = None,
     time_steps: int | None = None,
     arch: str | None = None,
+    fix_dims: dict[str, int] | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>).
 
-    With `batch` and `time_steps` the artifact has static shapes and uses tuned records when some match
-    this CPU (see `harmonizer-deploy tune`); without them it accepts any batch and length. `arch` picks the GPU
-    architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected."""
+    With `batch` and `time_steps` (shorthand for `fix_dims={"batch": B, "time": T}`) the artifact has static shapes
+    and uses tuned records when some match this CPU (see `harmonizer-deploy tune`); without them it accepts any
+    batch and length. `fix_dims` fixes named input dims so shape computations fold away before TVM import. `arch`
+    picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected."""
     import contextlib
 
     from .tuning import find_records
@@ -160,16 +178,15 @@ def compile(
     out_dir = Path(output) if output else Path("build") / spec.name
     onnx_model = check_onnx_file(model)
     model_sha = sha256_file(model)
-    if (batch is None) != (time_steps is None) or (batch is not None and min(batch, time_steps) < 1):
-        raise HarmonizerError("--batch and --time go together and must be positive", "pass both, or neither")
-    shape = (batch, time_steps) if batch is not None else None
+    fix_dims = static_dims(batch, time_steps, fix_dims)
+    shape = (fix_dims["batch"], fix_dims["time"]) if {"batch", "time"} <= fix_dims.keys() else None
     records, why = find_records(spec, shape)
     tuning = records.describe() if records else None
-    key = cache_key(model_sha, spec, shape, tuning)
+    key = cache_key(model_sha, spec, fix_dims, tuning)
     if not force and (manifest := _cached_manifest(out_dir, key)):
         return CompileResult(out_dir, manifest, True, time.perf_counter() - start)
 
-    mod, names, arrays = import_onnx(onnx_model, shape)
+    mod, names, arrays, prepare_report = import_onnx(onnx_model, fix_dims or None)
     tvm_target = spec.tvm_target()
     with records.database() if records else contextlib.nullcontext():
         pipeline = get_pipeline(spec.pipeline)(spec, tvm_target)
@@ -195,9 +212,11 @@ def compile(
             "versions": {**tvm_versions(), "harmonizer_deploy": __version__},
             "model": {"path": str(model.resolve()), "sha256": model_sha,
                       "sidecar": str(sidecar.resolve()) if sidecar.is_file() else None},
-            "inputs": _io(onnx_model.graph.input, exclude={i.name for i in onnx_model.graph.initializer}, shape=shape),
+            "inputs": _io(onnx_model.graph.input, exclude={i.name for i in onnx_model.graph.initializer},
+                          fix_dims=fix_dims),
             "static_shape": list(shape) if shape else None,
             "tuning": tuning or {"used": False, "reason": why},
+            "tvm_import": prepare_report.to_dict(),
             "outputs": _io(onnx_model.graph.output),
             "library": library,
             "params": names,
@@ -219,12 +238,9 @@ def compile(
     return CompileResult(out_dir, manifest, False, time.perf_counter() - start)
 
 
-def _io(values: Any, exclude: set[str] | None = None, shape: tuple[int, int] | None = None) -> list[dict]:
+def _io(values: Any, exclude: set[str] | None = None, fix_dims: dict[str, int] | None = None) -> list[dict]:
     exclude = exclude or set()
-    out = []
-    for v in values:
-        if v.name in exclude:
-            continue
-        dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-        out.append({"name": v.name, "dtype": "float32", "shape": [*shape, *dims[2:]] if shape else dims})
-    return out
+    fix_dims = fix_dims or {}
+    return [{"name": v.name, "dtype": "float32",
+             "shape": [fix_dims.get(d.dim_param, d.dim_param) or d.dim_value for d in v.type.tensor_type.shape.dim]}
+            for v in values if v.name not in exclude]

@@ -31,6 +31,11 @@ class ModelConfig:
     # Bach Doodle convention: the network is fed 1 - mask (mask marks known context).
     mask_indicates_context: bool = False
     use_residual: bool = True
+    # Custom layers of the harmonizer variants (custom_ops/layers.py); -1 = not used.
+    melody_attention_after: int = -1  # MelodyHarmonyAttention after this conv layer
+    attention_key_dim: int = 8
+    logsumexp_pool_after: int = -1  # CausalLogSumExpPool (TF CumulativeLogsumexp) after this conv layer
+    pitch_range_softmax: bool = False  # PitchMaskedSoftmax instead of the plain pitch softmax
     description: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -46,6 +51,14 @@ class ModelConfig:
                 f"by num_pointwise_splits={self.num_pointwise_splits}",
                 "fix num_filters in the config file",
             )
+
+        for key in ("melody_attention_after", "logsumexp_pool_after"):
+            value = getattr(self, key)
+            if not -1 <= value <= self.num_layers - 2:
+                raise HarmonizerError(
+                    f"model config {self.name!r}: {key}={value} must be -1 (off) or a layer index below "
+                    f"{self.num_layers - 1}", f"fix {key} in the config file",
+                )
 
     def layer_specs(self) -> list[dict]:
         """One dict per conv layer: kernel, in/out channels, dilation, kind (regular/separable/split)."""

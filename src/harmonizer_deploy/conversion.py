@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .artifacts import atomic_file, sha256_file, write_json
+from .custom_ops.emit import attach_functions
+from .custom_ops.plan import ConversionPlan, missing_strategy_message, plan_conversion
+from .custom_ops.registry import check_strategy
+from .custom_ops.runtime import ort_session
 from .encoding import ENCODING, INPUT_NAME, OUTPUT_NAME, realistic_inputs
 from .errors import HarmonizerError
-from .source import SourceModel, input_signature, load_source
+from .source import SourceModel, _keras_call, input_signature, load_source
 
 DEFAULT_OPSET = 17
 CONVERSION_ATOL = 1e-4
@@ -29,10 +34,12 @@ class ConvertResult:
     opset: int
     num_nodes: int
     op_types: dict[str, int]
+    custom_ops: dict[str, str] = field(default_factory=dict)  # layer/op → strategy used
 
     def to_dict(self) -> dict:
         return {"onnx": str(self.onnx_path), "sidecar": str(self.sidecar_path), "max_abs_err": self.max_abs_err,
-                "opset": self.opset, "num_nodes": self.num_nodes, "op_types": self.op_types}
+                "opset": self.opset, "num_nodes": self.num_nodes, "op_types": self.op_types,
+                "custom_ops": self.custom_ops}
 
 
 class _UnsupportedOpCollector(logging.Handler):
@@ -72,8 +79,8 @@ def _unknown_ops(model) -> list[str]:
     return sorted(set(bad))
 
 
-def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET):
-    """Convert with tf2onnx; raise if it reported or left unsupported ops."""
+def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET, plan: ConversionPlan | None = None):
+    """Convert with tf2onnx (with the plan's custom-op handlers); raise if it reported or left unsupported ops."""
     import tf2onnx
 
     collector = _UnsupportedOpCollector()
@@ -81,8 +88,10 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET):
     logger.addHandler(collector)
     try:
         model_proto, _ = tf2onnx.convert.from_function(
-            source.call, input_signature=input_signature(), opset=opset
+            source.call, input_signature=input_signature(), opset=opset, **(plan.extensions.kwargs() if plan else {})
         )
+    except HarmonizerError:
+        raise
     except Exception as exc:
         raise HarmonizerError(
             f"tf2onnx could not convert {source.path}: {str(exc).splitlines()[0][:300]}",
@@ -94,11 +103,24 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET):
     if collector.messages or unknown:
         ops = ", ".join(unknown) or "; ".join(collector.messages)
         raise HarmonizerError(
-            f"tf2onnx could not convert these ops of {source.path}: {ops}",
-            "replace them with standard ops (rewrite) or register a custom-op strategy",
+            f"tf2onnx could not convert these ops of {source.path} and the custom-op registry has no strategy "
+            f"for them: {ops}", missing_strategy_message(unknown),
         )
+    if plan and plan.extensions.emitted:
+        attach_functions(model_proto, plan.extensions.emitted, opset)
     _name_dynamic_dims(model_proto)
     return model_proto
+
+
+def _layers_named_in(message: str, source: SourceModel) -> list[str]:
+    """Keras layers whose name scope appears in the node names of an ONNX checker message."""
+    nodes = re.findall(r"node name: ([^)\s]+)", message)
+    if source.keras_model is None:  # a bare SavedModel: the TF name scopes, as `ops scan` groups them
+        from .ops_scan import GRAPH_ROW, _layer_key
+
+        return sorted({_layer_key(node, []) for node in nodes} - {GRAPH_ROW})
+    return sorted({layer.name for layer in source.keras_model.layers for node in nodes
+                   if re.search(rf"(^|/){re.escape(layer.name)}(_\d+)?/", node)})
 
 
 def check_onnx_file(path: Path):
@@ -126,9 +148,7 @@ def check_onnx_file(path: Path):
 
 def compare_with_tensorflow(source: SourceModel, onnx_bytes: bytes, seed: int = 0) -> float:
     """Max abs difference between TensorFlow and onnxruntime on seeded realistic inputs of several shapes."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    session = ort_session(onnx_bytes)
     worst = 0.0
     for k, (batch, steps) in enumerate(CHECK_SHAPES):
         x = realistic_inputs(seed + k, batch, steps)
@@ -155,19 +175,48 @@ def convert(
     output: str | Path = "build/model.onnx",
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
+    custom_op_strategy: str | None = None,
 ) -> ConvertResult:
-    """Convert MODEL (bundled name, .keras file or SavedModel dir) to ONNX and check it against TensorFlow."""
+    """Convert MODEL (bundled name, .keras file or SavedModel dir) to ONNX and check it against TensorFlow.
+
+    Custom layers/ops found in the registry are converted with `custom_op_strategy` (rewrite, custom-op,
+    decompose; None = each op's preferred one; "none" = registry off, plain tf2onnx).
+    """
     import onnx
 
     if not 13 <= opset <= 21:
         raise HarmonizerError(f"opset {opset} is outside the supported range", "choose an opset from 13 to 21")
     output = Path(output)
+    strategy = check_strategy(custom_op_strategy)
     source = load_source(model)
-    proto = to_onnx(source, opset)
+    plan = None if strategy == "none" else plan_conversion(source, strategy, output)
+    convert_source = source
+    if plan and plan.rewritten_model is not None:
+        # convert the rewritten model; it is still checked against the original TensorFlow model below
+        convert_source = SourceModel("keras", str(plan.rewritten_path), source.sha256,
+                                     _keras_call(plan.rewritten_model), keras_model=plan.rewritten_model)
+    proto = to_onnx(convert_source, opset, plan)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
-        raise HarmonizerError(f"converted model fails the ONNX checker: {exc}", "report this conversion bug") from exc
+        layers = _layers_named_in(str(exc), convert_source)
+        lines = str(exc).strip().splitlines()
+        first = next((ln for ln in lines if any(f"/{name}" in ln for name in layers)), lines[-1])[:240]
+        if layers and source.keras_model is None:
+            raise HarmonizerError(
+                f"tf2onnx turned the ops under scope(s) {', '.join(layers)} of this SavedModel into an invalid ONNX "
+                f"model ({first})",
+                "convert the Keras model (.keras or bundled name) instead, so the custom-op registry's layer "
+                "strategies apply (a SavedModel only gets its TF-op entries); `harmonizer-deploy ops scan` shows "
+                "which layers have a strategy",
+            ) from exc
+        if layers:
+            raise HarmonizerError(
+                f"tf2onnx turned layer(s) {', '.join(layers)} into an invalid ONNX model ({first})",
+                "convert them through the custom-op registry (--custom-op-strategy rewrite|custom-op|decompose); "
+                "`harmonizer-deploy ops scan` shows which layers have a strategy",
+            ) from exc
+        raise HarmonizerError(f"converted model fails the ONNX checker: {first}", "report this conversion bug") from exc
     data = proto.SerializeToString()
     err = compare_with_tensorflow(source, data, seed)
     if not err <= CONVERSION_ATOL:
@@ -177,9 +226,14 @@ def convert(
         )
     with atomic_file(output) as tmp:
         tmp.write_bytes(data)
+    if plan and plan.rewritten_model is not None:
+        with atomic_file(plan.rewritten_path) as tmp:
+            plan.rewritten_model.save(tmp.with_suffix(".keras"))
+            tmp.with_suffix(".keras").replace(tmp)
     op_types: dict[str, int] = {}
     for node in proto.graph.node:
-        op_types[node.op_type] = op_types.get(node.op_type, 0) + 1
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        op_types[key] = op_types.get(key, 0) + 1
 
     def io(values):
         return [{"name": v.name, "dtype": "float32",
@@ -196,6 +250,8 @@ def convert(
         "source": source.describe(),
         "conversion_check": {"max_abs_err": err, "atol": CONVERSION_ATOL,
                              "shapes": [list(s) for s in CHECK_SHAPES], "seed": seed},
+        "custom_ops": plan.to_dict() if plan else {"choices": {}, "registry": "off"},
         "versions": versions(),
     })
-    return ConvertResult(output, sidecar, err, opset, len(proto.graph.node), op_types)
+    return ConvertResult(output, sidecar, err, opset, len(proto.graph.node), op_types,
+                         dict(plan.choices) if plan else {})

@@ -173,7 +173,7 @@ class TargetRunner:
         from .pipelines import get_pipeline
 
         start = time.perf_counter()
-        mod, _names, arrays = compiler.import_onnx(model)
+        mod, _names, arrays, _report = compiler.import_onnx(model)
         tvm_target = self.spec.tvm_target()
         executable = tvm.compile(mod, target=tvm_target,
                                  relax_pipeline=get_pipeline(self.spec.pipeline)(self.spec, tvm_target))

@@ -67,7 +67,20 @@ def build_model(config: ModelConfig) -> Any:
         if spec["residual"] and saved is not None and saved.shape[-1] == y.shape[-1]:
             y = layers.Add(name=f"conv{i}_residual")([y, saved])
         h = layers.ReLU(name=f"conv{i}_relu")(y) if spec["activation"] else y
-    probs = layers.Softmax(axis=2, name=OUTPUT_NAME)(h)
+        if i == config.melody_attention_after:
+            from .custom_ops.layers import MelodyHarmonyAttention
+
+            h = MelodyHarmonyAttention(key_dim=config.attention_key_dim, name="melody_attention")(h)
+        if i == config.logsumexp_pool_after:
+            from .custom_ops.layers import CausalLogSumExpPool
+
+            h = CausalLogSumExpPool(name="logsumexp_pool")(h)
+    if config.pitch_range_softmax:
+        from .custom_ops.layers import PitchMaskedSoftmax
+
+        probs = PitchMaskedSoftmax(name=OUTPUT_NAME)(h)
+    else:
+        probs = layers.Softmax(axis=2, name=OUTPUT_NAME)(h)
     return keras.Model(x_in, probs, name=f"coconet_{config.name}".replace("-", "_"))
 
 
@@ -125,6 +138,11 @@ def _weight_slots(config: ModelConfig) -> list[tuple[str, str, str, tuple[int, .
             (f"{p}/popmean", bn, "moving_mean", (1, 1, 1, cout), None),
             (f"{p}/popvariance", bn, "moving_variance", (1, 1, 1, cout), None),
         ]
+        if i == config.melody_attention_after:
+            d = config.attention_key_dim
+            slots += [("melody_attention/query", "melody_attention", "wq", (cout, d), None),
+                      ("melody_attention/key", "melody_attention", "wk", (cout, d), None),
+                      ("melody_attention/value", "melody_attention", "wv", (cout, cout), None)]
     return slots
 
 

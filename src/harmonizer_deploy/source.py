@@ -78,7 +78,8 @@ def load_source(model: str | Path | None = None) -> SourceModel:
     if path.is_file() and path.suffix == ".keras":
         import keras
 
-        context_mask_layer()  # registers the custom layer so files using it deserialize
+        context_mask_layer()  # registers the custom layers so files using them deserialize
+        from .custom_ops import layers, rewrite_layers  # noqa: F401
         try:
             keras_model = keras.models.load_model(path, compile=False)
         except Exception as exc:  # keras raises many types for corrupt archives

@@ -98,7 +98,7 @@ def tune(
         raise HarmonizerError("tune needs batch, time and trials >= 1", "pass positive values")
     model = Path(model)
     onnx_model = check_onnx_file(model)
-    mod, _, _ = import_onnx(onnx_model, shape=(batch, time_steps))
+    mod, _, _, _ = import_onnx(onnx_model, {"batch": batch, "time": time_steps})
     tvm_target = spec.tvm_target()
     fused = fuse_for_tuning(mod, tvm_target)
     tasks = ms.relax_integration.extract_tasks(fused, tvm_target)

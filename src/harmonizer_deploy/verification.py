@@ -206,7 +206,7 @@ class VerifyReport:
 
 
 def _reference_session(manifest: dict):
-    import onnxruntime as ort
+    from .custom_ops.runtime import ort_session
 
     onnx_path = Path(manifest["model"]["path"])
     if not onnx_path.is_file():
@@ -217,7 +217,7 @@ def _reference_session(manifest: dict):
             f"{onnx_path} changed after this artifact was compiled (hash mismatch)",
             "recompile: harmonizer-deploy compile --target " + manifest["target"],
         )
-    return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return ort_session(onnx_path)  # custom-domain ops run from their model-local ONNX functions
 
 
 def verify(
