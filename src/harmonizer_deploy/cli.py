@@ -129,10 +129,13 @@ def compile_(
 def verify(
     artifact_dir: Annotated[Path | None, typer.Argument(help="Artifact directory (default build/T).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target the artifact was built for.")] = "cpu",
-    num_inputs: Annotated[int, typer.Option(help="Number of seeded inputs.")] = 4,
+    num_inputs: Annotated[int | None, typer.Option(help="Number of seeded inputs (default: the target's, else 4).")]
+    = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated inputs.")] = 0,
-    batch: Annotated[int, typer.Option(help="Batch size of each input.")] = 2,
-    time_steps: Annotated[int, typer.Option("--time", help="Time steps (16th notes) of each input.")] = 32,
+    batch: Annotated[int | None, typer.Option(help="Batch size of each input (default: the target's, else 2).")]
+    = None,
+    time_steps: Annotated[int | None, typer.Option("--time", help="Time steps (16th notes) of each input "
+                                                   "(default: the target's, else 32).")] = None,
     save_inputs: Annotated[Path | None, typer.Option(help="Save the inputs used (npz) for replay.")] = None,
     load_inputs: Annotated[Path | None, typer.Option(help="Use inputs from an npz written by --save-inputs.")]
     = None,

@@ -7,6 +7,7 @@ resolved target JSON, pipeline and exporter.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ import numpy as np
 from . import __version__
 from .artifacts import atomic_dir, sha256_file, sha256_text
 from .conversion import check_onnx_file, sidecar_path_for
-from .exporters import get_exporter
+from .exporters import get_exporter, write_web_params
 from .params import PARAMS_FILE, save_params
 from .pipelines import get_pipeline
 from .targets import TargetSpec, load_target
@@ -79,12 +80,42 @@ def _cached_manifest(out_dir: Path, key: str) -> dict | None:
     return manifest
 
 
+def with_identifier_weight_names(onnx_model: Any) -> Any:
+    """A copy of the model whose weight names are plain identifiers (`conv0_1/convolution:0` → `conv0_1_convolution_0`).
+
+    Why: the weight names become kernel parameter names, and TVM's WebGPU code generator writes them into WGSL
+    unchanged, where `/` and `:` are syntax errors. Harmless for the other targets.
+    """
+    model = type(onnx_model)()
+    model.CopyFrom(onnx_model)
+    graph = model.graph
+    taken = {v.name for v in graph.input} | {v.name for v in graph.output} | {o for n in graph.node for o in n.output}
+    renamed: dict[str, str] = {}
+    for init in graph.initializer:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", init.name):
+            continue
+        base = re.sub(r"\W", "_", init.name).lstrip("_0123456789") or "weight"
+        new, i = base, 1
+        while new in taken or new in renamed.values():
+            new, i = f"{base}_{i}", i + 1
+        renamed[init.name] = new
+        init.name = new
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    for value in graph.input:
+        if value.name in renamed:
+            value.name = renamed[value.name]
+    return model
+
+
 def import_onnx(onnx_model: Any) -> tuple[Any, list[str], list[np.ndarray]]:
     """Relax import with weights split out as parameters (they ship separately, as params.npz)."""
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    mod = from_onnx(onnx_model, keep_params_in_input=True)
+    mod = from_onnx(with_identifier_weight_names(onnx_model), keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     arrays = [p.numpy() for p in params.get("main", [])]
     names = [str(v.name) for v in mod["main"].params[-len(arrays):]] if arrays else []
@@ -117,8 +148,11 @@ def compile(
     executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     sidecar = sidecar_path_for(model)
     with atomic_dir(out_dir) as tmp:
-        library = get_exporter(spec.export)(executable, spec, tmp)
+        exported = get_exporter(spec.export)(executable, spec, tmp)
+        library, extra = exported if isinstance(exported, tuple) else (exported, {})
         save_params(tmp / PARAMS_FILE, names, arrays)
+        if "web_params" in extra:
+            write_web_params(tmp, arrays)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
         manifest = {
             "format_version": MANIFEST_VERSION,
@@ -143,6 +177,7 @@ def compile(
             "artifacts": {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files},
             "compile_seconds": round(time.perf_counter() - start, 3),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **extra,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return CompileResult(out_dir, manifest, False, time.perf_counter() - start)

@@ -114,10 +114,10 @@ def _reference_session(manifest: dict):
 def verify(
     artifact_dir: str | Path | None = None,
     target: str = "cpu",
-    num_inputs: int = 4,
+    num_inputs: int | None = None,
     seed: int = 0,
-    batch: int = 2,
-    time_steps: int = 32,
+    batch: int | None = None,
+    time_steps: int | None = None,
     save_inputs_to: str | Path | None = None,
     load_inputs_from: str | Path | None = None,
     atol: float | None = None,
@@ -134,6 +134,10 @@ def verify(
             f"pass --target {manifest.get('target')} or the right directory",
         )
     atol = spec.atol if atol is None else atol
+    # input sizes: arguments, else the target's `[verify]` table (slow software devices use smaller inputs)
+    num_inputs = num_inputs if num_inputs is not None else int(spec.verify.get("num_inputs", 4))
+    batch = batch if batch is not None else int(spec.verify.get("batch", 2))
+    time_steps = time_steps if time_steps is not None else int(spec.verify.get("time_steps", 32))
     rtol = spec.rtol if rtol is None else rtol
     if load_inputs_from:
         inputs = load_inputs(load_inputs_from)
@@ -173,3 +177,7 @@ def verify(
         passed=output["passed"] and not integrity, outputs=[output], num_inputs=len(inputs), seed=used_seed,
         input_shapes=[list(x.shape) for x in inputs], integrity=integrity, notes=notes,
     )
+
+
+# The browser runner (webgpu/wasm targets) registers itself on import; it needs no browser until it runs.
+from .web import runner as _browser_runner  # noqa: E402, F401
