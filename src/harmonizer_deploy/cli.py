@@ -209,6 +209,24 @@ def bench(
 
 @app.command()
 @cli_command
+def serve(
+    build_dir: Annotated[Path, typer.Option("--build", help="Folder holding webgpu/ and/or wasm/ artifacts.")]
+    = Path("build"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8000,
+) -> None:
+    """Serve the harmonizer page on 127.0.0.1: harmonize a melody in the browser (WebGPU, else wasm on the CPU)."""
+    from .web.server import serve as make_server
+
+    server = make_server(build_dir, port)
+    out.print(f"harmonizer page: {server.url}/  (artifacts: {', '.join(sorted(server.artifacts))}; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    finally:
+        server.httpd.server_close()
+
+
+@app.command()
+@cli_command
 def doctor(as_json: JsonOpt = False) -> None:
     """What is installed and what each target needs, with the fix for each missing piece."""
     from .diagnostics import doctor as run

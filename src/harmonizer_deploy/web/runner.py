@@ -89,3 +89,36 @@ def browser_bench(artifact_dir: str | Path, batch: int = 1, time_steps: int = 32
             "p90_ms": float(np.percentile(samples, 90)), "mean_ms": statistics.fmean(samples),
             "repeats": repeats, "warmup": warmup, "device": result.report.get("device"),
             "adapter": result.report.get("adapter"), "user_agent": result.report.get("userAgent")}
+
+
+def run_page(build_dir: str | Path = "build", melody: int = 0, steps: int | None = None, backend: str | None = None,
+             seed: int = 1, screenshot: str | Path | None = None,
+             timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Open the harmonizer page in headless Chromium, let it harmonize bundled melody `melody`, and return what
+    the page reports (backend, melody, the four voices, seconds); optionally save a screenshot of the page."""
+    from urllib.parse import urlencode
+
+    from .browser import chromium_with_devtools
+    from .server import page_artifacts
+
+    query = {"auto": 1, "melody": melody, "seed": seed, **({"steps": steps} if steps else {}),
+             **({"backend": backend} if backend else {})}
+    with WebServer(tvmjs_bundle(), page_artifacts(build_dir)) as server, \
+            chromium_with_devtools(f"{server.url}/?{urlencode(query)}") as (proc, devtools):
+        deadline = time.monotonic() + timeout_s
+        while not server.posted_event.wait(0.5):
+            if proc.poll() is not None:
+                raise HarmonizerError(f"chromium exited (code {proc.returncode}) before the page finished",
+                                      "run `chromium --headless=new --no-sandbox` by hand to see why")
+            if time.monotonic() > deadline:
+                raise HarmonizerError(f"the page did not harmonize within {timeout_s:.0f} s",
+                                      "use fewer steps (?steps=N) or the wasm backend")
+        report = dict(server.posted.get("page") or {})
+        if screenshot:
+            time.sleep(0.3)  # let the last canvas draw reach the screen
+            devtools.screenshot(server.url, Path(screenshot))
+            report["screenshot"] = str(screenshot)
+    if not report.get("ok"):
+        raise HarmonizerError(f"the page failed to harmonize: {report.get('error')}",
+                              "open the page with `harmonizer-deploy serve` to see the message")
+    return report

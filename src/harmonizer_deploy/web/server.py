@@ -161,3 +161,35 @@ def _json_or_error(body: bytes) -> dict[str, Any]:
         return data if isinstance(data, dict) else {"ok": False, "error": "report is not a JSON object"}
     except json.JSONDecodeError as exc:
         return {"ok": False, "error": f"report is not JSON ({exc})"}
+
+
+WEB_TARGETS = ("webgpu", "wasm")
+
+
+def page_artifacts(build_dir: str | Path) -> dict[str, Path]:
+    """The web artifacts under `build_dir` the page can use (`build/webgpu`, `build/wasm`), by target name."""
+    from ..errors import HarmonizerError
+    from ..runtime import read_manifest
+
+    found = {}
+    for name in WEB_TARGETS:
+        path = Path(build_dir) / name
+        if (path / "manifest.json").is_file() and "web_params" in read_manifest(path):
+            found[name] = path
+    if not found:
+        raise HarmonizerError(f"no web artifact in {build_dir} (looked for {', '.join(WEB_TARGETS)})",
+                              "run: harmonizer-deploy compile --target webgpu (and/or --target wasm)")
+    return found
+
+
+def serve(build_dir: str | Path = "build", port: int = 8000) -> WebServer:
+    """A server for the harmonizer page on 127.0.0.1:`port` with the web artifacts of `build_dir` (not started)."""
+    from ..errors import HarmonizerError
+    from .jsdeps import tvmjs_bundle
+
+    artifacts = page_artifacts(build_dir)
+    try:
+        return WebServer(tvmjs_bundle(), artifacts, port=port)
+    except OSError as exc:
+        raise HarmonizerError(f"cannot listen on {HOST}:{port} ({exc.strerror})",
+                              "pick another port with --port, or 0 for any free port") from exc

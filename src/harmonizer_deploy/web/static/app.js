@@ -27,8 +27,10 @@ async function loadModel() {
       if (name === "webgpu") {
         const a = m.adapterInfo || {};
         status.textContent = `Running on WebGPU (${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "adapter"}), loaded in ${(m.timings.load_ms / 1000).toFixed(1)} s.`;
+      } else if (forced) {
+        status.textContent = `Running on the CPU (WebAssembly), as requested (?backend=${forced}).`;
       } else {
-        status.textContent = `WebGPU unavailable (${why || "not requested"}) — running on the CPU (WebAssembly) instead, which is slower.`;
+        status.textContent = `WebGPU unavailable (${why}) — running on the CPU (WebAssembly) instead, which is slower.`;
         status.classList.add("warn");
       }
       return { model: m, backend: name };
