@@ -89,7 +89,8 @@ def with_identifier_weight_names(onnx_model: Any) -> Any:
     model = type(onnx_model)()
     model.CopyFrom(onnx_model)
     graph = model.graph
-    taken = {v.name for v in graph.input} | {v.name for v in graph.output} | {o for n in graph.node for o in n.output}
+    taken = ({v.name for v in graph.input} | {v.name for v in graph.output} | {o for n in graph.node for o in n.output}
+             | {i.name for i in graph.initializer})
     renamed: dict[str, str] = {}
     for init in graph.initializer:
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", init.name):

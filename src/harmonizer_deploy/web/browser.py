@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -112,8 +113,9 @@ def chromium_with_devtools(url: str) -> Iterator[tuple[subprocess.Popen, DevTool
     from_r, from_w = os.pipe()
 
     def child_fds() -> None:  # in the child, before exec: the pipe ends on fds 3 and 4 as Chromium expects
-        os.dup2(to_r, 3)
-        os.dup2(from_w, 4)
+        high_r, high_w = fcntl.fcntl(to_r, fcntl.F_DUPFD, 10), fcntl.fcntl(from_w, fcntl.F_DUPFD, 10)  # not 3/4
+        os.dup2(high_r, 3)
+        os.dup2(high_w, 4)
 
     exe = chromium_path()
     try:
