@@ -34,13 +34,41 @@ class BenchConfig:
     seed: int = 0
 
 
+BROWSER_MAX_REPEATS = 3  # SwiftShader WebGPU takes tens of seconds per run of the full model: keep browser rows short
+
+
 def default_backends(build_dir: Path) -> list[str]:
     names = ["tensorflow", "onnxruntime"]
     for target in built_tvm_targets(build_dir):
         manifest = json.loads((build_dir / target / "manifest.json").read_text())
-        if manifest.get("runner") == "local":
+        if manifest.get("runner") in ("local", "browser"):
             names.append(manifest["backend"])
     return names
+
+
+def _browser_artifact(name: str, build_dir: Path) -> Path | None:
+    """The artifact dir when backend `name` (tvm-<target>) runs in the browser, else None."""
+    if not name.startswith("tvm-"):
+        return None
+    manifest = build_dir / name.removeprefix("tvm-") / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("runner") == "browser":
+        return manifest.parent
+    return None
+
+
+def browser_rows(artifacts: dict[str, Path], time_steps: int, warmup: int, repeats: int, seed: int) -> list[dict]:
+    """Browser rows (headless Chromium, batch 1 as in the page): load incl. shader setup, first run, p50/min/p90.
+
+    Not interleaved with the other backends (a separate browser per artifact); repeats are capped.
+    """
+    from .web.runner import browser_bench
+
+    rows = []
+    for name, path in artifacts.items():
+        row = browser_bench(path, batch=1, time_steps=time_steps, warmup=min(warmup, 1),
+                            repeats=min(repeats, BROWSER_MAX_REPEATS), seed=seed)
+        rows.append({**row, "backend": name, "where": "headless Chromium", "interleaved": False})
+    return rows
 
 
 def machine_info() -> dict:
@@ -78,7 +106,9 @@ def bench(
     build_dir = Path(build_dir)
     if repeats < 1 or warmup < 0 or any(b < 1 for b in batches) or time_steps < 1:
         raise HarmonizerError("bench needs repeats >= 1, warmup >= 0, batch >= 1, time >= 1", "fix the options")
-    names = backends or default_backends(build_dir)
+    requested = backends or default_backends(build_dir)
+    in_browser = {n: p for n in requested if (p := _browser_artifact(n, build_dir)) is not None}
+    names = [n for n in requested if n not in in_browser]
     opened, load_ms = {}, {}
     for backend_name in names:
         t0 = time.perf_counter()
@@ -113,6 +143,8 @@ def bench(
                          "p50_ms": statistics.median(s), "min_ms": min(s), "p90_ms": _percentile(s, 90),
                          "mean_ms": statistics.fmean(s), "first_run_ms": first[n], "load_ms": load_ms[n],
                          "repeats": repeats, "warmup": warmup})
+    if in_browser:
+        rows += browser_rows(in_browser, time_steps, warmup, repeats, seed)
     onnxruntime_p50 = {r["batch"]: r["p50_ms"] for r in rows if r["backend"] == "onnxruntime"}
     for r in rows:
         if r["batch"] in onnxruntime_p50:
@@ -136,7 +168,8 @@ def markdown_table(result: dict) -> str:
     ]
     for r in result["rows"]:
         ratio = f"{r['ratio_to_onnxruntime']:.2f}" if "ratio_to_onnxruntime" in r else "–"
-        lines.append(f"| {r['backend']} | {r['batch']} | {r['p50_ms']:.2f} | {r['min_ms']:.2f} | {r['p90_ms']:.2f} "
+        label = f"{r['backend']} ({r['where']}, {r['repeats']} repeats)" if r.get("where") else r["backend"]
+        lines.append(f"| {label} | {r['batch']} | {r['p50_ms']:.2f} | {r['min_ms']:.2f} | {r['p90_ms']:.2f} "
                      f"| {r['first_run_ms']:.1f} | {r['load_ms']:.0f} | {ratio} |")
     return "\n".join(lines) + "\n"
 

@@ -64,7 +64,8 @@ export async function openModel(baseUrl, log = () => {}) {
   tvm.beginScope();
   const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(dev));
   const t2 = performance.now();
-  if (manifest.device === "webgpu" && globalThis.HD_ASYNC_PIPELINES) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+  // compile every WGSL pipeline up front (measured apart from the first run)
+  if (manifest.device === "webgpu") await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
   timings.shader_compile_ms = performance.now() - t2;
   log(`pipelines ready in ${timings.shader_compile_ms.toFixed(0)} ms`);
   const main = tvm.detachFromCurrentScope(vm.getFunction("main"));
