@@ -216,6 +216,17 @@ def test_browser_bench_row(web_build):
     assert 0 < row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] and row["load_ms"] > 0 and row["first_run_ms"] > 0
 
 
+@needs_browser
+def test_bench_includes_browser_rows(web_build, tmp_path):
+    from harmonizer_deploy.benchmark import bench
+
+    result = bench(["onnxruntime", "tvm-wasm"], time_steps=8, warmup=0, repeats=1, build_dir=web_build,
+                   out_dir=tmp_path)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert rows["tvm-wasm"]["where"] == "headless Chromium" and rows["tvm-wasm"]["p50_ms"] > 0
+    assert "tvm-wasm (headless Chromium" in (tmp_path / "bench.md").read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("emcc") is None, reason="emscripten (emcc) is not installed: "
                     "run scripts/install-web-deps.sh")
@@ -228,3 +239,32 @@ def test_web_runtime_builds_from_the_project_headers(tmp_path):
         obj = tmp_path / "web" / "dist" / "wasm" / f"{name}.bc"
         assert obj.read_bytes()[:4] == b"\0asm", name  # a wasm object file
         assert seconds[name] > 0
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed (apt-get install nodejs)")
+def test_page_sampler_and_midi_in_node(tmp_path):
+    """The page's Gibbs sampler and MIDI code, run in Node with a fake model (uniform probabilities)."""
+    import subprocess
+
+    static = REPO / "src/harmonizer_deploy/web/static"
+    script = tmp_path / "check.mjs"
+    script.write_text(f"""
+import {{ harmonize, maskProbability, SCHEDULE, VOICE_RANGES }} from "{static.as_uri()}/sampler.js";
+import {{ melodyFromMidi, midiFromVoices }} from "{static.as_uri()}/midi.js";
+const melody = [64, 64, 65, 67, 67, 65, 64, 62];
+const uniform = async (x, shape) => ({{ data: new Float32Array(shape[1] * 46 * 4).fill(1 / 46), shape }});
+const voices = await harmonize(uniform, melody, {{ seed: 3, schedule: {{ ...SCHEDULE, steps: 5 }} }});
+const again = await harmonize(uniform, melody, {{ seed: 3, schedule: {{ ...SCHEDULE, steps: 5 }} }});
+const roundTrip = melodyFromMidi(midiFromVoices([melody]).buffer);
+console.log(JSON.stringify({{ voices, again, ranges: VOICE_RANGES, roundTrip,
+  p: [maskProbability(0, 100), maskProbability(35, 100), maskProbability(70, 100), maskProbability(99, 100)] }}));
+""")
+    proc = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    melody = [64, 64, 65, 67, 67, 65, 64, 62]
+    _check_harmonization({"voices": out["voices"], "ranges": out["ranges"]}, melody)
+    assert out["again"] == out["voices"]  # seeded: reproducible
+    assert out["roundTrip"] == melody  # a written voice reads back as the same melody
+    assert out["p"][0] == pytest.approx(0.9) and out["p"][1] == pytest.approx(0.9 - 0.8 * 0.35 / 0.7)
+    assert out["p"][2] == pytest.approx(0.1) and out["p"][3] == pytest.approx(0.1)

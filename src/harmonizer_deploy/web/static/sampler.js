@@ -10,9 +10,10 @@ export const VOICES = ["soprano", "alto", "tenor", "bass"];
 export const VOICE_RANGES = [[60, 81], [53, 74], [48, 69], [36, 64]];
 export const SCHEDULE = { steps: 96, pmin: 0.1, pmax: 0.9, alpha: 0.7, temperature: 0.99 };
 
-/** Yao annealing: the probability of re-masking a cell at step i of n. */
+/** Yao et al.'s annealing: the probability of re-masking a cell at step i of n, from pmax down to pmin
+ *  (reached at alpha * n steps). */
 export function maskProbability(i, n, s = SCHEDULE) {
-  return Math.max(s.pmin, (s.pmax - (s.pmax - s.pmin) * i / n) / s.alpha);
+  return Math.max(s.pmin, s.pmax - ((s.pmax - s.pmin) * i) / n / s.alpha);
 }
 
 /** A small seeded PRNG (mulberry32) so a harmonization can be reproduced. */
@@ -41,7 +42,8 @@ export async function harmonize(runModel, melody, { seed = 1, onStep = () => {},
   const input = new Float32Array(T * P * 2 * V);
   for (let i = 0; i < schedule.steps; i++) {
     const pm = maskProbability(i, schedule.steps, schedule);
-    const mask = free.map((row) => row.map((f) => f && random() < pm));
+    // cells with no pitch yet (the first step) are always sampled, so every note of the result is a real pitch
+    const mask = free.map((row, v) => row.map((f, t) => f && (pitch[v][t] < 0 || random() < pm)));
     if (!mask.some((row) => row.some(Boolean))) { onStep(i + 1, schedule.steps); continue; }
     input.fill(0);
     for (let t = 0; t < T; t++) {
