@@ -52,8 +52,11 @@ def run_job(artifact_dir: str | Path, inputs: list[np.ndarray], warmup: int = 0,
                                       "use smaller inputs (--batch 1 --time 32) or a faster machine")
     report = job.report or {}
     if not report.get("ok"):
-        raise HarmonizerError(f"the {manifest.get('target')} artifact failed in Chromium: {report.get('error')}",
-                              "see the message; for WebGPU check chrome://gpu on this machine")
+        # the runtime's own messages (e.g. a WebGPU validation error) come before its generic exit(1)
+        detail = next((ln for ln in reversed(job.log) if "error" in ln.lower() and ln != report.get("error")), "")
+        detail = f" (page log: {detail.splitlines()[0][:300]})" if detail else ""
+        raise HarmonizerError(f"the {manifest.get('target')} artifact failed in Chromium: {report.get('error')}"
+                              f"{detail}", "see the message; for WebGPU check chrome://gpu on this machine")
     outputs = []
     for i, run in enumerate(report["runs"]):
         data = job.outputs.get(i)
