@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the browser targets (webgpu, wasm) need beyond scripts/install.sh, for CI and developers:
 #   Debian: emscripten (links model.wasm), chromium (headless WebGPU/wasm runs); npm: TVM's JS runtime (pinned);
-#   then TVM's web runtime objects are built once into the cache (~3 min on 2 cores).
+#   then TVM's web runtime objects are built once into the cache (about a minute on 2 cores).
 # Usage: scripts/install-web-deps.sh [VENV_DIR]   (default .venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."

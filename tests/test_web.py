@@ -231,7 +231,7 @@ def test_bench_includes_browser_rows(web_build, tmp_path):
 @pytest.mark.skipif(shutil.which("emcc") is None, reason="emscripten (emcc) is not installed: "
                     "run scripts/install-web-deps.sh")
 def test_web_runtime_builds_from_the_project_headers(tmp_path):
-    """TVM's web runtime compiles from the wheel's sources plus tvm_web_headers/ alone (~3 min on 2 cores)."""
+    """TVM's web runtime compiles from the wheel's sources plus tvm_web_headers/ alone (~1 min on 2 cores)."""
     from harmonizer_deploy.web.toolchain import RUNTIME_SOURCES, build_runtime_objects
 
     seconds = build_runtime_objects(tmp_path)
