@@ -268,3 +268,15 @@ console.log(JSON.stringify({{ voices, again, ranges: VOICE_RANGES, roundTrip,
     assert out["roundTrip"] == melody  # a written voice reads back as the same melody
     assert out["p"][0] == pytest.approx(0.9) and out["p"][1] == pytest.approx(0.9 - 0.8 * 0.35 / 0.7)
     assert out["p"][2] == pytest.approx(0.1) and out["p"][3] == pytest.approx(0.1)
+
+
+@needs_browser
+def test_page_prefers_wasm_over_a_software_webgpu_adapter(web_build):
+    """Headless Chromium without a GPU offers SwiftShader: the page picks wasm by itself and says why."""
+    from harmonizer_deploy.web.runner import run_page
+
+    report = run_page(web_build, melody=1, steps=2, timeout_s=240)
+    if "software renderer" not in report["status"]:
+        pytest.skip(f"this machine has a hardware WebGPU adapter ({report['status']})")
+    assert report["backend"] == "wasm"
+    _check_harmonization(report, _bundled_melody(1))

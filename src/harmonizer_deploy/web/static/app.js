@@ -1,6 +1,6 @@
 // The harmonizer page: pick or upload a melody, harmonize it in the page (WebGPU, else wasm on the CPU),
 // see the four voices as a pianoroll, play them, download the MIDI.
-import { openModel } from "/static/tvm_session.js";
+import { openModel, webgpuIsSoftware } from "/static/tvm_session.js";
 import { harmonize, SCHEDULE, VOICES, VOICE_RANGES } from "/static/sampler.js";
 import { melodyFromMidi, midiFromVoices, voiceNotes } from "/static/midi.js";
 
@@ -21,6 +21,10 @@ async function loadModel() {
   for (const name of order) {
     if (!available.includes(name)) { why = why || `no ${name} build on the server`; continue; }
     if (name === "webgpu" && !navigator.gpu) { why = "this browser has no WebGPU"; continue; }
+    if (name === "webgpu" && !forced && available.includes("wasm") && (await webgpuIsSoftware())) {
+      why = "the WebGPU adapter is a software renderer, slower than WebAssembly here";
+      continue;
+    }
     try {
       const m = await openModel(`/artifacts/${name}/`);
       const status = $("backend");
@@ -149,7 +153,8 @@ async function main() {
     const input = melody.slice();
     const result = await runHarmonize();
     await fetch("/report/page", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ ok: true, backend: model.backend, melody: input, voices, ranges: VOICE_RANGES,
+      body: JSON.stringify({ ok: true, backend: model.backend, status: $("backend").textContent, melody: input,
+        voices, ranges: VOICE_RANGES,
         voice_names: VOICES, ...result }) });
   }
 }

@@ -29,6 +29,16 @@ export async function requestWebGPUDevice(requirements, log = () => {}) {
   return { device, adapterInfo: { vendor: info.vendor || "", architecture: info.architecture || "", description: info.description || "" } };
 }
 
+/** Whether the browser's WebGPU adapter is a software renderer (e.g. SwiftShader in headless Chromium without a
+ *  GPU): there the harmonizer runs far faster as wasm on the CPU. */
+export async function webgpuIsSoftware() {
+  if (typeof navigator === "undefined" || !navigator.gpu) return false;
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) return false;
+  const info = adapter.info || {};
+  return Boolean(adapter.isFallbackAdapter || info.isFallbackAdapter || /swiftshader/i.test(`${info.architecture} ${info.description}`));
+}
+
 async function fetchOk(url, kind) {
   const r = await fetch(url);
   if (!r.ok) throw new Error(`GET ${url}: HTTP ${r.status}`);
