@@ -280,3 +280,22 @@ def test_page_prefers_wasm_over_a_software_webgpu_adapter(web_build):
         pytest.skip(f"this machine has a hardware WebGPU adapter ({report['status']})")
     assert report["backend"] == "wasm"
     _check_harmonization(report, _bundled_melody(1))
+
+
+@needs_browser
+def test_serve_reports_a_busy_port_in_one_line(web_build):
+    import socket
+
+    from harmonizer_deploy.web.server import serve
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(HarmonizerError, match=r"cannot listen on 127\.0\.0\.1") as info:
+            serve(web_build, busy.getsockname()[1])
+    assert "--port" in info.value.fix
+    server = serve(web_build, 0)
+    try:
+        assert sorted(server.artifacts) == ["wasm", "webgpu"]
+    finally:
+        server.httpd.server_close()
