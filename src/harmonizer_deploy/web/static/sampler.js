@@ -10,10 +10,10 @@ export const VOICES = ["soprano", "alto", "tenor", "bass"];
 export const VOICE_RANGES = [[60, 81], [53, 74], [48, 69], [36, 64]];
 export const SCHEDULE = { steps: 96, pmin: 0.1, pmax: 0.9, alpha: 0.7, temperature: 0.99 };
 
-/** Yao et al.'s annealing: the probability of re-masking a cell at step i of n, from pmax down to pmin
- *  (reached at alpha * n steps). */
+/** Yao annealing, the same formula as the Python sampler (sampling.yao_probability on main):
+ *  max(pmin, (pmax - (pmax - pmin) * i / n) / alpha); values above 1 mask every free cell. */
 export function maskProbability(i, n, s = SCHEDULE) {
-  return Math.max(s.pmin, s.pmax - ((s.pmax - s.pmin) * i) / n / s.alpha);
+  return Math.max(s.pmin, (s.pmax - ((s.pmax - s.pmin) * i) / n) / s.alpha);
 }
 
 /** A small seeded PRNG (mulberry32) so a harmonization can be reproduced. */
