@@ -85,7 +85,7 @@ def test_web_targets_are_data():
     webgpu, wasm = load_target("webgpu"), load_target("wasm")
     assert webgpu.export == wasm.export == "wasm" and webgpu.runner == wasm.runner == "browser"
     assert webgpu.host == {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
-    assert webgpu.options["schedule_rules"] == ["fallback"]
+    assert webgpu.options["schedule_rules"] == ["Fallback"] and webgpu.pipeline == "webgpu"
     assert webgpu.verify == {"num_inputs": 2, "batch": 1, "time_steps": 8}
     with pytest.raises(HarmonizerError, match="unknown schedule rule"):
         gpu_schedule_rules(["fastest"])

@@ -30,26 +30,24 @@ def cpu_pipeline(spec: Any, target: Any) -> Any:
     return relax.get_default_pipeline(target)
 
 
-SCHEDULE_RULES = ("matmul", "gemv", "reduction", "general-reduction", "fallback")
+SCHEDULE_RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")  # dlight.gpu class names
 
 
 def gpu_schedule_rules(names: list[str] | tuple[str, ...] = SCHEDULE_RULES) -> list[Any]:
-    """dlight GPU rules by name, tried in order (default: most specific first, Fallback last).
+    """dlight GPU rules by class name, tried in order (default: most specific first, Fallback last).
 
-    A target picks a subset with `[options] schedule_rules = [...]`: the webgpu target uses only "fallback" (one
+    A target picks a subset with `[options] schedule_rules = [...]`: the webgpu target uses only "Fallback" (one
     thread per output element, serial reduction loops), because SwiftShader (the software WebGPU adapter of headless
     Chromium) runs the tiled Matmul kernels too slowly to use (measured: a [1,4,46,8] input did not finish in
-    120 s with Matmul, 13 s with Reduction, 7 s with Fallback only).
+    120 s with Matmul, 13 s with Reduction, 7 s with Fallback only, first run including shader compilation).
     """
-    from tvm.s_tir import dlight as dl
+    from tvm.s_tir.dlight import gpu
 
-    rules = {"matmul": dl.gpu.Matmul, "gemv": dl.gpu.GEMV, "reduction": dl.gpu.Reduction,
-             "general-reduction": dl.gpu.GeneralReduction, "fallback": dl.gpu.Fallback}
-    unknown = [n for n in names if n not in rules]
+    unknown = [n for n in names if n not in SCHEDULE_RULES]
     if unknown:
         raise HarmonizerError(f"unknown schedule rule(s) {', '.join(unknown)} in the target's options",
                               f"use some of: {', '.join(SCHEDULE_RULES)}")
-    return [rules[n]() for n in names]
+    return [getattr(gpu, n)() for n in names]
 
 
 def schedule_with_first_rule_that_works(rules: list[Any]) -> Any:
@@ -135,10 +133,11 @@ def keep_padding_kernels_apart() -> Any:
     return apply
 
 
-@register_pipeline("gpu")
-def gpu_pipeline(spec: Any, target: Any) -> Any:
-    """TVM's generic GPU pipeline (legalize, fuse, dlight default schedules, lower, plan memory) with the
-    schedule step made tolerant of rules that raise. For WebGPU, CUDA, Vulkan."""
+@register_pipeline("webgpu")
+def webgpu_pipeline(spec: Any, target: Any) -> Any:
+    """TVM's generic GPU pipeline (legalize, fuse, dlight schedules, lower, plan memory) for WebGPU, with pad
+    kernels kept unfused and the schedule step made tolerant of rules that raise; rules from
+    `[options] schedule_rules`."""
     import tvm
     from tvm import relax
 
