@@ -32,7 +32,10 @@ def chromium_path() -> str:
     """The Chromium executable (`$HARMONIZER_CHROMIUM` first)."""
     env = os.environ.get("HARMONIZER_CHROMIUM")
     if env:
-        return env
+        found = shutil.which(env)
+        if found is None:
+            raise HarmonizerError(f"HARMONIZER_CHROMIUM={env} is not an executable", "unset it or fix the path")
+        return found
     for name in CHROMIUM_NAMES:
         found = shutil.which(name)
         if found:
