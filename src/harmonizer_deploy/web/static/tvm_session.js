@@ -89,24 +89,18 @@ export async function openModel(baseUrl, log = () => {}) {
   timings.load_ms = performance.now() - t0;
 
   /** Run on one input (Float32Array, shape [B,T,46,8]); resolves to {data: Float32Array, shape}. */
-  let debug = true;
   async function run(data, shape) {
     tvm.beginScope();
     try {
       const x = tvm.empty(shape, "float32", dev);
       x.copyFrom(data);
-      if (debug) log("run: input copied");
       let out = main(x, ...params);
-      if (debug) log("run: main returned");
       if (out && out.shape === undefined && typeof out.get === "function") out = out.get(0);
       const host = tvm.empty(out.shape, "float32", tvm.cpu());
       host.copyFrom(out);
-      if (debug) log("run: output copy queued");
       await dev.sync();
-      if (debug) log("run: synced");
       return { data: new Float32Array(host.toArray()), shape: Array.from(out.shape) };
     } finally {
-      debug = false;
       tvm.endScope();
     }
   }
