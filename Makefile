@@ -23,7 +23,7 @@ $(error unknown target '$(target)'; valid targets: $(TARGETS))
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all help setup convert compile verify bench harmonize test test-slow lint doctor clean image
+.PHONY: all help setup web-setup serve convert compile verify bench harmonize test test-slow lint doctor clean image
 
 all: bench harmonize ## convert → compile → verify → bench for $(target), then harmonize the sample melody
 
@@ -48,6 +48,12 @@ setup: $(VENV)/.installed ## create the virtualenv and install the pinned depend
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	PYTHON=$(PYTHON) scripts/install.sh $(VENV)
 	@touch $@
+
+web-setup: setup ## Debian emscripten + chromium, TVM's JS runtime (npm) and web runtime objects (webgpu/wasm)
+	scripts/install-web-deps.sh $(VENV)
+
+serve: setup ## the harmonizer page on http://127.0.0.1:8000 (needs make target=webgpu or target=wasm first)
+	$(HD) serve --build $(BUILD)
 
 convert: setup ## bundled Keras model → $(BUILD)/model.onnx, checked against TensorFlow
 	$(HD) convert -o $(BUILD)/model.onnx

@@ -1,18 +1,18 @@
-# harmonizer-deploy for target webgpu: emscripten links the WebAssembly module, headless Chromium runs it.
+# harmonizer-deploy for target webgpu: WGSL kernels in a wasm module, run by headless Chromium
+# (SwiftShader's software WebGPU adapter where no GPU is passed in).
 #   docker build -f docker/webgpu.Dockerfile -t harmonizer-deploy:webgpu .
 #   docker run --rm -v "$PWD/build:/app/build" harmonizer-deploy:webgpu
-# Chromium's WebGPU needs a GPU (or SwiftShader's software adapter, which headless Chromium can use).
+# The browser pieces (emscripten pinned, chromium, npm's TVM JS runtime, TVM's web runtime objects) come from
+# scripts/install-web-deps.sh, the same script CI runs.
 FROM python:3.11-bookworm
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends emscripten chromium nodejs \
-    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . /app
 RUN scripts/install.sh /opt/venv \
+    && scripts/install-web-deps.sh /opt/venv \
     && touch /opt/venv/.installed \
     && rm -rf /var/lib/apt/lists/*
 CMD ["make", "target=webgpu", "runner=host", "VENV=/opt/venv"]

@@ -35,6 +35,9 @@ class BenchConfig:
     seed: int = 0
 
 
+BROWSER_MAX_REPEATS = 3  # SwiftShader WebGPU takes tens of seconds per run of the full model: keep browser rows short
+
+
 def default_backends(build_dir: Path) -> list[str]:
     """tensorflow, onnxruntime (+ its CUDA provider when installed and a GPU is here) and every built local
     TVM artifact whose device is on this machine (a cuda artifact on a CPU-only box is left out, not an error;
@@ -47,7 +50,8 @@ def default_backends(build_dir: Path) -> list[str]:
         names.append("onnxruntime-cuda")
     for artifact in built_tvm_targets(build_dir):
         manifest = json.loads((build_dir / artifact / "manifest.json").read_text())
-        if manifest.get("runner") == "local" and device_present(manifest.get("device", "cpu")):
+        if manifest.get("runner") == "browser" or (manifest.get("runner") == "local"
+                                                      and device_present(manifest.get("device", "cpu"))):
             names.append(f"tvm-{artifact}")
     return names
 
@@ -60,6 +64,31 @@ def skipped_backends(build_dir: Path, chosen: list[str]) -> list[dict]:
         if manifest.get("runner") == "local" and f"tvm-{artifact}" not in chosen:
             skipped.append({"backend": f"tvm-{artifact}", "reason": f"no {manifest.get('device', 'cpu')} device here"})
     return skipped
+
+
+def _browser_artifact(name: str, build_dir: Path) -> Path | None:
+    """The artifact dir when backend `name` (tvm-<target>) runs in the browser, else None."""
+    if not name.startswith("tvm-"):
+        return None
+    manifest = build_dir / name.removeprefix("tvm-") / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("runner") == "browser":
+        return manifest.parent
+    return None
+
+
+def browser_rows(artifacts: dict[str, Path], time_steps: int, warmup: int, repeats: int, seed: int) -> list[dict]:
+    """Browser rows (headless Chromium, batch 1 as in the page): load incl. shader setup, first run, p50/min/p90.
+
+    Not interleaved with the other backends (a separate browser per artifact); repeats are capped.
+    """
+    from .web.runner import browser_bench
+
+    rows = []
+    for name, path in artifacts.items():
+        row = browser_bench(path, batch=1, time_steps=time_steps, warmup=min(warmup, 1),
+                            repeats=min(repeats, BROWSER_MAX_REPEATS), seed=seed)
+        rows.append({**row, "backend": name, "where": "headless Chromium", "interleaved": False})
+    return rows
 
 
 def machine_info() -> dict:
@@ -97,8 +126,10 @@ def bench(
     build_dir = Path(build_dir)
     if repeats < 1 or warmup < 0 or any(b < 1 for b in batches) or time_steps < 1:
         raise HarmonizerError("bench needs repeats >= 1, warmup >= 0, batch >= 1, time >= 1", "fix the options")
-    names = backends or default_backends(build_dir)
-    skipped = [] if backends else skipped_backends(build_dir, names)
+    requested = backends or default_backends(build_dir)
+    skipped = [] if backends else skipped_backends(build_dir, requested)
+    in_browser = {n: p for n in requested if (p := _browser_artifact(n, build_dir)) is not None}
+    names = [n for n in requested if n not in in_browser]
     opened, load_ms = {}, {}
     for backend_name in names:
         t0 = time.perf_counter()
@@ -135,6 +166,8 @@ def bench(
                          "p50_ms": statistics.median(s), "min_ms": min(s), "p90_ms": _percentile(s, 90),
                          "mean_ms": statistics.fmean(s), "first_run_ms": first[n], "load_ms": load_ms[n],
                          "repeats": repeats, "warmup": warmup})
+    if in_browser:
+        rows += browser_rows(in_browser, time_steps, warmup, repeats, seed)
     onnx_path = build_dir / "model.onnx"
     flops = {b: model_flops(onnx_path, b, time_steps) for b in batches} if onnx_path.is_file() else {}
     for r in rows:
@@ -168,7 +201,8 @@ def markdown_table(result: dict) -> str:
     for r in result["rows"]:
         ratio = f"{r['ratio_to_onnxruntime']:.2f}" if "ratio_to_onnxruntime" in r else "–"
         gflops = f"{r['gflops_per_s']:.1f}" if "gflops_per_s" in r else "–"
-        lines.append(f"| {r['backend']} | {r['batch']} | {r['p50_ms']:.2f} | {r['min_ms']:.2f} | {r['p90_ms']:.2f} "
+        label = f"{r['backend']} ({r['where']}, {r['repeats']} repeats)" if r.get("where") else r["backend"]
+        lines.append(f"| {label} | {r['batch']} | {r['p50_ms']:.2f} | {r['min_ms']:.2f} | {r['p90_ms']:.2f} "
                      f"| {r['first_run_ms']:.1f} | {r['load_ms']:.0f} | {gflops} | {ratio} |")
     return "\n".join(lines) + "\n"
 

@@ -261,12 +261,13 @@ def _parse_dims(items: list[str]) -> dict[str, int]:
 def verify(
     artifact_dir: Annotated[Path | None, typer.Argument(help="Artifact directory (default build/T).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target the artifact was built for.")] = "cpu",
-    num_inputs: Annotated[int, typer.Option(help="Number of seeded inputs.")] = 4,
+    num_inputs: Annotated[int | None, typer.Option(help="Number of seeded inputs (default: the target's, else 4).")]
+    = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated inputs.")] = 0,
-    batch: Annotated[int | None, typer.Option(help="Batch size of each input (default 2, or the artifact's "
-                                              "static shape).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size of each input (default: the artifact's static "
+                                              "shape, else the target's, else 2).")] = None,
     time_steps: Annotated[int | None, typer.Option("--time", help="Time steps (16th notes) of each input "
-                                                   "(default 32).")] = None,
+                                                   "(default: static shape, else the target's, else 32).")] = None,
     save_inputs: Annotated[Path | None, typer.Option(help="Save the inputs used (npz) for replay.")] = None,
     load_inputs: Annotated[Path | None, typer.Option(help="Use inputs from an npz written by --save-inputs.")]
     = None,
@@ -387,6 +388,24 @@ def bundle_(
         return
     out.print(f"wrote {where}: {result['bytes'] / 1e6:.1f} MB (TVM runtime {result['runtime_bytes'] / 1e6:.1f} MB); "
               f"run there: python {where}/run.py verify", highlight=False)
+
+
+@app.command()
+@cli_command
+def serve(
+    build_dir: Annotated[Path, typer.Option("--build", help="Folder holding webgpu/ and/or wasm/ artifacts.")]
+    = Path("build"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8000,
+) -> None:
+    """Serve the harmonizer page on 127.0.0.1: harmonize a melody in the browser (WebGPU, else wasm on the CPU)."""
+    from .web.server import serve as make_server
+
+    server = make_server(build_dir, port)
+    out.print(f"harmonizer page: {server.url}/  (artifacts: {', '.join(sorted(server.artifacts))}; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    finally:
+        server.httpd.server_close()
 
 
 @app.command()

@@ -7,6 +7,7 @@ resolved target JSON, pipeline and exporter.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from . import __version__
 from .artifacts import atomic_dir, sha256_file, sha256_text
 from .conversion import check_onnx_file, sidecar_path_for
 from .errors import HarmonizerError
-from .exporters import get_exporter
+from .exporters import get_exporter, write_web_params
 from .params import PARAMS_FILE, save_params
 from .pipelines import get_pipeline
 from .targets import TargetSpec, load_target
@@ -127,6 +128,38 @@ def _build(mod: Any, tvm_target: Any, pipeline: Any, spec: TargetSpec) -> Any:
         ) from exc
 
 
+def with_identifier_weight_names(onnx_model: Any) -> Any:
+    """A copy of the model whose weight names are plain identifiers (`conv0_1/convolution:0` → `conv0_1_convolution_0`).
+
+    Why: the weight names become kernel parameter names, and TVM's WebGPU code generator writes them into WGSL
+    unchanged, where `/` and `:` are syntax errors. Harmless for the other targets.
+    """
+    model = type(onnx_model)()
+    model.CopyFrom(onnx_model)
+    graph = model.graph
+    taken = ({v.name for v in graph.input} | {v.name for v in graph.output} | {o for n in graph.node for o in n.output}
+             | {i.name for i in graph.initializer})
+    renamed: dict[str, str] = {}
+    for init in graph.initializer:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", init.name):
+            continue
+        base = re.sub(r"\W", "_", init.name).lstrip("_0123456789") or "weight"
+        new, i = base, 1
+        while new in taken or new in renamed.values():
+            new, i = f"{base}_{i}", i + 1
+        renamed[init.name] = new
+        init.name = new
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    for value in graph.input:
+        if value.name in renamed:
+            value.name = renamed[value.name]
+    return model
+
+
+
 def import_onnx(
     onnx_model: Any, fix_dims: dict[str, int] | None = None
 ) -> tuple[Any, list[str], list[np.ndarray], Any]:
@@ -141,7 +174,7 @@ def import_onnx(
     from .custom_ops import default_registry
     from .custom_ops.tvm_prepare import import_relax, prepare_for_tvm
 
-    onnx_model, report = prepare_for_tvm(onnx_model, fix_dims=fix_dims)
+    onnx_model, report = prepare_for_tvm(with_identifier_weight_names(onnx_model), fix_dims=fix_dims)
     mod = import_relax(onnx_model, default_registry().tvm_converters(), keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     arrays = [p.numpy() for p in params.get("main", [])]
@@ -193,8 +226,11 @@ def compile(
         executable = _build(mod, tvm_target, pipeline, spec)
     sidecar = sidecar_path_for(model)
     with atomic_dir(out_dir) as tmp:
-        library = get_exporter(spec.export)(executable, spec, tmp)
+        exported = get_exporter(spec.export)(executable, spec, tmp)
+        library, extra = exported if isinstance(exported, tuple) else (exported, {})
         save_params(tmp / PARAMS_FILE, names, arrays)
+        if "web_params" in extra:
+            write_web_params(tmp, arrays)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
         manifest = {
             "format_version": MANIFEST_VERSION,
@@ -223,6 +259,7 @@ def compile(
             "artifacts": {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files},
             "compile_seconds": round(time.perf_counter() - start, 3),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **extra,
         }
         if spec.pipeline == "gpu":
             from .gpu_schedule import last_report

@@ -16,7 +16,6 @@ PIPELINES: Registry[Pipeline] = Registry("pipeline")
 register_pipeline = PIPELINES.register
 get_pipeline = PIPELINES.lookup
 
-
 @register_pipeline("cpu")
 def cpu_pipeline(spec: Any, target: Any) -> Any:
     """With a MetaSchedule database in context (compile found tuned records): apply it. Otherwise TVM's default

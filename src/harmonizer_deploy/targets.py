@@ -41,6 +41,7 @@ class TargetSpec:
     required_executables: tuple[str, ...] = ()
     fix: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    verify: dict[str, Any] = field(default_factory=dict)  # default verify input sizes: num_inputs, batch, time_steps
     path: str = ""
 
     def resolved_target(self) -> dict[str, Any]:
@@ -142,7 +143,7 @@ def load_target(name: str) -> TargetSpec:
             atol=float(tolerance.get("atol", 1e-4)), rtol=float(tolerance.get("rtol", 1e-4)),
             required_funcs=tuple(requires.get("global_funcs", ())),
             required_executables=tuple(requires.get("executables", ())), fix=requires.get("fix", ""),
-            options=dict(data.get("options", {})), path=str(path),
+            options=dict(data.get("options", {})), verify=dict(data.get("verify", {})), path=str(path),
         )
     except KeyError as exc:
         raise HarmonizerError(f"target file {path} lacks key {exc}", "see targets/cpu.toml for the format") from exc

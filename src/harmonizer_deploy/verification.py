@@ -223,7 +223,7 @@ def _reference_session(manifest: dict):
 def verify(
     artifact_dir: str | Path | None = None,
     target: str = "cpu",
-    num_inputs: int = 4,
+    num_inputs: int | None = None,
     seed: int = 0,
     batch: int | None = None,
     time_steps: int | None = None,
@@ -255,9 +255,12 @@ def verify(
         from .runtime import tvm_device
 
         tvm_device(manifest["device"], artifact_dir)
+    # input sizes: arguments, else the artifact's static shape, else the target's `[verify]` table (slow software
+    # devices use smaller inputs)
     static = manifest.get("static_shape")
-    batch = batch or (static[0] if static else 2)
-    time_steps = time_steps or (static[1] if static else 32)
+    num_inputs = num_inputs if num_inputs is not None else int(spec.verify.get("num_inputs", 4))
+    batch = batch or (static[0] if static else int(spec.verify.get("batch", 2)))
+    time_steps = time_steps or (static[1] if static else int(spec.verify.get("time_steps", 32)))
     name = manifest["outputs"][0]["name"] if manifest.get("outputs") else OUTPUT_NAME
     tolerances = Tolerances.build(spec, atol, rtol, [name])
     if check_error_stat not in CHECK_ERROR_STATS:
@@ -325,3 +328,7 @@ def verify(
     return VerifyReport(passed=output["passed"] and not integrity, outputs=[output], num_inputs=len(used),
                         input_shapes=[list(x.shape) for x in used], histogram=str(histogram) if histogram else None,
                         **common)
+
+
+# The browser runner (webgpu/wasm targets) registers itself on import; it needs no browser until it runs.
+from .web import runner as _browser_runner  # noqa: E402, F401

@@ -1,0 +1,108 @@
+// Load a harmonizer-deploy web artifact (model.wasm + params + manifest) with TVM's JS runtime and run it.
+// Shared by the verify/bench runner page and the harmonizer page. Needs the tvmjs bundle loaded first.
+
+/** Ask for a WebGPU device granting the limits/features the artifact's kernels need (from manifest.webgpu). */
+export async function requestWebGPUDevice(requirements, log = () => {}) {
+  if (typeof navigator === "undefined" || !navigator.gpu) throw new Error("this browser has no WebGPU (navigator.gpu missing)");
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new Error("no WebGPU adapter available");
+  const requiredLimits = {};
+  const needed = (requirements && requirements.limits_above_default) || {};
+  for (const [name, value] of Object.entries(needed)) {
+    if (adapter.limits[name] < value) throw new Error(`WebGPU device limit ${name}=${adapter.limits[name]} < ${value} needed`);
+    requiredLimits[name] = value;
+  }
+  // room for large activations: as much as the adapter allows, capped at 1 GiB
+  for (const name of ["maxStorageBufferBindingSize", "maxBufferSize"]) {
+    requiredLimits[name] = Math.min(adapter.limits[name], 1 << 30);
+  }
+  const requiredFeatures = (requirements && requirements.features) || [];
+  for (const f of requiredFeatures) {
+    if (!adapter.features.has(f)) throw new Error(`WebGPU feature ${f} is not supported by this adapter`);
+  }
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  // surface validation/shader errors (otherwise a failed kernel just never completes)
+  device.addEventListener("uncapturederror", (e) => log(`WebGPU error: ${e.error && e.error.message}`));
+  device.lost.then((info) => log(`WebGPU device lost: ${info.message}`));
+  let info = {};
+  try { info = adapter.info || (await adapter.requestAdapterInfo()); } catch (e) { info = {}; }
+  return { device, adapterInfo: { vendor: info.vendor || "", architecture: info.architecture || "", description: info.description || "" } };
+}
+
+/** Whether the browser's WebGPU adapter is a software renderer (e.g. SwiftShader in headless Chromium without a
+ *  GPU): there the harmonizer runs far faster as wasm on the CPU. */
+export async function webgpuIsSoftware() {
+  if (typeof navigator === "undefined" || !navigator.gpu) return false;
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) return false;
+  const info = adapter.info || {};
+  return Boolean(adapter.isFallbackAdapter || info.isFallbackAdapter || /swiftshader/i.test(`${info.architecture} ${info.description}`));
+}
+
+async function fetchOk(url, kind) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`GET ${url}: HTTP ${r.status}`);
+  return kind === "json" ? r.json() : r.arrayBuffer();
+}
+
+/** Open the artifact under `baseUrl` (ending in "/"). Returns {run, manifest, device, timings, dispose}. */
+export async function openModel(baseUrl, log = () => {}) {
+  const tvmjs = globalThis.tvmjs;
+  if (!tvmjs) throw new Error("tvmjs bundle not loaded");
+  const timings = {};
+  const t0 = performance.now();
+  const manifest = await fetchOk(baseUrl + "manifest.json", "json");
+  const [wasm, index, blob] = await Promise.all([
+    fetchOk(baseUrl + manifest.library), fetchOk(baseUrl + manifest.web_params.index, "json"),
+    fetchOk(baseUrl + manifest.web_params.data)]);
+  timings.fetch_ms = performance.now() - t0;
+  log(`fetched ${manifest.library} (${wasm.byteLength} bytes) and ${index.params.length} parameters`);
+  const t1 = performance.now();
+  const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), (msg) => log(String(msg)));
+  let dev, adapterInfo = null;
+  log("wasm instantiated");
+  if (manifest.device === "webgpu") {
+    const gpu = await requestWebGPUDevice(manifest.webgpu, log);
+    adapterInfo = gpu.adapterInfo;
+    tvm.initWebGPU(gpu.device);
+    dev = tvm.webgpu();
+  } else {
+    dev = tvm.cpu();
+  }
+  timings.instantiate_ms = performance.now() - t1;
+  log(`device ready: ${manifest.device}`);
+  tvm.beginScope();
+  const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(dev));
+  const t2 = performance.now();
+  // compile every WGSL pipeline up front (measured apart from the first run)
+  if (manifest.device === "webgpu") await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+  timings.shader_compile_ms = performance.now() - t2;
+  log(`pipelines ready in ${timings.shader_compile_ms.toFixed(0)} ms`);
+  const main = tvm.detachFromCurrentScope(vm.getFunction("main"));
+  const params = index.params.map((p) => {
+    const t = tvm.detachFromCurrentScope(tvm.empty(p.shape, "float32", dev));
+    t.copyFrom(new Float32Array(blob, p.offset, p.bytes / 4));
+    return t;
+  });
+  tvm.endScope();
+  await dev.sync();
+  timings.load_ms = performance.now() - t0;
+
+  /** Run on one input (Float32Array, shape [B,T,46,8]); resolves to {data: Float32Array, shape}. */
+  async function run(data, shape) {
+    tvm.beginScope();
+    try {
+      const x = tvm.empty(shape, "float32", dev);
+      x.copyFrom(data);
+      let out = main(x, ...params);
+      if (out && out.shape === undefined && typeof out.get === "function") out = out.get(0);
+      const host = tvm.empty(out.shape, "float32", tvm.cpu());
+      host.copyFrom(out);
+      await dev.sync();
+      return { data: new Float32Array(host.toArray()), shape: Array.from(out.shape) };
+    } finally {
+      tvm.endScope();
+    }
+  }
+  return { run, manifest, device: manifest.device, adapterInfo, timings, dispose: () => tvm.dispose() };
+}
