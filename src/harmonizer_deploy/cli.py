@@ -258,6 +258,11 @@ def extract(
     out.print(f"extracted {len(names)} members into {destination}")
 
 
+from .coverage_report import coverage_command  # noqa: E402
+
+app.command("coverage")(cli_command(coverage_command))
+
+
 def main() -> None:
     app()
 
