@@ -45,7 +45,7 @@ CATEGORIES = (PASS, UNSUPPORTED, IMPORT_ERROR, COMPILE_ERROR, RUNTIME_ERROR, MIS
 VARIANTS = ("onnxruntime", "tvm", "tvm_static", "tvm_pack")
 STAGE_CATEGORY = {"import": IMPORT_ERROR, "compile": COMPILE_ERROR, "run": RUNTIME_ERROR, "compare": MISMATCH}
 DEFAULT_TIMEOUT_S = 120.0
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2  # bump when the harness changes what a category means
 
 
 # --------------------------------------------------------------------------------------------- cases
@@ -151,7 +151,8 @@ def make_static(model: onnx.ModelProto, inputs: list[Any]) -> tuple[onnx.ModelPr
     static = onnx.ModelProto()
     static.CopyFrom(model)
     keep_vi, keep_vals, baked = [], [], []
-    for i, (vi, value) in enumerate(zip(model.graph.input, inputs, strict=False)):
+    for i, (vi, raw) in enumerate(zip(model.graph.input, inputs, strict=False)):
+        value = np.asarray(raw) if isinstance(raw, np.generic) else raw
         bake = _is_tensor(vi) and isinstance(value, np.ndarray) and (i > 0 or _shape_like(vi, value))
         if bake:
             static.graph.initializer.append(numpy_helper.from_array(value, vi.name))
@@ -202,6 +203,9 @@ def compare_outputs(got: Sequence[Any], expected: Sequence[Any], rtol: float, at
         except (TypeError, ValueError):
             gf, ef = g.view(np.uint8).astype(np.float64), e.view(np.uint8).astype(np.float64)
         if not np.allclose(gf, ef, rtol=rtol, atol=atol, equal_nan=True):
+            nan_diff = int(np.count_nonzero(np.isnan(gf) != np.isnan(ef)))
+            if nan_diff:
+                return f"output {i}: NaN at {nan_diff} position(s) where the other side has a number"
             with np.errstate(all="ignore"):
                 diff = np.nanmax(np.abs(gf - ef)) if gf.size else 0.0
             return f"output {i}: max abs diff {diff:.3g} (rtol={rtol:g}, atol={atol:g})"
@@ -258,7 +262,11 @@ def run_onnxruntime(case: Case, report: Report) -> None:
             raise
 
     sess = _stage(report, "import", load)
-    feeds = {vi.name: v for vi, v in zip(case.model.graph.input, case.inputs, strict=False)}
+    # ONNX test data holds rank-0 inputs as numpy scalars; onnxruntime only takes arrays.
+    feeds = {
+        vi.name: np.asarray(v) if isinstance(v, np.generic) else v
+        for vi, v in zip(case.model.graph.input, case.inputs, strict=False)
+    }
     names = [o.name for o in case.model.graph.output]
     got = _stage(report, "run", lambda: sess.run(names, feeds))
     _check(report, case, got)
