@@ -233,8 +233,12 @@ def coverage_command(
     journal: Annotated[Path, typer.Option(help="Resume journal of finished (case, variant) results.")] = JOURNAL,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the journal and rerun everything.")] = False,
     model: Annotated[
-        list[Path] | None, typer.Option("--model", help="ONNX model(s) for a per-model section.")
+        list[Path] | None,
+        typer.Option("--model", help=f"ONNX model(s) for a per-model section (default: {DEFAULT_MODEL} if present)."),
     ] = None,
+    with_models: Annotated[
+        bool, typer.Option("--models/--no-models", help="Include (or skip) the per-model sections.")
+    ] = True,
     compare: Annotated[
         Path | None, typer.Option("--compare", help="Baseline coverage.json; exit non-zero on any regression.")
     ] = None,
@@ -255,7 +259,8 @@ def coverage_command(
             typer.echo(" ".join(f"{k}={v['pass'] if isinstance(v, dict) else v}" for k, v in data.items()))
         return
     baseline = read_json(compare, "baseline coverage report", "pass a coverage.json") if compare else None
-    report = generate(filters or (), jobs or None, timeout, output, journal, fresh, model)
+    models = model if with_models else []
+    report = generate(filters or (), jobs or None, timeout, output, journal, fresh, models)
     found = regressions(baseline, report) if baseline else []
     if as_json:
         typer.echo(json.dumps({**summary(report), "regressions": found}))
