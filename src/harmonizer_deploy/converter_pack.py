@@ -43,6 +43,13 @@ def _shape(expr: Any) -> list[int]:
     return [int(d) for d in expr.ty.shape]
 
 
+def _builtin(op_type: str, ctx: ConvertContext) -> Any:
+    """TVM's own converter for `op_type`, for the cases ours hands back to it."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return onnx_frontend._get_convert_map()[op_type].get_converter(ctx.opset)
+
+
 def _dtype(expr: Any) -> str:
     return str(expr.ty.dtype)
 
@@ -184,6 +191,157 @@ def reverse_sequence(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) ->
     return relax.op.gather_elements(x, relax.const(index), time_axis)
 
 
+def constant(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Constant with any of its value attributes (TVM reads only `value`, and turns strings into [0])."""
+    import onnx
+
+    relax = _relax()
+    if "value" in attrs:
+        value = attrs["value"]
+        if isinstance(value, onnx.TensorProto) and value.data_type == onnx.TensorProto.STRING:
+            raise ValueError("string Constant: TVM has no string tensors")
+        return _builtin("Constant", ctx)(bb, inputs, dict(attrs), ctx.params)
+    scalars = {"value_float": np.float32, "value_int": np.int64}
+    lists = {"value_floats": np.float32, "value_ints": np.int64}
+    for name, np_dt in scalars.items():
+        if name in attrs:
+            return relax.const(np.asarray(attrs[name], dtype=np_dt), np.dtype(np_dt).name)
+    for name, np_dt in lists.items():
+        if name in attrs:
+            return relax.const(np.asarray(list(attrs[name]), dtype=np_dt), np.dtype(np_dt).name)
+    if "value_string" in attrs or "value_strings" in attrs:
+        raise ValueError("string Constant: TVM has no string tensors")
+    raise ValueError(f"Constant without a supported value attribute (has {sorted(attrs)})")
+
+
+def _opt(inputs: list, i: int) -> Any:
+    return inputs[i] if len(inputs) > i else None
+
+
+def _split_heads(bb: Any, x: Any, heads: int) -> Any:
+    """[batch, seq, heads * size] -> [batch, heads, seq, size]."""
+    relax = _relax()
+    b, s, hidden = _shape(x)
+    return bb.emit(relax.op.permute_dims(relax.op.reshape(x, [b, s, heads, hidden // heads]), [0, 2, 1, 3]))
+
+
+def _causal_or_window(q_len: int, kv_len: int, offset: Any, left: int, right: int, causal: bool) -> np.ndarray:
+    """Additive bias (0 allowed, -inf masked) of a bottom-right aligned causal mask and/or sliding window.
+
+    `offset` is an int (keys before this query block) or a per-batch array (then the result is [b, 1, q, kv]).
+    """
+    i = np.arange(q_len).reshape(q_len, 1)
+    j = np.arange(kv_len).reshape(1, kv_len)
+    per_batch = np.ndim(offset) > 0
+    pos = i + (np.reshape(offset, (-1, 1, 1)) if per_batch else int(offset))  # absolute query position
+    allowed = np.ones(np.broadcast_shapes(pos.shape, j.shape), dtype=bool)
+    if causal:
+        allowed &= j <= pos
+    if left >= 0:
+        allowed &= pos - j <= left
+    if right >= 0:
+        allowed &= j - pos <= right
+    bias = np.where(allowed, 0.0, -np.inf)
+    return bias.reshape(bias.shape[0], 1, q_len, kv_len) if per_batch else bias
+
+
+def attention(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """ai.onnx Attention (opset 23+): Y, present_key, present_value, qk_matmul_output.
+
+    TVM maps every `Attention` node to its com.microsoft converter (see COVERAGE.md); this is the standard op:
+    3D or 4D Q/K/V, grouped-query heads, boolean or additive masks (shorter masks padded with -inf), causal
+    masking aligned bottom-right, past key/value caches, softcap, scale, softmax precision, the four
+    qk_matmul_output modes, nonpad_kv_seqlen (constant) and the opset-25 sliding window. A query row with no
+    attendable key gives zeros, as the reference does.
+    """
+    import onnx
+
+    relax = _relax()
+    q, k, v = inputs[0], inputs[1], inputs[2]
+    mask, past_k, past_v, nonpad = _opt(inputs, 3), _opt(inputs, 4), _opt(inputs, 5), _opt(inputs, 6)
+    out_dt = _dtype(q)
+    dt = "float32" if out_dt in _LOW_PRECISION else out_dt  # float16/bfloat16 compute in float32
+    if dt != out_dt:
+        q, k, v = (bb.emit(relax.op.astype(t, dt)) for t in (q, k, v))
+        past_k, past_v = (bb.emit(relax.op.astype(t, dt)) if t is not None else None for t in (past_k, past_v))
+        if mask is not None and _dtype(mask) != "bool":
+            mask = bb.emit(relax.op.astype(mask, dt))
+    three_d = _ndim(q) == 3
+    if three_d:
+        q_heads, kv_heads = int(attrs["q_num_heads"]), int(attrs["kv_num_heads"])
+        q, k, v = _split_heads(bb, q, q_heads), _split_heads(bb, k, kv_heads), _split_heads(bb, v, kv_heads)
+    q_heads, kv_heads = _shape(q)[1], _shape(k)[1]
+    head_size = _shape(q)[3]
+    scale = float(attrs.get("scale", 1.0 / np.sqrt(head_size)))
+    root = relax.const(np.sqrt(scale), dt)
+    if past_k is not None:
+        k = bb.emit(relax.op.concat([past_k, k], axis=2))
+        v = bb.emit(relax.op.concat([past_v, v], axis=2))
+    present_k, present_v = k, v
+    q_len, kv_len = _shape(q)[2], _shape(k)[2]
+    batch = _shape(q)[0]
+
+    neg_inf = relax.const(-np.inf, dt)
+    bias = None
+    if mask is not None:
+        if _dtype(mask) == "bool":
+            mask = bb.emit(relax.op.where(mask, relax.const(0.0, dt), neg_inf))
+        m_shape = _shape(mask)
+        if m_shape[-1] < kv_len:
+            pad = relax.const(np.full([*m_shape[:-1], kv_len - m_shape[-1]], -np.inf, dtype=dt), dt)
+            mask = relax.op.concat([mask, pad], axis=-1)
+        bias = bb.emit(mask)
+    causal = bool(attrs.get("is_causal", 0))
+    left, right = int(attrs.get("left_window_size", -1)), int(attrs.get("right_window_size", -1))
+    lens = None
+    if nonpad is not None:
+        lens = np.asarray(_const_value(nonpad, "Attention nonpad_kv_seqlen", ctx)).astype(np.int64).reshape(-1)
+    if causal or left >= 0 or right >= 0:
+        offset: Any = (lens - q_len) if (lens is not None and past_k is None) else (
+            _shape(past_k)[2] if past_k is not None else 0
+        )
+        extra = relax.const(_causal_or_window(q_len, kv_len, offset, left, right, causal).astype(dt), dt)
+        bias = bb.emit(extra if bias is None else relax.op.add(bias, extra))
+    if lens is not None:
+        keep = np.arange(kv_len)[None, :] < lens[:, None]
+        pad_bias = np.where(keep, 0.0, -np.inf).reshape(batch, 1, 1, kv_len).astype(dt)
+        bias = bb.emit(relax.const(pad_bias, dt) if bias is None else relax.op.add(bias, relax.const(pad_bias, dt)))
+
+    if q_heads != kv_heads:
+        k = bb.emit(relax.op.repeat(k, q_heads // kv_heads, axis=1))
+        v = bb.emit(relax.op.repeat(v, q_heads // kv_heads, axis=1))
+    qk = bb.emit(
+        relax.op.matmul(relax.op.multiply(q, root), relax.op.permute_dims(relax.op.multiply(k, root), [0, 1, 3, 2]))
+    )
+    softcap = float(attrs.get("softcap", 0.0))
+    if softcap > 0:
+        cap = relax.const(softcap, dt)
+        qk = bb.emit(relax.op.multiply(relax.op.tanh(relax.op.divide(qk, cap)), cap))
+    mode = int(attrs.get("qk_matmul_output_mode", 0))
+    scores = bb.emit(relax.op.add(qk, bias)) if bias is not None else qk
+    qk_out = scores if mode == 2 else qk
+    precision = attrs.get("softmax_precision")
+    sm_dt = str(onnx.helper.tensor_dtype_to_np_dtype(int(precision))) if precision else dt
+    sm_in = relax.op.astype(scores, sm_dt) if sm_dt != dt else scores
+    probs = bb.emit(relax.op.nn.softmax(sm_in, axis=-1))
+    if bias is not None:  # rows with no attendable key: zeros, not the NaN of softmax over all -inf
+        # (compare against the lowest finite value: TVM's llvm code evaluates -inf == -inf as false)
+        lowest = relax.const(np.finfo(dt).min, dt)
+        dead = relax.op.less_equal(relax.op.max(bias, axis=-1, keepdims=True), lowest)
+        probs = bb.emit(relax.op.where(dead, relax.const(0.0, sm_dt), probs))
+    if sm_dt != dt:
+        probs = bb.emit(relax.op.astype(probs, dt))
+    if mode == 3:
+        qk_out = probs
+    y = relax.op.matmul(probs, v)
+    if three_d:
+        y = relax.op.reshape(relax.op.permute_dims(y, [0, 2, 1, 3]), [batch, q_len, q_heads * _shape(v)[3]])
+    outs = [y, present_k, present_v, qk_out]
+    if dt != out_dt:
+        outs = [relax.op.astype(o, out_dt) for o in outs]
+    return relax.Tuple([bb.emit(o) for o in outs])
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Swish"): swish,
     ("", "Celu"): celu,
@@ -194,4 +352,6 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "HammingWindow"): _window("Hamming"),
     ("", "BlackmanWindow"): _window("Blackman"),
     ("", "ReverseSequence"): reverse_sequence,
+    ("", "Attention"): attention,
+    ("", "Constant"): constant,
 }
