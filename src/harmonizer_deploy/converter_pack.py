@@ -214,6 +214,63 @@ def constant(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     raise ValueError(f"Constant without a supported value attribute (has {sorted(attrs)})")
 
 
+def _nll(bb: Any, logp: Any, target: Any, weight: Any, attrs: dict) -> Any:
+    """Negative log-likelihood of `target` classes (axis 1 of `logp`), weighted, ignore_index, reduced."""
+    relax = _relax()
+    dt = _dtype(logp)
+    classes = _shape(logp)[1]
+    t_dt = _dtype(target)
+    ignore = attrs.get("ignore_index")
+    t_safe = relax.op.clip(target, 0, classes - 1)  # ignored / out-of-range targets pick class 0, weighted 0
+    if ignore is not None:
+        is_ignored = bb.emit(relax.op.equal(target, relax.const(int(ignore), t_dt)))
+        t_safe = relax.op.where(is_ignored, relax.op.zeros_like(target), t_safe)
+    t_safe = bb.emit(t_safe)
+    picked = relax.op.gather_elements(logp, relax.op.expand_dims(t_safe, 1), axis=1)
+    loss = bb.emit(relax.op.negative(relax.op.squeeze(picked, [1])))
+    w = None
+    if weight is not None:
+        w = relax.op.take(weight, t_safe, axis=0)
+    if ignore is not None:
+        keep = relax.op.where(is_ignored, relax.const(0.0, dt), relax.const(1.0, dt))
+        w = keep if w is None else relax.op.multiply(w, keep)
+    if w is not None:
+        w = bb.emit(w)
+        loss = bb.emit(relax.op.multiply(loss, w))
+    reduction = attrs.get("reduction", b"mean")
+    reduction = reduction.decode() if isinstance(reduction, bytes) else str(reduction)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return relax.op.sum(loss)
+    if w is not None:
+        return relax.op.divide(relax.op.sum(loss), relax.op.sum(w))
+    return relax.op.mean(loss)
+
+
+def negative_log_likelihood_loss(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """NegativeLogLikelihoodLoss: -input[n, target[n, d...], d...], with weights, ignore_index and reduction."""
+    return _nll(bb, inputs[0], inputs[1], _opt(inputs, 2), attrs)
+
+
+def softmax_cross_entropy_loss(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """SoftmaxCrossEntropyLoss: NLL of log_softmax over axis 1; outputs (loss, log_prob)."""
+    relax = _relax()
+    x = inputs[0]
+    in_dt = _dtype(x)
+    dt = "float32" if in_dt in _LOW_PRECISION else in_dt
+    xc = bb.emit(relax.op.astype(x, dt)) if dt != in_dt else x
+    logp = bb.emit(relax.op.nn.log_softmax(xc, axis=1))
+    weight = _opt(inputs, 2)
+    if weight is not None and dt != in_dt:
+        weight = relax.op.astype(weight, dt)
+    loss = _nll(bb, logp, inputs[1], weight, attrs)
+    outs = [loss, logp]
+    if dt != in_dt:
+        outs = [relax.op.astype(o, in_dt) for o in outs]
+    return relax.Tuple([bb.emit(o) for o in outs])
+
+
 def _opt(inputs: list, i: int) -> Any:
     return inputs[i] if len(inputs) > i else None
 
@@ -354,4 +411,6 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "ReverseSequence"): reverse_sequence,
     ("", "Attention"): attention,
     ("", "Constant"): constant,
+    ("", "NegativeLogLikelihoodLoss"): negative_log_likelihood_loss,
+    ("", "SoftmaxCrossEntropyLoss"): softmax_cross_entropy_loss,
 }
