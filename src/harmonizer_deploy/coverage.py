@@ -357,8 +357,10 @@ def run_tvm_static(case: Case, report: Report) -> None:
 
 def run_tvm_pack(case: Case, report: Report) -> None:
     from .converter_pack import CONVERTERS
+    from .converter_pack_fold import fold_static_shapes
 
     model, inputs, _ = make_static(case.model, case.inputs)
+    model = _stage(report, "import", lambda: fold_static_shapes(model))
     _check(report, case, run_tvm_model(model, inputs, report, CONVERTERS))
 
 
@@ -602,7 +604,8 @@ def plan(case: Case, variants: Sequence[str], pack: set[tuple[str, str]]) -> dic
     alias: dict[str, str] = {}
     if "tvm_static" in variants and "tvm" in variants and not make_static(case.model, case.inputs)[2]:
         alias["tvm_static"] = "tvm"
-    if "tvm_pack" in variants and "tvm_static" in variants and not (_graph_keys(case.model.graph) & pack):
+    folds = {("", "Shape"), ("", "Size")}  # the pack's shape-folding pre-pass starts from these
+    if "tvm_pack" in variants and "tvm_static" in variants and not (_graph_keys(case.model.graph) & (pack | folds)):
         alias["tvm_pack"] = alias.get("tvm_static", "tvm_static")
     return alias
 
