@@ -399,6 +399,190 @@ def attention(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     return relax.Tuple([bb.emit(o) for o in outs])
 
 
+# ------------------------------------------------------------------------------- RNN, GRU, LSTM
+
+
+def _act(name: str, alpha: float | None, beta: float | None) -> Any:
+    """One of ONNX's recurrent activation functions as a relax expression builder."""
+    relax = _relax()
+    op = relax.op
+
+    def c(v: float, x: Any) -> Any:
+        return relax.const(v, _dtype(x))
+
+    table = {
+        "sigmoid": lambda x: op.sigmoid(x),
+        "tanh": lambda x: op.tanh(x),
+        "relu": lambda x: op.nn.relu(x),
+        "leakyrelu": lambda x: op.nn.leakyrelu(x, 0.01 if alpha is None else alpha),
+        "thresholdedrelu": lambda x: op.where(op.greater(x, c(1.0 if alpha is None else alpha, x)), x, c(0.0, x)),
+        "affine": lambda x: op.add(op.multiply(x, c(1.0 if alpha is None else alpha, x)), c(beta or 0.0, x)),
+        "scaledtanh": lambda x: op.multiply(
+            c(1.0 if alpha is None else alpha, x), op.tanh(op.multiply(x, c(1.0 if beta is None else beta, x)))
+        ),
+        "hardsigmoid": lambda x: op.clip(
+            op.add(op.multiply(x, c(0.2 if alpha is None else alpha, x)), c(0.5 if beta is None else beta, x)), 0, 1
+        ),
+        "elu": lambda x: op.where(
+            op.greater_equal(x, c(0.0, x)),
+            x,
+            op.multiply(c(1.0 if alpha is None else alpha, x), op.subtract(op.exp(x), c(1.0, x))),
+        ),
+        "softsign": lambda x: op.divide(x, op.add(op.abs(x), c(1.0, x))),
+        "softplus": lambda x: op.log(op.add(op.exp(x), c(1.0, x))),
+    }
+    key = name.lower()
+    if key not in table:
+        raise ValueError(f"recurrent activation {name!r} is not supported")
+    return table[key]
+
+
+def _take(bb: Any, x: Any, axis: int, index: int) -> Any:
+    """x[index] along `axis`, that axis removed."""
+    relax = _relax()
+    return bb.emit(relax.op.squeeze(relax.op.strided_slice(x, [axis], [index], [index + 1]), [axis]))
+
+
+def _cols(x: Any, index: int, size: int) -> Any:
+    """Gate `index` of a [..., gates * size] tensor."""
+    return _relax().op.strided_slice(x, [_ndim(x) - 1], [index * size], [(index + 1) * size])
+
+
+def _recurrent(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext, kind: str) -> Any:
+    """RNN / GRU / LSTM unrolled over a static sequence length, per direction; sequence_lens must be constant."""
+    relax = _relax()
+    op = relax.op
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
+    x, w, r = inputs[0], inputs[1], inputs[2]
+    b, lens_in, h0 = _opt(inputs, 3), _opt(inputs, 4), _opt(inputs, 5)
+    c0, peep = (_opt(inputs, 6), _opt(inputs, 7)) if kind == "LSTM" else (None, None)
+    layout = int(attrs.get("layout", 0))
+    if layout == 1:  # [batch, seq, ...] -> [seq, batch, ...]
+        x = bb.emit(op.permute_dims(x, [1, 0, 2]))
+        h0 = bb.emit(op.permute_dims(h0, [1, 0, 2])) if h0 is not None else None
+        c0 = bb.emit(op.permute_dims(c0, [1, 0, 2])) if c0 is not None else None
+    seq, batch = _shape(x)[0], _shape(x)[1]
+    hidden = int(attrs.get("hidden_size", _shape(r)[-1]))
+    dt = _dtype(x)
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
+    dirs = 2 if direction == "bidirectional" else 1
+    clip = attrs.get("clip")
+    names = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs.get("activations", ())]
+    default = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}[kind]
+    per_dir = len(default)
+    if not names:
+        names = default * dirs
+    elif len(names) == per_dir and dirs == 2:
+        names = names * 2
+    alphas = list(attrs.get("activation_alpha", ()))
+    betas = list(attrs.get("activation_beta", ()))
+    acts = [
+        _act(n, alphas[i] if i < len(alphas) else None, betas[i] if i < len(betas) else None)
+        for i, n in enumerate(names)
+    ]
+    lens = None
+    if lens_in is not None:
+        lens = np.asarray(_const_value(lens_in, f"{kind} sequence_lens", ctx)).astype(np.int64).reshape(-1)
+        if (lens >= seq).all():
+            lens = None
+    if lens is not None and direction != "forward":
+        raise ValueError(f"{kind} with sequence_lens shorter than the sequence is supported only forward")
+
+    def gate_pre(v: Any) -> Any:
+        if clip is not None:
+            return op.clip(v, -float(clip), float(clip))
+        return v
+
+    ys, hs, cs = [], [], []
+    for d in range(dirs):
+        f_act, g_act, h_act = [*acts[d * per_dir : (d + 1) * per_dir], None, None][:3]
+        wd, rd = _take(bb, w, 0, d), _take(bb, r, 0, d)
+        xw = bb.emit(op.matmul(x, op.permute_dims(wd, [1, 0])))  # [seq, batch, gates*hidden]
+        if b is not None:
+            bd = _take(bb, b, 0, d)
+            wb, rb = _cols(bd, 0, gates * hidden), _cols(bd, 1, gates * hidden)
+        else:
+            wb = rb = relax.const(np.zeros(gates * hidden, dtype=dt), dt)
+        xw = bb.emit(op.add(xw, wb))
+        rb = bb.emit(rb)
+        h = _take(bb, h0, 0, d) if h0 is not None else relax.const(np.zeros((batch, hidden), dtype=dt), dt)
+        cstate = _take(bb, c0, 0, d) if c0 is not None else relax.const(np.zeros((batch, hidden), dtype=dt), dt)
+        pd = _take(bb, peep, 0, d) if peep is not None else None
+        steps = range(seq - 1, -1, -1) if (direction == "reverse" or d == 1) else range(seq)
+        outs: dict[int, Any] = {}
+        for t in steps:
+            xt = _take(bb, xw, 0, t)
+            if kind == "RNN":
+                new_h = f_act(gate_pre(op.add(op.add(xt, op.matmul(h, op.permute_dims(rd, [1, 0]))), rb)))
+                new_c = None
+            elif kind == "GRU":
+                rz, rr, rh = (op.strided_slice(rd, [0], [i * hidden], [(i + 1) * hidden]) for i in range(3))
+                z = f_act(gate_pre(op.add(op.add(_cols(xt, 0, hidden), op.matmul(h, op.permute_dims(rz, [1, 0]))),
+                                          _cols(rb, 0, hidden))))
+                rg = bb.emit(f_act(gate_pre(op.add(
+                    op.add(_cols(xt, 1, hidden), op.matmul(h, op.permute_dims(rr, [1, 0]))), _cols(rb, 1, hidden)
+                ))))
+                if int(attrs.get("linear_before_reset", 0)):
+                    rec = op.multiply(rg, op.add(op.matmul(h, op.permute_dims(rh, [1, 0])), _cols(rb, 2, hidden)))
+                else:
+                    rec = op.add(op.matmul(op.multiply(rg, h), op.permute_dims(rh, [1, 0])), _cols(rb, 2, hidden))
+                cand = g_act(gate_pre(op.add(_cols(xt, 2, hidden), rec)))
+                z = bb.emit(z)
+                new_h = op.add(op.multiply(op.subtract(relax.const(1.0, dt), z), cand), op.multiply(z, h))
+                new_c = None
+            else:
+                pre = bb.emit(op.add(op.add(xt, op.matmul(h, op.permute_dims(rd, [1, 0]))), rb))
+                pi, po, pf = (_cols(pd, i, hidden) for i in range(3)) if pd is not None else (None, None, None)
+                ig, og, fg, cg = (_cols(pre, i, hidden) for i in range(4))
+                if pd is not None:
+                    ig, fg = op.add(ig, op.multiply(pi, cstate)), op.add(fg, op.multiply(pf, cstate))
+                i_t, f_t = f_act(gate_pre(ig)), f_act(gate_pre(fg))
+                if int(attrs.get("input_forget", 0)):
+                    f_t = op.subtract(relax.const(1.0, dt), i_t)
+                new_c = bb.emit(op.add(op.multiply(f_t, cstate), op.multiply(i_t, g_act(gate_pre(cg)))))
+                if pd is not None:
+                    og = op.add(og, op.multiply(po, new_c))
+                new_h = op.multiply(f_act(gate_pre(og)), h_act(new_c))
+            new_h = bb.emit(new_h)
+            if lens is not None:
+                live = relax.const((t < lens).reshape(batch, 1))
+                outs[t] = bb.emit(op.where(live, new_h, relax.const(np.zeros((batch, hidden), dtype=dt), dt)))
+                h = bb.emit(op.where(live, new_h, h))
+                if new_c is not None:
+                    cstate = bb.emit(op.where(live, new_c, cstate))
+            else:
+                outs[t], h = new_h, new_h
+                if new_c is not None:
+                    cstate = new_c
+        ys.append(bb.emit(op.stack([outs[t] for t in range(seq)], axis=0)))  # [seq, batch, hidden]
+        hs.append(h)
+        cs.append(cstate)
+    y = bb.emit(op.stack(ys, axis=1))  # [seq, dirs, batch, hidden]
+    y_h = bb.emit(op.stack(hs, axis=0))  # [dirs, batch, hidden]
+    y_c = bb.emit(op.stack(cs, axis=0))
+    if layout == 1:
+        y = bb.emit(op.permute_dims(y, [2, 0, 1, 3]))
+        y_h = bb.emit(op.permute_dims(y_h, [1, 0, 2]))
+        y_c = bb.emit(op.permute_dims(y_c, [1, 0, 2]))
+    return relax.Tuple([y, y_h, y_c] if kind == "LSTM" else [y, y_h])
+
+
+def rnn(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """RNN (Elman): H = f(X W^T + H R^T + Wb + Rb)."""
+    return _recurrent(bb, inputs, attrs, ctx, "RNN")
+
+
+def gru(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """GRU with gates z, r, h and linear_before_reset."""
+    return _recurrent(bb, inputs, attrs, ctx, "GRU")
+
+
+def lstm(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """LSTM with gates i, o, f, c, peepholes, input_forget and clip."""
+    return _recurrent(bb, inputs, attrs, ctx, "LSTM")
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Swish"): swish,
     ("", "Celu"): celu,
@@ -413,4 +597,7 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Constant"): constant,
     ("", "NegativeLogLikelihoodLoss"): negative_log_likelihood_loss,
     ("", "SoftmaxCrossEntropyLoss"): softmax_cross_entropy_loss,
+    ("", "RNN"): rnn,
+    ("", "GRU"): gru,
+    ("", "LSTM"): lstm,
 }
