@@ -45,7 +45,7 @@ CATEGORIES = (PASS, UNSUPPORTED, IMPORT_ERROR, COMPILE_ERROR, RUNTIME_ERROR, MIS
 VARIANTS = ("onnxruntime", "tvm", "tvm_static", "tvm_pack")
 STAGE_CATEGORY = {"import": IMPORT_ERROR, "compile": COMPILE_ERROR, "run": RUNTIME_ERROR, "compare": MISMATCH}
 DEFAULT_TIMEOUT_S = 120.0
-JOURNAL_VERSION = 3  # bump when the harness changes what a category means
+JOURNAL_VERSION = 4  # bump when the harness changes what a category means
 
 
 # --------------------------------------------------------------------------------------------- cases
@@ -244,6 +244,8 @@ Report = Callable[[str], None]
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
+    # onnxruntime prefixes messages with the C++ source location and signature; keep the message.
+    text = re.sub(r"/onnxruntime_src/\S+ .*?\)\s+(?=[A-Z])", "", text)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     # TVM errors often put the useful line last (after a traceback); keep it short either way.
     pick = next((ln for ln in lines if "Error" in ln or "not supported" in ln or "not implemented" in ln), None)
@@ -283,8 +285,60 @@ def run_onnxruntime(case: Case, report: Report) -> None:
         for vi, v in zip(case.model.graph.input, case.inputs, strict=False)
     }
     names = [o.name for o in case.model.graph.output]
-    got = _stage(report, "run", lambda: sess.run(names, feeds))
+    if any(_ort_raw(v) for v in [*case.inputs, *case.outputs]):
+        got = _stage(report, "run", lambda: _ort_run_raw(ort, sess, case))
+    else:
+        got = _stage(report, "run", lambda: sess.run(names, feeds))
     _check(report, case, got)
+
+
+# numpy (ml_dtypes) types onnxruntime's Python API does not convert; passed to it as raw bits instead.
+_RAW_TYPES = {
+    "bfloat16",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+}
+
+
+def _ort_raw(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.name in _RAW_TYPES
+
+
+def _bits(value: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(value).view(np.uint8 if value.dtype.itemsize == 1 else np.uint16)
+
+
+def _ort_run_raw(ort: Any, sess: Any, case: Case) -> list[np.ndarray]:
+    """Run with IO binding, bfloat16/float8 tensors passed as their bits with the ONNX element type.
+
+    Outputs are bound to buffers shaped like the expected outputs (a shape difference fails the run).
+    """
+    io = sess.io_binding()
+    keep = []  # buffers must outlive the run
+    for vi, v in zip(case.model.graph.input, case.inputs, strict=False):
+        value = np.asarray(v)
+        if _ort_raw(value):
+            ov = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(_bits(value), vi.type.tensor_type.elem_type)
+        else:
+            ov = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
+        keep.append(ov)
+        io.bind_ortvalue_input(vi.name, ov)
+    buffers = []
+    for vo, expected in zip(case.model.graph.output, case.outputs, strict=False):
+        e = np.asarray(expected)
+        buf = np.zeros(e.shape, np.uint8 if e.dtype.itemsize == 1 else np.uint16) if _ort_raw(e) else np.zeros_like(e)
+        if _ort_raw(e):
+            ov = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(buf, vo.type.tensor_type.elem_type)
+        else:
+            ov = ort.OrtValue.ortvalue_from_numpy(buf)
+        keep.append(ov)
+        io.bind_ortvalue_output(vo.name, ov)
+        buffers.append((buf, e.dtype))
+    sess.run_with_iobinding(io)
+    return [buf.view(dtype) if _ort_raw(np.zeros(0, dtype)) else buf for buf, dtype in buffers]
 
 
 def _check(report: Report, case: Case, got: Sequence[Any]) -> None:

@@ -41,7 +41,8 @@ SILENT_WRONG = [
     (
         "Cast to float8",
         "float32 → float8e4m3fn / float8e5m2 casts do not saturate (saturate=1 is the ONNX default): "
-        "out-of-range values become inf/NaN instead of the largest finite float8.",
+        "out-of-range values come back as unrelated values (e4m3fn: 1000 → -0.015625, 1e6 → -15) instead of "
+        "the largest finite float8.",
         "tests/test_tvm_silent_wrong.py::test_float8_cast_does_not_saturate",
     ),
 ]
@@ -83,6 +84,20 @@ def regressions(baseline: dict[str, Any], current: dict[str, Any]) -> list[str]:
         for col in COLUMNS:
             if old.get(col, {}).get("status") == "pass" and new.get(col, {}).get("status") != "pass":
                 found.append(f"{name} [{col}]: pass -> {new[col]['status']}: {new[col].get('detail', '')}")
+    return found
+
+
+def changes(baseline: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Every (case, column) whose category differs from the baseline, regressions or not."""
+    found = []
+    for name, old in baseline.get("cases", {}).items():
+        new = current["cases"].get(name)
+        if new is None:
+            continue
+        for col in COLUMNS:
+            before, after = old.get(col, {}).get("status"), new.get(col, {}).get("status")
+            if before is not None and before != after:
+                found.append(f"{name} [{col}]: {before} -> {after}")
     return found
 
 
@@ -164,8 +179,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Columns: **TVM as-is** imports the test model unchanged; **TVM static** bakes runtime inputs "
         "(every tensor input after the first, and a shape-like first input) into initializers, the way exported "
         "models have them; **TVM + our pack** is TVM static with `harmonizer_deploy.converter_pack` installed "
-        "through `harmonizer_deploy.tvm_hook` (no TVM files edited). Categories: pass / unsupported op / "
-        "import error / compile error / runtime error / mismatch / timeout.",
+        "through `harmonizer_deploy.tvm_hook` (no TVM files edited), after its static-shape folding pre-pass "
+        "(`converter_pack_fold.py`: integer shape arithmetic that starts from `Shape`/`Size` of a statically "
+        "shaped tensor becomes initializers; real data is never computed there). Categories: pass / "
+        "unsupported op / import error / compile error / runtime error / mismatch / timeout.",
         "",
         f"**Headline:** {meta['cases']} cases. onnxruntime passes {all_['onnxruntime']['pass']}, "
         f"TVM as-is {all_['tvm']['pass']} ({_pct(all_['tvm']['pass'], meta['cases'])}), "
@@ -174,7 +191,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Of the {len(ort_pass)} cases onnxruntime passes, TVM static + pack passes {pack_on_ort} "
         f"({_pct(pack_on_ort, len(ort_pass))}).",
         "",
-        f"Run: {meta.get('jobs')} jobs, timeout {meta.get('timeout_s')} s per case and variant.",
+        f"Run: {meta.get('jobs')} jobs, timeout {meta.get('timeout_s')} s per case and variant, "
+        f"{meta.get('wall_s')} s wall clock for {meta.get('tasks_run')} (case, variant) runs "
+        "(variants that are the same model by construction reuse one result, marked `same_as` in coverage.json).",
+        "",
+        "Why onnxruntime, the baseline, fails where it does (first line of the error, most frequent first):",
+        "",
+        *_reasons(cases, "onnxruntime"),
         "",
         "## Totals",
         "",
@@ -202,6 +225,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Per op (`*_expanded` cases: the op's function body, expanded into primitive ops)", ""]
     lines += [*_op_table(exp), ""]
     return "\n".join(lines)
+
+
+def _reasons(cases: dict[str, dict[str, Any]], col: str, top: int = 6) -> list[str]:
+    import re
+
+    counts: dict[str, int] = defaultdict(int)
+    for c in cases.values():
+        if c[col]["status"] != "pass":
+            detail = re.sub(r"/onnxruntime_src/\S+|\S+::\S+\([^)]*\)", "", c[col]["detail"])
+            detail = " ".join(detail.split())[:140]
+            counts[f"{c[col]['status']}: {detail}"] += 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return [f"- {n} × {why}".replace("|", "\\|") for why, n in ranked]
 
 
 def _models_section(models: dict[str, Any]) -> list[str]:
@@ -262,10 +298,14 @@ def coverage_command(
     models = model if with_models else []
     report = generate(filters or (), jobs or None, timeout, output, journal, fresh, models)
     found = regressions(baseline, report) if baseline else []
+    changed = changes(baseline, report) if baseline else []
     if as_json:
-        typer.echo(json.dumps({**summary(report), "regressions": found}))
+        extra = {"regressions": found, "changed": changed} if baseline else {}
+        typer.echo(json.dumps({**summary(report), **extra}))
     else:
         typer.echo(json.dumps(summary(report)))
+        if baseline:
+            typer.echo(f"{len(changed)} case categories differ from {compare}, {len(found)} of them regressions")
         for line in found:
             typer.echo(f"REGRESSION {line}")
     if found:
