@@ -399,6 +399,57 @@ def attention(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     return relax.Tuple([bb.emit(o) for o in outs])
 
 
+def rms_normalization(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """RMSNormalization: x / sqrt(mean(x^2 over axes axis..-1) + epsilon) * scale (TVM's fails to compile axis=0)."""
+    relax = _relax()
+    x, scale = inputs[0], inputs[1]
+    ndim = _ndim(x)
+    axis = int(attrs.get("axis", -1))
+    axis = axis + ndim if axis < 0 else axis
+    eps = float(attrs.get("epsilon", 1e-5))
+    in_dt = _dtype(x)
+    calc_dt = "float32" if int(attrs.get("stash_type", 1)) == 1 else in_dt
+    xc = relax.op.astype(x, calc_dt) if calc_dt != in_dt else x
+    ms = relax.op.mean(relax.op.multiply(xc, xc), list(range(axis, ndim)), keepdims=True)
+    normalized = relax.op.multiply(xc, relax.op.rsqrt(relax.op.add(ms, relax.const(eps, calc_dt))))
+    if calc_dt != in_dt:
+        normalized = relax.op.astype(normalized, in_dt)
+    return relax.op.multiply(normalized, scale)
+
+
+def power(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Pow with different base and exponent types (the result has the base's type); same types go to TVM."""
+    relax = _relax()
+    x, y = inputs[0], inputs[1]
+    x_dt, y_dt = _dtype(x), _dtype(y)
+    if x_dt == y_dt:
+        return _builtin("Pow", ctx)(bb, inputs, attrs, ctx.params)
+    if x_dt.startswith(("float", "bfloat")):
+        return relax.op.power(x, relax.op.astype(y, x_dt))
+    wide = "float64"
+    return relax.op.astype(relax.op.power(relax.op.astype(x, wide), relax.op.astype(y, wide)), x_dt)
+
+
+def dropout(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Dropout when it is the identity (inference, or ratio 0): Y = X and a boolean all-true mask.
+
+    TVM returns the mask as float. Training mode with a non-zero ratio is random and goes to TVM's converter.
+    """
+    relax = _relax()
+    x = inputs[0]
+    ratio_in, training_in = _opt(inputs, 1), _opt(inputs, 2)
+    training = False
+    if training_in is not None:
+        training = bool(np.asarray(_const_value(training_in, "Dropout training_mode", ctx)).reshape(-1)[0])
+    ratio = float(attrs.get("ratio", 0.5))
+    if ratio_in is not None:
+        ratio = float(np.asarray(_const_value(ratio_in, "Dropout ratio", ctx)).reshape(-1)[0])
+    if training and ratio != 0.0:
+        return _builtin("Dropout", ctx)(bb, inputs, attrs, ctx.params)
+    mask = relax.op.ones(_shape(x), "bool")
+    return relax.Tuple([x, bb.emit(mask)])
+
+
 # ------------------------------------------------------------------------------- RNN, GRU, LSTM
 
 
@@ -600,4 +651,7 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "RNN"): rnn,
     ("", "GRU"): gru,
     ("", "LSTM"): lstm,
+    ("", "RMSNormalization"): rms_normalization,
+    ("", "Pow"): power,
+    ("", "Dropout"): dropout,
 }

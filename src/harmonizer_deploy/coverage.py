@@ -45,7 +45,7 @@ CATEGORIES = (PASS, UNSUPPORTED, IMPORT_ERROR, COMPILE_ERROR, RUNTIME_ERROR, MIS
 VARIANTS = ("onnxruntime", "tvm", "tvm_static", "tvm_pack")
 STAGE_CATEGORY = {"import": IMPORT_ERROR, "compile": COMPILE_ERROR, "run": RUNTIME_ERROR, "compare": MISMATCH}
 DEFAULT_TIMEOUT_S = 120.0
-JOURNAL_VERSION = 4  # bump when the harness changes what a category means
+JOURNAL_VERSION = 5  # bump when the harness changes what a category means
 
 
 # --------------------------------------------------------------------------------------------- cases
@@ -361,6 +361,8 @@ def _to_tvm(value: Any) -> Any:
 def _from_tvm(value: Any) -> Any:
     if hasattr(value, "numpy"):
         return value.numpy()
+    if type(value).__name__ == "Shape":  # a shape-valued output (ONNX Shape) comes back as a Shape of ints
+        return np.asarray(list(value), dtype=np.int64)
     if isinstance(value, list | tuple) or type(value).__name__ in ("Array", "List", "Tuple"):
         return [_from_tvm(v) for v in value]
     if isinstance(value, int | float | bool | np.generic):
