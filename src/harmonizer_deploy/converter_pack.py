@@ -1,9 +1,15 @@
 """Converters TVM 0.27's Relax ONNX frontend lacks or gets wrong, installed through `tvm_hook` (no TVM edits).
 
-Started with the ops a music model needs. Each converter is checked by the ONNX node tests
-(`harmonizer-deploy coverage -k OP`, column "TVM + our pack"). Converters that need a value known at
-import time (window sizes, sequence lengths, axes) read it from a constant input, which is how exported
-models carry them; they raise a clear error otherwise.
+Missing in TVM: Swish, Celu, LpNormalization, CumProd, Hann/Hamming/BlackmanWindow, ReverseSequence,
+NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, RNN, GRU, LSTM, and ai.onnx Attention (TVM sends it to
+its com.microsoft converter). Wrong or incomplete in TVM: LayerNormalization (Mean/InvStdDev outputs are
+placeholders), RMSNormalization (axis 0 fails to compile), Constant (only `value` is read), Pow (mixed
+base/exponent types), Dropout (float mask). `converter_pack_fold.py` is the pack's pre-pass for static shapes.
+
+Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
+pack"; one case per converter in tests/test_converter_pack.py). Converters that need a value known at
+import time (window sizes, sequence lengths, nonpad lengths) read it from a constant input, which is how
+exported models carry them, and raise a clear error otherwise.
 """
 
 from __future__ import annotations
