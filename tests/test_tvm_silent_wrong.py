@@ -113,3 +113,22 @@ def test_float8_cast_does_not_saturate(to, largest):
     np.testing.assert_array_equal(want, [largest, largest, -largest])  # saturate=1 is the default
     got = _compile_run(model, [x])[0]
     assert not np.array_equal(got, want), f"TVM now saturates float8 casts ({got}); update COVERAGE.md"
+
+
+@pytest.mark.parametrize(("op", "sign"), [("ReduceMax", -1.0), ("ReduceMin", 1.0)])
+def test_reduce_max_of_all_neg_inf_is_finite(op, sign):
+    node = helper.make_node(op, ["x", "axes"], ["y"], keepdims=1)
+    graph = helper.make_graph(
+        [node],
+        "reduce",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1])],
+        [onnx.numpy_helper.from_array(np.array([-1], np.int64), "axes")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+    x = sign * np.array([[np.inf, np.inf], [0.0, np.inf]], np.float32)
+    want = _reference(model, [x])[0]
+    np.testing.assert_array_equal(want.ravel(), [sign * np.inf, 0.0])
+    got = _compile_run(model, [x])[0]
+    assert got.ravel()[1] == 0.0
+    assert np.isfinite(got.ravel()[0]) and got.ravel()[0] == sign * np.finfo(np.float32).max

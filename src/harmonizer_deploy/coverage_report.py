@@ -39,6 +39,13 @@ SILENT_WRONG = [
         "tests/test_tvm_silent_wrong.py::test_opset23_attention_goes_to_com_microsoft_converter",
     ),
     (
+        "ReduceMax / ReduceMin",
+        "a reduction over values that are all -inf (max) or all +inf (min) returns the lowest / highest finite "
+        "float (-3.4028235e38 / 3.4028235e38 for float32) instead of -inf / +inf, so a following IsInf or "
+        "Equal(-inf) is false. This is why the `_expanded` Attention cases with fully masked rows get NaN.",
+        "tests/test_tvm_silent_wrong.py::test_reduce_max_of_all_neg_inf_is_finite",
+    ),
+    (
         "Cast to float8",
         "float32 → float8e4m3fn / float8e5m2 casts do not saturate (saturate=1 is the ONNX default): "
         "out-of-range values come back as unrelated values (e4m3fn: 1000 → -0.015625, 1e6 → -15) instead of "
