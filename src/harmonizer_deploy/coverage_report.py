@@ -225,6 +225,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         *[f"| {op} | {what} | `{test}` |" for op, what, test in SILENT_WRONG],
         "",
     ]
+    lines += _mismatch_section(cases)
     lines += _models_section(report.get("models", {}))
     node = {k: c for k, c in cases.items() if not c["expanded"]}
     exp = {k: c for k, c in cases.items() if c["expanded"]}
@@ -232,6 +233,28 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Per op (`*_expanded` cases: the op's function body, expanded into primitive ops)", ""]
     lines += [*_op_table(exp), ""]
     return "\n".join(lines)
+
+
+def _mismatch_section(cases: dict[str, dict[str, Any]]) -> list[str]:
+    """Every measured silent wrong result: TVM static returned outputs (no error) that do not match."""
+    by_op: dict[str, list[str]] = defaultdict(list)
+    for name, c in sorted(cases.items()):
+        if c["tvm_static"]["status"] == "mismatch":
+            by_op[c["op"]].append(name)
+    lines = [
+        "### Measured: every case where TVM static returns a wrong result without an error (category mismatch)",
+        "",
+        "| op | cases | of which onnxruntime passes | still wrong with the pack | first case: what differs |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for op in sorted(by_op, key=str.lower):
+        names = by_op[op]
+        ort_ok = sum(1 for n in names if cases[n]["onnxruntime"]["status"] == "pass")
+        still = sum(1 for n in names if cases[n]["tvm_pack"]["status"] == "mismatch")
+        first = f"`{names[0]}`: {cases[names[0]]['tvm_static']['detail']}".replace("|", "\\|")[:160]
+        lines.append(f"| {op} | {len(names)} | {ort_ok} | {still} | {first} |")
+    lines.append("")
+    return lines
 
 
 def _reasons(cases: dict[str, dict[str, Any]], col: str, top: int = 6) -> list[str]:
