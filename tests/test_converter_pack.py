@@ -36,6 +36,8 @@ REPRESENTATIVE = {
     ("", "RMSNormalization"): "test_rms_normalization_2d_axis0",
     ("", "Pow"): "test_pow_types_int32_float32",
     ("", "Dropout"): "test_dropout_default_mask",
+    ("", "Cast"): "test_cast_FLOAT_to_FLOAT8E4M3FN",
+    ("", "CastLike"): "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2",
 }
 EXTRA = ["test_attention_3d_causal", "test_gru_batchwise", "test_simple_rnn_bidirectional"]
 FOLDING = ["test_layer_normalization_4d_axis0_expanded"]  # passes only with the shape-folding pre-pass
@@ -105,3 +107,30 @@ def test_fold_leaves_dynamic_shapes_alone():
     model = _shape_model()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     assert fold_static_shapes(model).graph.node[0].op_type == "Shape"
+
+
+def test_applies_to_limits_which_nodes_a_converter_takes_over():
+    from harmonizer_deploy.tvm_hook import from_onnx_with_converters
+
+    nodes = [
+        helper.make_node("Cast", ["x"], ["a"], to=TensorProto.DOUBLE),
+        helper.make_node("Cast", ["a"], ["y"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    seen = []
+
+    def to_float_only(bb, inputs, attrs, ctx):
+        from tvm import relax
+
+        seen.append(int(attrs["to"]))
+        return relax.op.astype(inputs[0], "float32")
+
+    to_float_only.applies_to = lambda node, graph: node.attribute[0].i == TensorProto.FLOAT
+    from_onnx_with_converters(model, {("", "Cast"): to_float_only}, keep_params_in_input=False)
+    assert seen == [TensorProto.FLOAT]  # the Cast to double stayed with TVM's converter

@@ -114,6 +114,10 @@ def test_float8_cast_does_not_saturate(to, largest):
     got = _compile_run(model, [x])[0]
     assert not np.array_equal(got, want), f"TVM now saturates float8 casts ({got}); update COVERAGE.md"
 
+    from harmonizer_deploy.converter_pack import CONVERTERS
+
+    np.testing.assert_array_equal(_compile_run(model, [x], CONVERTERS)[0], want)
+
 
 @pytest.mark.parametrize(("op", "sign"), [("ReduceMax", -1.0), ("ReduceMin", 1.0)])
 def test_reduce_max_of_all_neg_inf_is_finite(op, sign):
