@@ -604,6 +604,11 @@ def import_weights(
 app.add_typer(debug_app, name="debug")
 
 
+from .coverage_report import coverage_command  # noqa: E402
+
+app.command("coverage")(cli_command(coverage_command))
+
+
 def main() -> None:
     app()
 

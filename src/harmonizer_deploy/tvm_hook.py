@@ -64,20 +64,29 @@ def _opsets(model: onnx.ModelProto) -> dict[str, int]:
     return {normalize_domain(o.domain): int(o.version) for o in model.opset_import}
 
 
-def _rename_nodes(graph: onnx.GraphProto, keys: set[ConverterKey]) -> int:
-    """Rename matching nodes in `graph` and every subgraph; returns how many were renamed."""
+def _rename_nodes(
+    graph: onnx.GraphProto,
+    keys: set[ConverterKey],
+    applies: Mapping[ConverterKey, Callable[[onnx.NodeProto, onnx.GraphProto], bool]] | None = None,
+) -> int:
+    """Rename matching nodes in `graph` and every subgraph; returns how many were renamed.
+
+    `applies` (optional, per key) narrows which nodes of that (domain, op_type) are taken over; the others
+    keep TVM's converter.
+    """
     count = 0
+    applies = applies or {}
     for node in graph.node:
         key = (normalize_domain(node.domain), node.op_type)
-        if key in keys:
+        if key in keys and (key not in applies or applies[key](node, graph)):
             node.op_type = mangled_name(*key)
             count += 1
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                count += _rename_nodes(attr.g, keys)
+                count += _rename_nodes(attr.g, keys, applies)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
-                    count += _rename_nodes(sub, keys)
+                    count += _rename_nodes(sub, keys, applies)
     return count
 
 
@@ -126,6 +135,8 @@ def from_onnx_with_converters(
 
     Keys are (domain, op_type); "" and "ai.onnx" are the same domain. Nodes of other domains that have no
     extra converter are left as they are (TVM will then treat them by op_type alone, as it always does).
+    A converter with an `applies_to(node, graph) -> bool` attribute takes over only the nodes it accepts
+    (e.g. Cast to float8 only: renaming every Cast would cost TVM's ShapeExpr handling of Cast).
     """
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -134,7 +145,8 @@ def from_onnx_with_converters(
         return from_onnx(model, **kwargs)
     renamed = onnx.ModelProto()
     renamed.CopyFrom(model)
-    _rename_nodes(renamed.graph, set(extra))
+    applies = {key: fn.applies_to for key, fn in extra.items() if callable(getattr(fn, "applies_to", None))}
+    _rename_nodes(renamed.graph, set(extra), applies)
     with converters_installed(extra, _opsets(model)):
         return from_onnx(renamed, **kwargs)
 
