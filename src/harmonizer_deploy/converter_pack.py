@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import HarmonizerError
 from .tvm_hook import ConvertContext, Converter, ConverterKey
 
 
@@ -589,6 +590,19 @@ def _cols(x: Any, index: int, size: int) -> Any:
     return _relax().op.strided_slice(x, [_ndim(x) - 1], [index * size], [(index + 1) * size])
 
 
+def _sequence_length(x: Any) -> int:
+    """The static sequence length of a [seq, batch, input] tensor: the recurrence is unrolled over it."""
+    import tvm
+
+    dim = x.ty.shape[0] if getattr(x.ty, "shape", None) is not None else None
+    if not isinstance(dim, tvm.tirx.IntImm):
+        raise HarmonizerError(
+            "TVM has no RNN/GRU/LSTM/Loop converter of its own; the unrolled recurrence needs a fixed time length",
+            "compile with --fix-dim time=N (and verify with --time N)",
+        )
+    return int(dim)
+
+
 def _recurrent(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext, kind: str) -> Any:
     """RNN / GRU / LSTM unrolled over a static sequence length, per direction; sequence_lens must be constant."""
     relax = _relax()
@@ -602,7 +616,7 @@ def _recurrent(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext, kind: st
         x = bb.emit(op.permute_dims(x, [1, 0, 2]))
         h0 = bb.emit(op.permute_dims(h0, [1, 0, 2])) if h0 is not None else None
         c0 = bb.emit(op.permute_dims(c0, [1, 0, 2])) if c0 is not None else None
-    seq, batch = _shape(x)[0], _shape(x)[1]
+    seq, batch = _sequence_length(x), x.ty.shape[1]  # batch may stay symbolic
     hidden = int(attrs.get("hidden_size", _shape(r)[-1]))
     dt = _dtype(x)
     direction = attrs.get("direction", b"forward")
@@ -647,8 +661,9 @@ def _recurrent(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext, kind: st
             wb = rb = relax.const(np.zeros(gates * hidden, dtype=dt), dt)
         xw = bb.emit(op.add(xw, wb))
         rb = bb.emit(rb)
-        h = _take(bb, h0, 0, d) if h0 is not None else relax.const(np.zeros((batch, hidden), dtype=dt), dt)
-        cstate = _take(bb, c0, 0, d) if c0 is not None else relax.const(np.zeros((batch, hidden), dtype=dt), dt)
+        zeros = bb.emit(op.zeros(relax.ShapeExpr([batch, hidden]), dt))
+        h = _take(bb, h0, 0, d) if h0 is not None else zeros
+        cstate = _take(bb, c0, 0, d) if c0 is not None else zeros
         pd = _take(bb, peep, 0, d) if peep is not None else None
         steps = range(seq - 1, -1, -1) if (direction == "reverse" or d == 1) else range(seq)
         outs: dict[int, Any] = {}
@@ -687,8 +702,8 @@ def _recurrent(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext, kind: st
                 new_h = op.multiply(f_act(gate_pre(og)), h_act(new_c))
             new_h = bb.emit(new_h)
             if lens is not None:
-                live = relax.const((t < lens).reshape(batch, 1))
-                outs[t] = bb.emit(op.where(live, new_h, relax.const(np.zeros((batch, hidden), dtype=dt), dt)))
+                live = relax.const((t < lens).reshape(-1, 1))
+                outs[t] = bb.emit(op.where(live, new_h, zeros))
                 h = bb.emit(op.where(live, new_h, h))
                 if new_c is not None:
                     cstate = bb.emit(op.where(live, new_c, cstate))

@@ -205,7 +205,8 @@ def _logsumexp_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
 
 
 def register_all(registry: CustomOpRegistry) -> None:
-    from .recurrent import gru_function, gru_layer_inputs, keras_gru_tvm, onnx_gru_tvm, onnx_lstm_tvm
+    from ..converter_pack import gru, lstm
+    from .recurrent import gru_function, gru_layer_inputs, keras_gru_tvm
 
     registry.register(CustomOp(
         op_type="KerasGRU", keras_class="GRU",
@@ -214,9 +215,9 @@ def register_all(registry: CustomOpRegistry) -> None:
         preferred="custom-op",
     ))
     # TVM 0.27 has no converter for the standard GRU op that a decomposed KerasGRU inlines to
-    registry.gap_converters[("", "GRU")] = onnx_gru_tvm
+    registry.gap_converters[("", "GRU")] = gru
     # tf2onnx already writes Keras LSTM as the standard LSTM op, which TVM 0.27 has no converter for either
-    registry.gap_converters[("", "LSTM")] = onnx_lstm_tvm
+    registry.gap_converters[("", "LSTM")] = lstm
     registry.register(CustomOp(
         op_type="MelodyHarmonyAttention", keras_class="MelodyHarmonyAttention",
         summary="attention over time between harmony (pitch-mean) and melody (pitch-max) features",
