@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import statistics
 import sys
 import time
@@ -77,6 +78,8 @@ class BundleModel:
     def __init__(self, bundle_dir: str | Path) -> None:
         self.dir = Path(bundle_dir)
         self.info = read_bundle(self.dir)
+        if self.info["device"] == "cpu":  # TVM's x86 default is half the vCPUs (it assumes SMT): use them all
+            os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
         self.ffi = ffi = load_runtime(self.dir, self.info)
         device = self.info["device"]
         if not device_exists(ffi, device):
@@ -95,6 +98,12 @@ class BundleModel:
         self._keep = executable
         with np.load(self.dir / self.info["params"], allow_pickle=False) as data:
             self.params = [self.to_device(data[k]) for k in sorted(data.files)]
+        try:  # the CPU pipeline lifts weight re-layout into main_transform_params: run it once, here
+            transform = executable["main_transform_params"]
+        except Exception:  # no such function: the weights go in as stored
+            transform = None
+        if transform is not None:
+            self.params = list(transform(self.params))
         static = self.info.get("static_shape")
         self.static_shape = list(static) if static else None
 

@@ -197,14 +197,14 @@ def compile_(
         counts: dict[str, int] = {}
         for rule in schedules["functions"].values():
             counts[rule] = counts.get(rule, 0) + 1
-        out.print("GPU schedules: " + ", ".join(f"{r}×{n}" for r, n in sorted(counts.items()))
+        out.print("kernel schedules: " + ", ".join(f"{r}×{n}" for r, n in sorted(counts.items()))
                   + (f" ({len(schedules['rule_errors'])} rule fallbacks, see manifest.json)"
                      if schedules.get("rule_errors") else ""), highlight=False)
     tuning = result.manifest.get("tuning") or {}
     if tuning.get("used"):
         out.print(f"tuned kernels: {tuning['records']} ({tuning['trials']} trials, {tuning['tuning_seconds']:.0f} s)")
-    elif result.manifest["device"] == "cpu":  # GPU kernels carry dlight's schedules (printed above)
-        out.print(f"untuned kernels (slow): {escape(tuning.get('reason', ''))}", highlight=False)
+    elif result.manifest["device"] == "cpu":  # kernels carry the hand schedules printed above
+        out.print(f"no tuned records, hand schedules only: {escape(tuning.get('reason', ''))}", highlight=False)
     prep = result.manifest.get("tvm_import", {})
     if prep.get("inlined") or prep.get("folded"):
         folded = ", ".join(f"{k}×{v}" for k, v in sorted(prep["folded"].items())) or "nothing"
@@ -350,15 +350,18 @@ def bench(
     build_dir: Annotated[Path, typer.Option(help="Where model.onnx and the artifacts are.")] = Path("build"),
     out_dir: Annotated[Path, typer.Option(help="Where to write results (json, md, png).")] = Path("bench/results"),
     name: Annotated[str, typer.Option(help="Base name of the result files.")] = "bench",
+    harmonize_repeats: Annotated[int, typer.Option(help="End-to-end harmonizations of the two-bar sample (96 Gibbs "
+                                                   "steps) per local backend; 0 skips them.")] = 3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Latency of every available backend on the same inputs: min / p50 / p90 and first run."""
+    """Latency of every available backend on the same inputs (min / p50 / p90, first run, GFLOP/s, ratio to
+    onnxruntime in the same run), and end-to-end harmonize time per backend."""
     from .benchmark import bench as run
     from .benchmark import markdown_table
 
     with progress_bar("benchmarking", not as_json) as update:
         result = run(backend or None, tuple(batch or [1]), time_steps, warmup, repeats, 0, build_dir, out_dir, name,
-                     update)
+                     update, harmonize_repeats)
     if as_json:
         emit_json(result)
         return

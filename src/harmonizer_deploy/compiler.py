@@ -59,12 +59,20 @@ def tvm_versions() -> dict[str, str]:
     return out
 
 
+def code_fingerprint() -> str:
+    """Hash of this package's Python sources: a changed pipeline or schedule must not reuse old artifacts
+    (the version string alone does not change between commits)."""
+    package = Path(__file__).parent
+    return sha256_text("".join(sha256_file(p) for p in sorted(package.rglob("*.py"))))
+
+
 def cache_key(model_sha: str, spec: TargetSpec, fix_dims: dict[str, int] | None, tuning: dict | None) -> str:
     extra = {"fix_dims": fix_dims} if fix_dims else {}  # absent when unused: existing cache keys stay valid
     return sha256_text(json.dumps({
         **extra, "model": model_sha, "tvm": tvm_versions(), "target": spec.resolved_target(),
         "host": spec.resolved_host(),
         "pipeline": spec.pipeline, "export": spec.export, "options": spec.options, "harmonizer_deploy": __version__,
+        "code": code_fingerprint(),
         "tuning": tuning and tuning["sha256"], "bundle": _bundle_format(spec),
     }, sort_keys=True))
 
@@ -261,10 +269,11 @@ def compile(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **extra,
         }
-        if spec.pipeline == "gpu":
-            from .gpu_schedule import last_report
+        if spec.pipeline in ("gpu", "cpu"):
+            from .cpu_schedule import last_report as cpu_report
+            from .gpu_schedule import last_report as gpu_report
 
-            manifest["schedules"] = last_report()
+            manifest["schedules"] = gpu_report() if spec.pipeline == "gpu" else {"functions": cpu_report()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if spec.options.get("bundle"):
             from .bundle import write_bundle

@@ -153,8 +153,10 @@ class TargetRunner:
     like the artifact (looked up at call time: a test can swap in a faulty importer)."""
 
     def __init__(self, spec: TargetSpec) -> None:
-        from .runtime import tvm_device
+        from .runtime import tvm_device, use_all_cpu_cores
 
+        if spec.device == "cpu":
+            use_all_cpu_cores()
         if spec.runner != "local":
             raise HarmonizerError(
                 f"target {spec.name!r} runs through runner {spec.runner!r}; debug localize/reduce run sub-models "
@@ -171,6 +173,7 @@ class TargetRunner:
 
         from . import compiler
         from .pipelines import get_pipeline
+        from .runtime import prepare_params
 
         start = time.perf_counter()
         mod, _names, arrays, _report = compiler.import_onnx(model)
@@ -182,7 +185,7 @@ class TargetRunner:
         vm = relax.VirtualMachine(executable, self.device)
         graph_inputs = [i.name for i in model.graph.input if i.name in feeds]
         args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[n]), self.device) for n in graph_inputs]
-        args += [tvm.runtime.tensor(a, self.device) for a in arrays]
+        args += prepare_params(vm, arrays, self.device)
         result = vm["main"](*args)
         values = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
         names = [o.name for o in model.graph.output]

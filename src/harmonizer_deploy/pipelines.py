@@ -16,17 +16,53 @@ PIPELINES: Registry[Pipeline] = Registry("pipeline")
 register_pipeline = PIPELINES.register
 get_pipeline = PIPELINES.lookup
 
+CPU_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
+
+
+def cpu_front_passes(target: Any) -> list[Any]:
+    """Layout, parameter lifting, legalization and fusion: what `tune` extracts tasks from and `compile` applies
+    records to, so both see the same kernels.
+
+    NHWC activations with HWIO weights make each convolution a matrix multiply whose output channels are
+    contiguous (16-lane vector loads of weights, broadcast inputs); `LiftTransformParams` moves the weight
+    re-layout into `main_transform_params`, run once when an artifact is loaded instead of on every call.
+    """
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    return [relax.transform.ConvertLayout(CPU_LAYOUTS), relax.transform.Normalize(),
+            relax.transform.LiftTransformParams(), *cpu.library_dispatch_passes(target),
+            *cpu.legalize_passes(target)]
+
+
 @register_pipeline("cpu")
 def cpu_pipeline(spec: Any, target: Any) -> Any:
-    """With a MetaSchedule database in context (compile found tuned records): apply it. Otherwise TVM's default
-    Relax pipeline for LLVM (legalize, fuse, lower, VM codegen), whose kernels are unscheduled loops."""
-    from tvm import relax
+    """NHWC + lifted weight transforms + fused kernels, then tuned MetaSchedule records where compile found some
+    for this CPU, hand-written schedules (`cpu_schedule`) for every kernel without one, and TVM's CPU lowering."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.transform import MetaScheduleApplyDatabase
     from tvm.s_tir import meta_schedule as ms
 
-    if ms.database.Database.current() is not None:
-        from .tuning import tuned_cpu_pipeline
+    from .cpu_schedule import schedule_cpu_kernels
 
-        return tuned_cpu_pipeline(target)
+    @tvm.transform.module_pass(opt_level=0, name="HarmonizerCPUPipeline")
+    def _pipeline(mod: Any, _ctx: Any) -> Any:
+        with target:
+            tuned = [MetaScheduleApplyDatabase(enable_warning=False)] if ms.database.Database.current() else []
+            passes = [*cpu_front_passes(target), *tuned, schedule_cpu_kernels(),
+                      *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+@register_pipeline("cpu-default")
+def cpu_default_pipeline(spec: Any, target: Any) -> Any:
+    """TVM's default CPU pipeline, unscheduled loops and weights taken as stored: for runtimes that cannot run
+    the `cpu` pipeline's output (the wasm page has one thread and calls only `main`)."""
+    from tvm import relax
+
     return relax.get_default_pipeline(target)
 
 

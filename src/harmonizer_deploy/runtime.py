@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,44 @@ def tvm_device(kind: str, artifact_dir: str | Path | None = None) -> Any:
     return tvm.device(kind, 0)
 
 
+def physical_cores() -> int:
+    """Cores this process may run on, counting SMT siblings once (all allowed CPUs if topology is unreadable)."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    groups = set()
+    for cpu in allowed:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            groups.add(siblings.read_text().strip())
+        except OSError:
+            groups.add(str(cpu))
+    return max(1, len(groups))
+
+
+def use_all_cpu_cores() -> None:
+    """Size TVM's CPU thread pool to the physical cores, unless TVM_NUM_THREADS says otherwise.
+
+    Why: on x86 TVM assumes two hardware threads per core and starts hardware_concurrency / 2 workers, so on
+    a VM whose vCPUs are whole cores (2 vCPUs: one worker) every parallel kernel runs on half the machine while
+    onnxruntime uses all of it. The pool is created at the first parallel kernel, so this must run before.
+    """
+    os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+
+
+PARAM_TRANSFORM = "main_transform_params"
+
+
+def prepare_params(vm: Any, arrays: list[np.ndarray], device: Any) -> list[Any]:
+    """The weights as `main` takes them: uploaded, then re-laid-out once by `main_transform_params` when the
+    pipeline lifted one (the CPU pipeline does: NHWC/HWIO weights), instead of on every call."""
+    import tvm
+
+    params = [tvm.runtime.tensor(a, device) for a in arrays]
+    if not vm.module.implements_function(PARAM_TRANSFORM):
+        return params
+    transformed = vm[PARAM_TRANSFORM](params)
+    return [transformed] if isinstance(transformed, tvm.runtime.Tensor) else list(transformed)
+
+
 class CompiledModel:
     """A loaded artifact: `run(x)` takes the `[batch, time, 46, 8]` input and returns the output array."""
 
@@ -82,6 +121,8 @@ class CompiledModel:
                 f"artifact {self.dir} (target {self.manifest.get('target')}) does not run in this process",
                 "use `harmonizer-deploy verify --target <target>`, which picks the right runner",
             )
+        if self.manifest["device"] == "cpu":
+            use_all_cpu_cores()
         self.device = tvm_device(self.manifest["device"], self.dir)
         library = self.dir / self.manifest["library"]
         try:
@@ -91,7 +132,7 @@ class CompiledModel:
                                   "recompile the artifact") from exc
         self.vm = relax.VirtualMachine(module, self.device)
         arrays = load_params(self.dir / PARAMS_FILE, expected=len(self.manifest["params"]))
-        self.params = [tvm.runtime.tensor(a, self.device) for a in arrays]
+        self.params = prepare_params(self.vm, arrays, self.device)
         self.input_name = self.manifest["inputs"][0]["name"]
 
     def accepts(self, batch: int, time_steps: int) -> bool:

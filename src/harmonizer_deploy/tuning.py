@@ -24,12 +24,13 @@ META = "meta.json"
 
 
 def fuse_for_tuning(mod: Any, target: Any) -> Any:
-    """Legalize and fuse exactly as TVM's default CPU pipeline does, so tuned workloads match at compile time."""
+    """The kernels exactly as the CPU pipeline fuses them, so tuned workloads match at compile time."""
     import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from .pipelines import cpu_front_passes
 
     with target:
-        return tvm.transform.Sequential([*cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)])(mod)
+        return tvm.transform.Sequential(cpu_front_passes(target))(mod)
 
 
 def records_dir(spec: TargetSpec) -> Path:
@@ -133,19 +134,3 @@ def tune(
     }
     write_json(meta_path, meta)
     return {"records": str(out), "tasks": len(tasks), **meta}
-
-
-def tuned_cpu_pipeline(target: Any) -> Any:
-    """TVM's default CPU pipeline with one pass added after fusion: apply the MetaSchedule database in context."""
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.relax.transform import MetaScheduleApplyDatabase
-
-    @tvm.transform.module_pass(opt_level=0)
-    def apply(mod: Any, _ctx: Any) -> Any:
-        with target:
-            mod = fuse_for_tuning(mod, target)
-            mod = MetaScheduleApplyDatabase(enable_warning=False)(mod)
-            return tvm.transform.Sequential([*cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)])(mod)
-
-    return apply
