@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the README's CPU performance table on this machine:
-# onnxruntime and TensorFlow vs TVM (dynamic shapes, untuned) vs TVM (static shapes, tuned records when
-# targets/tuning/ has some for this CPU). Results: bench/results/cpu-<mcpu>.{json,md,png}.
+# onnxruntime and TensorFlow vs TVM (dynamic shapes, hand schedules) vs TVM (static shapes: tuned records when
+# targets/tuning/ has some for this CPU, hand schedules for the rest), plus end-to-end harmonize per backend.
+# Results: bench/results/cpu-<mcpu>.{json,md,png}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HD="${HD:-.venv/bin/harmonizer-deploy}"

@@ -46,7 +46,8 @@ def test_tvm_apis_we_rely_on_exist():
 
 
 def test_tuning_relies_on_cpu_pipeline_pass_lists():
-    """The tuned CPU pipeline is TVM's default CPU pipeline with MetaScheduleApplyDatabase inserted."""
+    """The CPU pipeline is TVM's CPU pass lists with ConvertLayout/LiftTransformParams in front and
+    MetaScheduleApplyDatabase + our schedules after fusion."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.relax.transform import MetaScheduleApplyDatabase
     from tvm.s_tir import meta_schedule as ms
@@ -65,3 +66,18 @@ def test_tvm_0_27_module_layout():
     pytest.importorskip("tvm.s_tir.dlight")
     import tvm.s_tir.meta_schedule
     import tvm.support.emcc  # noqa: F401
+
+
+def test_cpu_schedule_relies_on_these_tvm_apis():
+    """cpu_schedule.py and the cpu pipeline: if one of these moves, the hand schedules silently stop applying."""
+    import tvm
+    from tvm import relax, s_tir, tirx
+
+    for name in ("ConvertLayout", "LiftTransformParams", "Normalize"):
+        assert callable(getattr(relax.transform, name)), f"relax.transform.{name} moved"
+    for name in ("get_sblock", "get_child_blocks", "get_producers", "get_output_blocks", "get_loops", "compute_inline",
+                 "compute_at", "reverse_compute_at", "cache_write", "set_scope", "split", "fuse", "reorder",
+                 "parallel", "unroll", "vectorize", "decompose_reduction"):
+        assert callable(getattr(s_tir.Schedule, name, None)), f"tvm.s_tir.Schedule.{name} moved"
+    assert hasattr(tirx, "PrimFunc") and hasattr(tirx, "IntImm")
+    assert tvm.get_global_func("runtime.NumThreads", allow_missing=True) is not None

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEDULED_ATTR = "tirx.is_scheduled"
+from .scheduling import SCHEDULED_ATTR, commit, is_scheduled
+
 VECTOR_LANES = 16          # float32 lanes of one AVX-512 register (two AVX2 registers: LLVM splits it)
 ACCUMULATOR_ROWS = 4       # output pixels per tile; x 4 vectors of 16 channels = 16 accumulator registers
 CHANNEL_TILE = 64          # output channels per tile (4 vectors)
@@ -187,14 +188,10 @@ def schedule_cpu_kernels() -> Any:
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc):
                 continue
-            if SCHEDULED_ATTR in func.attrs and int(func.attrs[SCHEDULED_ATTR]) == 1:
+            if is_scheduled(func):
                 report[gvar.name_hint] = "tuned-record"
                 continue
             updated[gvar], report[gvar.name_hint] = schedule_function(func)
-        for gvar, func in updated.items():
-            mod[gvar] = func
-        _last_report.clear()
-        _last_report.update(report)
-        return mod
+        return commit(mod, updated, _last_report, report)
 
     return _pass

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import HarmonizerError
+from .scheduling import SCHEDULED_ATTR, commit, is_scheduled
 
 DEFAULT_RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
-SCHEDULED_ATTR = "tirx.is_scheduled"  # the attribute dlight itself sets and checks (TVM 0.27: tirx)
 
 _last_report: dict[str, Any] = {}
 _failure: list[HarmonizerError] = []  # raised inside a TVM pass, the error reaches Python re-wrapped by the FFI
@@ -42,10 +42,6 @@ def make_rules(names: tuple[str, ...] | list[str]) -> list[tuple[str, Any]]:
                                   f"use rules from tvm.s_tir.dlight.gpu, e.g. {', '.join(DEFAULT_RULES)}")
         rules.append((name, cls()))
     return rules
-
-
-def _is_scheduled(func: Any) -> bool:
-    return SCHEDULED_ATTR in func.attrs and int(func.attrs[SCHEDULED_ATTR]) == 1
 
 
 def lowering_problems(name: str, func: Any, target: Any) -> list[str]:
@@ -137,7 +133,7 @@ def per_function_schedule(rule_names: tuple[str, ...] | list[str] = DEFAULT_RULE
         _failure.clear()
         updated = {}
         for gvar, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+            if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
                 continue
             target = func.attrs.get("target") or tvm.target.Target.current(allow_none=False)
             try:
@@ -146,10 +142,6 @@ def per_function_schedule(rule_names: tuple[str, ...] | list[str] = DEFAULT_RULE
             except HarmonizerError as exc:
                 _failure[:] = [exc]
                 raise
-        for gvar, func in updated.items():
-            mod[gvar] = func
-        _last_report.clear()
-        _last_report.update(report)
-        return mod
+        return commit(mod, updated, _last_report, report)
 
     return _pass
