@@ -68,7 +68,7 @@ def _conv_tile(rows: int | None, width: int, channels: int) -> tuple[int, int, i
     vector, a 36 KB weight panel that stays in L1) 498 GFLOP/s without tiling the rows, which is what a
     symbolic batch x time needs; 1 x 2 x 64 (8 accumulators, too few to cover the FMA latency) 381 GFLOP/s.
     """
-    lanes = VECTOR_LANES if channels % VECTOR_LANES == 0 else channels
+    lanes = _largest_divisor(channels, VECTOR_LANES)  # 64 → 16, 4 voices → 4, 24 → 12: at most one register
     wide_x = _largest_divisor(width, 24)
     even_rows = rows is not None and rows % 2 == 0 and width % 2 == 0
     if lanes == VECTOR_LANES and (even_rows or wide_x < 8):
