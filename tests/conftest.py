@@ -14,6 +14,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def save_seeded_keras(config, seed: int, path: Path) -> Path:
+    """Build the model for `config`, give it seeded weights, save it as .keras at `path`."""
+    from harmonizer_deploy.model import build_model, seeded_weights, set_weights
+
+    model = build_model(config)
+    set_weights(model, config, seeded_weights(config, seed=seed))
+    model.save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_config():
     from harmonizer_deploy.config import ModelConfig
@@ -24,13 +34,7 @@ def small_config():
 @pytest.fixture(scope="session")
 def small_keras(tmp_path_factory, small_config):
     """A tiny Coconet saved as .keras (seeded weights), fast to convert and compile."""
-    from harmonizer_deploy.model import build_model, seeded_weights, set_weights
-
-    model = build_model(small_config)
-    set_weights(model, small_config, seeded_weights(small_config, seed=1))
-    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
-    model.save(path)
-    return path
+    return save_seeded_keras(small_config, 1, tmp_path_factory.mktemp("keras") / "tiny.keras")
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,9 @@ def variant_config():
 @pytest.fixture(scope="session")
 def variant_keras(tmp_path_factory, variant_config):
     """The custom-attention variant, tiny, seeded, saved as .keras."""
-    from harmonizer_deploy.model import build_model, seeded_weights, set_weights
+    from conftest import save_seeded_keras
 
-    model = build_model(variant_config)
-    set_weights(model, variant_config, seeded_weights(variant_config, seed=3))
-    path = tmp_path_factory.mktemp("variant") / "variant.keras"
-    model.save(path)
-    return path
+    return save_seeded_keras(variant_config, 3, tmp_path_factory.mktemp("variant") / "variant.keras")
 
 
 @pytest.fixture(scope="session")

@@ -82,31 +82,30 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def regressions(baseline: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Cases (and columns) that passed in `baseline` and do not pass now."""
+def _status_changes(baseline: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
+    """(case, column, old status, new result) for every case in both reports whose status differs."""
     found = []
     for name, old in baseline.get("cases", {}).items():
         new = current["cases"].get(name)
         if new is None:
             continue
         for col in COLUMNS:
-            if old.get(col, {}).get("status") == "pass" and new.get(col, {}).get("status") != "pass":
-                found.append(f"{name} [{col}]: pass -> {new[col]['status']}: {new[col].get('detail', '')}")
+            before, after = old.get(col, {}).get("status"), new.get(col, {})
+            if before is not None and before != after.get("status"):
+                found.append((name, col, before, after))
     return found
+
+
+def regressions(baseline: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Cases (and columns) that passed in `baseline` and do not pass now."""
+    return [f"{name} [{col}]: pass -> {after.get('status')}: {after.get('detail', '')}"
+            for name, col, before, after in _status_changes(baseline, current) if before == "pass"]
 
 
 def changes(baseline: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Every (case, column) whose category differs from the baseline, regressions or not."""
-    found = []
-    for name, old in baseline.get("cases", {}).items():
-        new = current["cases"].get(name)
-        if new is None:
-            continue
-        for col in COLUMNS:
-            before, after = old.get(col, {}).get("status"), new.get(col, {}).get("status")
-            if before is not None and before != after:
-                found.append(f"{name} [{col}]: {before} -> {after}")
-    return found
+    return [f"{name} [{col}]: {before} -> {after.get('status')}"
+            for name, col, before, after in _status_changes(baseline, current)]
 
 
 def pack_breaks(report: dict[str, Any]) -> list[str]:

@@ -25,6 +25,20 @@ def pitch_range_bias() -> np.ndarray:
     return bias
 
 
+def melody_harmony_attention(h, wq, wk, wv, key_dim: int):
+    """The attention itself, shared by the custom layer and its standard-op rewrite (which passes the weights
+    lifted to [1, C, D] so the projections are batched MatMuls)."""
+    ops = keras.ops
+    harmony = ops.mean(h, axis=2)
+    melody = ops.max(h, axis=2)
+    q = ops.matmul(harmony, wq)
+    k = ops.matmul(melody, wk)
+    v = ops.matmul(melody, wv)
+    scores = ops.matmul(q, ops.transpose(k, (0, 2, 1))) * np.float32(1.0 / np.sqrt(key_dim))
+    context = ops.matmul(ops.softmax(scores, axis=-1), v)
+    return h + ops.expand_dims(context, 2)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class MelodyHarmonyAttention(keras.layers.Layer):
     """Attention over time aligning harmony and melody positions.
@@ -45,15 +59,7 @@ class MelodyHarmonyAttention(keras.layers.Layer):
         self.wv = self.add_weight(shape=(channels, channels), name="value", initializer="glorot_uniform")
 
     def call(self, h):
-        ops = keras.ops
-        harmony = ops.mean(h, axis=2)
-        melody = ops.max(h, axis=2)
-        q = ops.matmul(harmony, self.wq)
-        k = ops.matmul(melody, self.wk)
-        v = ops.matmul(melody, self.wv)
-        scores = ops.matmul(q, ops.transpose(k, (0, 2, 1))) * np.float32(1.0 / np.sqrt(self.key_dim))
-        context = ops.matmul(ops.softmax(scores, axis=-1), v)
-        return h + ops.expand_dims(context, 2)
+        return melody_harmony_attention(h, self.wq, self.wk, self.wv, self.key_dim)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "key_dim": self.key_dim}
