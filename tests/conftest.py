@@ -38,6 +38,16 @@ def small_keras(tmp_path_factory, small_config):
 
 
 @pytest.fixture(scope="session")
+def bundled_onnx(tmp_path_factory):
+    """The bundled default model (16 layers x 64 filters, trained weights) converted to ONNX."""
+    from harmonizer_deploy import convert
+
+    path = tmp_path_factory.mktemp("bundled") / "model.onnx"
+    result = convert(None, path)
+    return path, result
+
+
+@pytest.fixture(scope="session")
 def built(tmp_path_factory, small_keras):
     """build/ with model.onnx (+ sidecar) and a compiled cpu artifact for the tiny model."""
     from harmonizer_deploy import compile, convert

@@ -35,7 +35,11 @@ def conv_model(cin: int, cout: int, kernel: int, auto_pad: str, dilation: int = 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def run_cpu_pipeline(model: onnx.ModelProto, x: np.ndarray, fix_dims: dict | None) -> tuple[np.ndarray, dict]:
+def run_cpu_pipeline(model: onnx.ModelProto, x: np.ndarray, fix_dims: dict | None,
+                     winograd: bool | None = None) -> tuple[np.ndarray, dict]:
+    """Compile with the cpu target's pipeline (its `[options] winograd` unless overridden) and run once."""
+    import dataclasses
+
     import tvm
     from tvm import relax
 
@@ -47,6 +51,8 @@ def run_cpu_pipeline(model: onnx.ModelProto, x: np.ndarray, fix_dims: dict | Non
 
     use_all_cpu_cores()
     spec = load_target("cpu")
+    if winograd is not None:
+        spec = dataclasses.replace(spec, options={**spec.options, "winograd": winograd})
     target = spec.tvm_target()
     mod, _names, arrays, _report = import_onnx(model, fix_dims)
     executable = tvm.compile(mod, target=target, relax_pipeline=get_pipeline("cpu")(spec, target))
@@ -55,38 +61,84 @@ def run_cpu_pipeline(model: onnx.ModelProto, x: np.ndarray, fix_dims: dict | Non
     return out.numpy(), last_report()
 
 
-CASES = [  # cin, cout, kernel, auto_pad, dilation, residual, width, batch, time
-    (64, 64, 3, "SAME_UPPER", 1, True, 46, 1, 32),   # the default model's main layer
-    (8, 64, 3, "SAME_UPPER", 1, False, 46, 3, 7),    # first layer; odd batch x time
-    (64, 4, 2, "SAME_UPPER", 1, False, 46, 2, 5),    # last layer: 2x2 kernel, 4 output channels, uneven padding
-    (20, 24, 3, "SAME_LOWER", 1, False, 15, 1, 9),   # channels not a multiple of 16, odd width
-    (64, 64, 3, "NOTSET", 2, True, 46, 1, 8),        # dilation 2 (explicit pads)
-    (32, 32, 2, "SAME_LOWER", 1, True, 11, 2, 6),   # residual after a 2x2 kernel, narrow width
+WINOGRAD, DIRECT = "winograd-row-tasks", "conv2d-nhwc-register-tile"
+CASES = [  # cin, cout, kernel, auto_pad, dilation, residual, width, batch, time, schedule
+    (64, 64, 3, "SAME_UPPER", 1, True, 46, 1, 32, WINOGRAD),  # the default model's main layer
+    (64, 64, 3, "SAME_UPPER", 1, False, 46, 3, 7, WINOGRAD),  # odd time: the last tile row is half outside
+    (16, 48, 3, "SAME_LOWER", 1, False, 13, 2, 1, WINOGRAD),  # width 13: last tile 1 of 4 columns; 48 channels
+    (8, 64, 3, "SAME_UPPER", 1, False, 46, 3, 7, DIRECT),     # first layer (8 inputs: no full vector); odd b x t
+    (64, 4, 2, "SAME_UPPER", 1, False, 46, 2, 5, DIRECT),     # last layer: 2x2 kernel, 4 outputs, uneven padding
+    (20, 24, 3, "SAME_LOWER", 1, False, 15, 1, 9, DIRECT),    # channels not a multiple of 16, odd width
+    (64, 64, 3, "NOTSET", 2, True, 46, 1, 8, DIRECT),         # dilation 2 (explicit pads): not Winograd's case
+    (32, 32, 2, "SAME_LOWER", 1, True, 11, 2, 6, DIRECT),     # residual after a 2x2 kernel, narrow width
 ]
 
 
 @pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}to{c[1]}k{c[2]}{c[3][:6]}d{c[4]}w{c[6]}b{c[7]}t{c[8]}")
 def test_scheduled_conv_matches_onnxruntime(case, static):
-    cin, cout, kernel, pad, dilation, residual, width, batch, steps = case
+    cin, cout, kernel, pad, dilation, residual, width, batch, steps, schedule = case
     model = conv_model(cin, cout, kernel, pad, dilation, residual, width)
     x = np.random.default_rng(1).normal(size=(batch, steps, width, cin)).astype(np.float32)
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     got, report = run_cpu_pipeline(model, x, {"batch": batch, "time": steps} if static else None)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
     conv_kernels = {name: how for name, how in report.items() if "conv2d" in name}
-    assert conv_kernels and set(conv_kernels.values()) == {"conv2d-nhwc-register-tile"}, report
+    assert conv_kernels and set(conv_kernels.values()) == {schedule}, report
 
 
-def test_default_model_kernels_all_get_a_schedule(built):
-    """Every convolution of the compiled default-shaped model is hand-scheduled; none fell back silently."""
+def test_winograd_off_gives_the_direct_convolution():
+    """`[options] winograd = false`: the same 3x3 layer stays a direct convolution, with the same answer."""
+    model = conv_model(64, 64, 3, "SAME_UPPER", residual=True)
+    x = np.random.default_rng(2).normal(size=(1, 9, 46, 64)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    got, report = run_cpu_pipeline(model, x, None, winograd=False)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert {how for name, how in report.items() if "conv2d" in name} == {DIRECT}, report
+    assert not [name for name in report if "winograd" in name], report
+
+
+@pytest.mark.parametrize("outputs", [2, 4])
+def test_winograd_transforms_compute_a_correlation(outputs):
+    """A^T [(G g) * (B^T d)] equals the 3-tap correlation of d with g: the matrices themselves are right."""
+    from harmonizer_deploy.winograd import TRANSFORMS
+
+    a_t, g, b_t = TRANSFORMS[outputs]
+    rng = np.random.default_rng(outputs)
+    for _ in range(20):
+        data, taps = rng.normal(size=outputs + 2), rng.normal(size=3)
+        expected = [data[i:i + 3] @ taps for i in range(outputs)]
+        np.testing.assert_allclose(a_t @ ((g @ taps) * (b_t @ data)), expected, rtol=1e-12, atol=1e-12)
+
+
+def _conv_schedules(manifest_path) -> dict[str, str]:
     import json
 
-    manifest = json.loads((built / "cpu" / "manifest.json").read_text())
-    functions = manifest["schedules"]["functions"]
-    convs = [how for name, how in functions.items() if "conv2d" in name]
-    assert convs and all(how == "conv2d-nhwc-register-tile" for how in convs), functions
+    functions = json.loads(manifest_path.read_text())["schedules"]["functions"]
     assert not [how for how in functions.values() if how.startswith("default (")], functions
+    return {name: how for name, how in functions.items() if "conv2d" in name}
+
+
+def test_tiny_model_kernels_all_get_a_schedule(built):
+    """Every convolution of the compiled tiny model (8 filters: too few channels for Winograd) is
+    hand-scheduled; none fell back silently."""
+    convs = _conv_schedules(built / "cpu" / "manifest.json")
+    assert convs and set(convs.values()) == {DIRECT}, convs
+
+
+def test_bundled_model_runs_its_3x3_layers_as_winograd_and_verifies(bundled_onnx, tmp_path):
+    """The bundled model: its 13 3x3 64->64 layers (two fused kernel variants) are Winograd kernels, the 8-input
+    first layer and the 2x2 layers direct convolutions, and the artifact matches onnxruntime."""
+    from harmonizer_deploy import compile, verify
+
+    onnx_path, _ = bundled_onnx
+    compile(onnx_path, "cpu", tmp_path / "cpu")
+    convs = _conv_schedules(tmp_path / "cpu" / "manifest.json")
+    winograd = {name for name, how in convs.items() if how == WINOGRAD}
+    assert len(winograd) == 2 and all("winograd" in name for name in winograd), convs
+    assert set(convs.values()) == {WINOGRAD, DIRECT}, convs
+    report = verify(tmp_path / "cpu", "cpu", num_inputs=2)
+    assert report.passed, report
 
 
 @pytest.mark.parametrize(("kernel", "dilation", "mode", "pads"), [

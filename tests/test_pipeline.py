@@ -24,11 +24,11 @@ def test_convert_writes_checked_onnx_and_sidecar(built):
     assert {"tf2onnx", "onnx", "onnxruntime"} <= set(sidecar["versions"])
 
 
-def test_convert_bundled_default_model(tmp_path):
-    result = hd.convert(None, tmp_path / "m.onnx")
+def test_convert_bundled_default_model(bundled_onnx):
+    path, result = bundled_onnx
     assert result.max_abs_err <= 1e-4
     assert result.op_types["Conv"] == 16
-    assert json.loads((tmp_path / "m.json").read_text())["source"]["path"] == "bundled:default"
+    assert json.loads(path.with_suffix(".json").read_text())["source"]["path"] == "bundled:default"
 
 
 def test_convert_saved_model_directory(tmp_path, small_keras):

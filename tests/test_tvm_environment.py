@@ -81,3 +81,27 @@ def test_cpu_schedule_relies_on_these_tvm_apis():
         assert callable(getattr(s_tir.Schedule, name, None)), f"tvm.s_tir.Schedule.{name} moved"
     assert hasattr(tirx, "PrimFunc") and hasattr(tirx, "IntImm")
     assert tvm.get_global_func("runtime.NumThreads", allow_missing=True) is not None
+
+
+def test_winograd_relies_on_these_tvm_apis():
+    """winograd.py builds its kernels in TE and rewrites Relax calls with a PyExprMutator; the schedule reads
+    block write regions and proves shapes equal with the symbolic analyzer."""
+    from tvm import relax, sym, te, tirx
+
+    for name in ("compute", "placeholder", "reduce_axis", "sum", "create_prim_func"):
+        assert callable(getattr(te, name, None)), f"tvm.te.{name} moved"
+    for name in ("Select", "if_then_else", "all", "const"):
+        assert callable(getattr(tirx, name, None)), f"tvm.tirx.{name} moved"
+    assert callable(getattr(relax.expr_functor, "mutator", None)) and hasattr(relax, "PyExprMutator")
+    for name in ("emit_te", "update_func", "get"):
+        assert callable(getattr(relax.BlockBuilder, name, None)), f"relax.BlockBuilder.{name} moved"
+    analyzer = sym.Analyzer()
+    n = tirx.Var("n", "int64")
+    assert analyzer.can_prove_equal(analyzer.simplify(n // 2 * 2 + n % 2), n)
+    data = te.placeholder((n, 4), name="x")
+    out = te.compute((n, 4), lambda i, j: data[i, j] * 2, name="y")
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(te.create_prim_func([data, out]))
+    region = sch.get(sch.get_sblock("y")).writes[0]
+    assert len(region.source.shape) == 2, "TensorRegion.source (the written buffer) moved"

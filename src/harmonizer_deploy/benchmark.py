@@ -228,7 +228,9 @@ def markdown_table(result: dict) -> str:
         f"Time steps {result['config']['time_steps']}, {result['config']['repeats']} interleaved repeats "
         f"after {result['config']['warmup']} warm-up runs. "
         f"Measured peak (float32 2048² matmul, best of numpy BLAS and onnxruntime MLAS): "
-        f"{result['machine'].get('peak_gflops_matmul_f32', '?')} GFLOP/s.",
+        f"{result['machine'].get('peak_gflops_matmul_f32', '?')} GFLOP/s. "
+        "GFLOP/s is effective: the model's direct-convolution FLOPs over the latency, so a backend that computes "
+        "fewer multiplies (tvm-cpu's Winograd convolutions) can exceed the peak.",
         "",
         "| backend | batch | p50 ms | min ms | p90 ms | first run ms | load ms | GFLOP/s | × onnxruntime |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -8,7 +8,10 @@ a tile of `rows` output pixels x `cols` channels lives in vector registers for t
 pixels broadcast, weight rows loaded as 16-lane vectors), the epilogue (bias, residual add, ReLU) is applied
 while the tile is still hot, and tiles run in parallel over the CPU's cores.
 
-Everything else (padding, layout glue) gets parallel, vectorized loops; reductions such as the final
+With `[options] winograd` the 3x3 layers arrive as Winograd kernels (`winograd.py`) instead: one row of
+tiles per parallel task, its input transform, the 24 transform-point products (the same register-blocked
+micro-kernel, tiles x channels) and the output transform with the epilogue, all within the row's cache
+footprint. Everything else (padding, layout glue) gets parallel, vectorized loops; reductions such as the final
 softmax are left to TVM's default lowering (they are tiny here). Tuned MetaSchedule records, when present,
 are applied first; these schedules only take the kernels no record covers.
 """
@@ -22,6 +25,7 @@ from .scheduling import SCHEDULED_ATTR, commit, is_scheduled
 VECTOR_LANES = 16          # float32 lanes of one AVX-512 register (two AVX2 registers: LLVM splits it)
 ACCUMULATOR_ROWS = 4       # output pixels per tile; x 4 vectors of 16 channels = 16 accumulator registers
 CHANNEL_TILE = 64          # output channels per tile (4 vectors)
+WINOGRAD_ROWS = 4          # Winograd tiles per register block of the transform-point products
 
 _last_report: dict[str, str] = {}
 
@@ -125,6 +129,92 @@ def schedule_conv2d_nhwc(func: Any) -> Any | None:
     return sch.mod["main"]
 
 
+def _named_block(sch: Any, prefix: str) -> Any | None:
+    found = [b for b in _root_blocks(sch) if sch.get(b).name_hint.startswith(prefix)]
+    return found[0] if len(found) == 1 else None
+
+
+def schedule_winograd(func: Any) -> Any | None:
+    """One row of Winograd tiles per parallel task (`winograd.conv2d_nhwc`, epilogue fused): the row's
+    zero-padded input window, its transform and its 24 matrix products are computed into buffers that stay
+    in L1/L2, then the output transform writes the row with bias/residual/ReLU applied. The products use
+    the register-blocked micro-kernel of the direct convolution (tiles x 64 channels held in registers over
+    the input-channel reduction). None if the function has no Winograd kernel."""
+    from tvm import s_tir
+
+    from .winograd import OUTPUT, PAD, PRODUCTS, TILE, TRANSFORMED
+
+    sch = s_tir.Schedule(func)
+    stages = [_named_block(sch, name) for name in (PAD, TRANSFORMED, PRODUCTS, OUTPUT)]
+    outputs = sch.get_output_blocks(sch.get_sblock("root"))
+    if any(stage is None for stage in stages) or len(outputs) != 1:
+        return None
+    pad, transformed, products, output_transform = stages
+    output = outputs[0]
+    if not _same_shape(_written_shape(sch, output), _written_shape(sch, output_transform)):
+        return None  # the epilogue changes the layout (e.g. a fused transpose): rows are not tile rows
+    keep = {sch.get(b).name_hint for b in (pad, transformed, products, output)}
+    for block in _root_blocks(sch):  # output transform + epilogue chain folded into the output block
+        if sch.get(block).name_hint not in keep:
+            sch.compute_inline(block)
+
+    m_h, m_w = TILE
+    n, h, w, k = sch.get_loops(output)
+    tile_row, i = sch.split(h, [None, m_h])
+    tile_col, j = sch.split(w, [None, m_w])
+    k_outer, k_lanes = sch.split(k, [None, VECTOR_LANES])
+    sch.reorder(n, tile_row, tile_col, k_outer, i, j, k_lanes)
+    row = sch.fuse(n, tile_row)
+    sch.parallel(row)
+    for block in (products, transformed, pad):
+        sch.compute_at(block, row)
+    for loop in (i, j):
+        sch.unroll(loop)
+    sch.vectorize(k_lanes)
+
+    eh, ew, tiles, out_channels, reduction = _inner_loops(sch, products, row)
+    point = sch.fuse(eh, ew)
+    rows = _largest_divisor(_static(sch.get(tiles).extent), WINOGRAD_ROWS)
+    tiles_outer, tiles_inner = sch.split(tiles, [None, rows])
+    vectors = _largest_divisor(_static(sch.get(out_channels).extent) // VECTOR_LANES, CHANNEL_TILE // VECTOR_LANES)
+    f_outer, f_vectors, f_lanes = sch.split(out_channels, [None, vectors, VECTOR_LANES])
+    sch.reorder(point, tiles_outer, f_outer, reduction, tiles_inner, f_vectors, f_lanes)
+    accumulators = sch.cache_write(products, 0, "local")
+    sch.reverse_compute_at(accumulators, f_outer)
+    for loop in (tiles_inner, f_vectors):
+        sch.unroll(loop)
+    sch.vectorize(f_lanes)
+    sch.decompose_reduction(products, reduction)
+    _vectorize_innermost(sch, accumulators)
+
+    eh, ew, tiles, channels = _inner_loops(sch, transformed, row)
+    c_outer, c_lanes = sch.split(channels, [None, VECTOR_LANES])
+    sch.reorder(tiles, c_outer, eh, ew, c_lanes)
+    for loop in (eh, ew):
+        sch.unroll(loop)
+    sch.vectorize(c_lanes)
+    _vectorize_innermost(sch, pad)
+    return sch.mod["main"]
+
+
+def _written_shape(sch: Any, block: Any) -> list[Any]:
+    return list(sch.get(block).writes[0].source.shape)
+
+
+def _same_shape(first: list[Any], second: list[Any]) -> bool:
+    from tvm import sym
+
+    analyzer = sym.Analyzer()
+    return len(first) == len(second) and all(analyzer.can_prove_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def _inner_loops(sch: Any, block: Any, outer: Any) -> list[Any]:
+    """The loops of `block` below `outer` that do more than one iteration."""
+    loops = sch.get_loops(block)
+    below = loops[[sch.get(loop).same_as(sch.get(outer)) for loop in loops].index(True) + 1:]
+    return [loop for loop in below if _static(sch.get(loop).extent) != 1]
+
+
 def _vectorize_innermost(sch: Any, block: Any) -> None:
     inner = sch.get_loops(block)[-1]
     extent = _static(sch.get(inner).extent)
@@ -158,7 +248,8 @@ def schedule_injective(func: Any) -> Any | None:
     return sch.mod["main"]
 
 
-SCHEDULES = (("conv2d-nhwc-register-tile", schedule_conv2d_nhwc), ("injective-parallel", schedule_injective))
+SCHEDULES = (("winograd-row-tasks", schedule_winograd),
+             ("conv2d-nhwc-register-tile", schedule_conv2d_nhwc), ("injective-parallel", schedule_injective))
 
 
 def schedule_function(func: Any) -> tuple[Any, str]:

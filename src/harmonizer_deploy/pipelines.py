@@ -19,26 +19,37 @@ get_pipeline = PIPELINES.lookup
 CPU_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
 
 
-def cpu_front_passes(target: Any) -> list[Any]:
+def cpu_front_passes(target: Any, winograd: bool = False) -> list[Any]:
     """Layout, parameter lifting, legalization and fusion: what `tune` extracts tasks from and `compile` applies
     records to, so both see the same kernels.
 
     NHWC activations with HWIO weights make each convolution a matrix multiply whose output channels are
-    contiguous (16-lane vector loads of weights, broadcast inputs); `LiftTransformParams` moves the weight
-    re-layout into `main_transform_params`, run once when an artifact is loaded instead of on every call.
+    contiguous (16-lane vector loads of weights, broadcast inputs); with `winograd`, the 3x3 ones become
+    Winograd kernels (`winograd.py`: a third of the multiplies). `LiftTransformParams` moves the weight
+    re-layout and Winograd transform into `main_transform_params`, run once when an artifact is loaded
+    instead of on every call.
     """
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    return [relax.transform.ConvertLayout(CPU_LAYOUTS), relax.transform.Normalize(),
+    from .winograd import rewrite_conv2d
+
+    fast_convolutions = [rewrite_conv2d()] if winograd else []
+    return [relax.transform.ConvertLayout(CPU_LAYOUTS), relax.transform.Normalize(), *fast_convolutions,
             relax.transform.LiftTransformParams(), *cpu.library_dispatch_passes(target),
             *cpu.legalize_passes(target)]
 
 
+def uses_winograd(spec: Any) -> bool:
+    """`[options] winograd` of a CPU target (off unless the TOML says so)."""
+    return bool(spec is not None and spec.options.get("winograd", False))
+
+
 @register_pipeline("cpu")
 def cpu_pipeline(spec: Any, target: Any) -> Any:
-    """NHWC + lifted weight transforms + fused kernels, then tuned MetaSchedule records where compile found some
-    for this CPU, hand-written schedules (`cpu_schedule`) for every kernel without one, and TVM's CPU lowering."""
+    """NHWC (+ Winograd 3x3 convolutions when `[options] winograd`) + lifted weight transforms + fused kernels,
+    then tuned MetaSchedule records where compile found some for this CPU, hand-written schedules
+    (`cpu_schedule`) for every kernel without one, and TVM's CPU lowering."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.relax.transform import MetaScheduleApplyDatabase
@@ -50,7 +61,7 @@ def cpu_pipeline(spec: Any, target: Any) -> Any:
     def _pipeline(mod: Any, _ctx: Any) -> Any:
         with target:
             tuned = [MetaScheduleApplyDatabase(enable_warning=False)] if ms.database.Database.current() else []
-            passes = [*cpu_front_passes(target), *tuned, schedule_cpu_kernels(),
+            passes = [*cpu_front_passes(target, winograd=uses_winograd(spec)), *tuned, schedule_cpu_kernels(),
                       *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
             return tvm.transform.Sequential(passes)(mod)
 

@@ -23,14 +23,14 @@ RECORDS = "database_tuning_record.json"
 META = "meta.json"
 
 
-def fuse_for_tuning(mod: Any, target: Any) -> Any:
-    """The kernels exactly as the CPU pipeline fuses them, so tuned workloads match at compile time."""
+def fuse_for_tuning(mod: Any, target: Any, spec: TargetSpec | None = None) -> Any:
+    """The kernels exactly as the CPU pipeline fuses them for `spec`, so tuned workloads match at compile time."""
     import tvm
 
-    from .pipelines import cpu_front_passes
+    from .pipelines import cpu_front_passes, uses_winograd
 
     with target:
-        return tvm.transform.Sequential(cpu_front_passes(target))(mod)
+        return tvm.transform.Sequential(cpu_front_passes(target, winograd=uses_winograd(spec)))(mod)
 
 
 def records_dir(spec: TargetSpec) -> Path:
@@ -101,7 +101,7 @@ def tune(
     onnx_model = check_onnx_file(model)
     mod, _, _, _ = import_onnx(onnx_model, {"batch": batch, "time": time_steps})
     tvm_target = spec.tvm_target()
-    fused = fuse_for_tuning(mod, tvm_target)
+    fused = fuse_for_tuning(mod, tvm_target, spec)
     tasks = ms.relax_integration.extract_tasks(fused, tvm_target)
     out = records_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
