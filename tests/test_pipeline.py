@@ -109,6 +109,19 @@ def test_bench_measures_every_backend(built, tmp_path):
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bench_skips_harmonize_for_a_batch_artifact(build_copy, tmp_path):
+    """A static batch-2 artifact gets latency rows, but no harmonize row (the sampler runs batch 1), and the
+    bench does not stop there."""
+    hd.compile(build_copy / "model.onnx", "cpu", build_copy / "cpu-b2", batch=2, time_steps=8)
+    result = hd.bench(batches=(2,), time_steps=8, warmup=0, repeats=1, build_dir=build_copy, out_dir=None,
+                      harmonize_repeats=1)
+    latency = {r["backend"] for r in result["rows"]}
+    harmonized = {r["backend"] for r in result["harmonize"]}
+    batch_artifact = {name for name in latency if name.endswith("b2")}
+    assert batch_artifact and not batch_artifact & harmonized
+    assert {"onnxruntime", "tvm-cpu"} <= harmonized
+
+
 def test_failed_compile_leaves_no_artifact(built, tmp_path, monkeypatch):
     from harmonizer_deploy import exporters
 

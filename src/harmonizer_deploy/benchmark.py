@@ -106,7 +106,10 @@ def harmonize_rows(opened: dict, repeats: int, seed: int) -> list[dict]:
     notes, _ = read_melody(HARMONIZE_SAMPLE)
     usable = {}
     for name, backend in opened.items():
-        window = backend_window(backend) if getattr(backend, "accepts", None) else None
+        try:
+            window = backend_window(backend) if getattr(backend, "accepts", None) else None
+        except HarmonizerError:  # compiled for a batch > 1: the sampler runs batch 1, so no harmonize row
+            continue
         if window is None or window >= 32:
             usable[name] = GibbsSettings(steps=HARMONIZE_STEPS, window=window)
     seconds: dict[str, list[float]] = {n: [] for n in usable}
