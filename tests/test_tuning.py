@@ -69,6 +69,49 @@ def test_tune_then_compile_uses_records(built, tmp_path, private_targets):
 
     result = tune(built / "model.onnx", "cpu", batch=1, time_steps=8, trials=8, trials_per_round=8)
     assert result["tasks"] >= 3 and result["trials"] == 8
+    decisions = result["records_vs_hand_schedules"]
+    assert decisions and all(task.startswith("1x8/") for task in decisions)
+    assert all(d["tuned_ms"] > 0 and d["hand_ms"] > 0 for d in decisions.values() if "hand_ms" in d)
     compiled = hd.compile(built / "model.onnx", "cpu", tmp_path / "tuned", batch=1, time_steps=8)
-    assert compiled.manifest["tuning"]["used"] is True
+    assert compiled.manifest["tuning"]["used"] is (result["records_kept"] > 0)
     assert hd.verify(tmp_path / "tuned", "cpu", num_inputs=1).passed
+
+
+def test_only_records_that_beat_the_hand_schedule_are_kept(built, tmp_path):
+    """A tuned record replaces a hand schedule at compile time, so `tune` keeps it only where it measured faster
+    (timer faked here: the direct convolutions "win", everything else hand-scheduled "loses"); kernels no hand
+    schedule covers keep their record untimed."""
+    import onnx
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from harmonizer_deploy.compiler import import_onnx
+    from harmonizer_deploy.tuning import RECORDS, WORKLOADS, fuse_for_tuning, keep_winning_records
+
+    spec = load_target("cpu")
+    target = spec.tvm_target()
+    mod, *_ = import_onnx(onnx.load(built / "model.onnx"), {"batch": 1, "time": 8})
+    tasks = ms.relax_integration.extract_tasks(fuse_for_tuning(mod, target, spec), target)
+    database = ms.database.JSONDatabase(str(tmp_path / WORKLOADS), str(tmp_path / RECORDS), allow_missing=True)
+    for task in tasks:  # a near-unscheduled record per task (outer loop split by 1) stands in for MetaSchedule's
+        func_mod = task.dispatched[0]
+        sch = s_tir.Schedule(func_mod)
+        sch.split(sch.get_loops(sch.get_child_blocks(sch.get_sblock("root"))[0])[0], [None, 1])
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, database.commit_workload(func_mod), [1e-3], target,
+            ms.arg_info.ArgInfo.from_prim_func(func_mod["main"])))
+
+    def fake_timer(kernel, _target):
+        scheduled = "conv2d" in kernel.script() and "T.parallel" not in kernel.script()
+        return 2.0 if not scheduled else 1.0  # the tuned (unscheduled) convolution "wins"
+
+    decisions = keep_winning_records(tasks, tmp_path, target, timer=fake_timer)
+    assert set(decisions) == {t.task_name for t in tasks}
+    kept = {name for name, d in decisions.items() if d["kept"]}
+    assert {name for name in decisions if "conv2d" in name} <= kept
+    assert {name for name, d in decisions.items() if d["hand_schedule"] == "injective-parallel"}.isdisjoint(kept)
+    assert {name for name, d in decisions.items() if d["hand_schedule"] == "default"} <= kept
+    reloaded = ms.database.JSONDatabase(str(tmp_path / WORKLOADS), str(tmp_path / RECORDS), allow_missing=False)
+    for task in tasks:
+        found = reloaded.query_tuning_record(task.dispatched[0], target, "main") is not None
+        assert found == (task.task_name in kept), task.task_name

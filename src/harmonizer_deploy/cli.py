@@ -233,6 +233,12 @@ def tune(
         return
     out.print(f"{result['records']}: {result['tasks']} tasks, {result['trials']} trials in total, "
               f"{result['tuning_seconds']:.0f} s; compile with --batch {batch} --time {time_steps} to use them")
+    shape = f"{batch}x{time_steps}/"
+    for task, decision in sorted(result["records_vs_hand_schedules"].items()):
+        if task.startswith(shape):
+            times = (f" (tuned {decision['tuned_ms']} ms vs {decision['hand_schedule']} {decision['hand_ms']} ms)"
+                     if "hand_ms" in decision else f" ({decision['hand_schedule']})")
+            out.print(f"  {task[len(shape):]}: record {'kept' if decision['kept'] else 'dropped'}{times}")
 
 
 def parse_range(value: str | None) -> tuple[float, float] | None:

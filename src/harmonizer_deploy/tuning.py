@@ -33,6 +33,71 @@ def fuse_for_tuning(mod: Any, target: Any, spec: TargetSpec | None = None) -> An
         return tvm.transform.Sequential(cpu_front_passes(target, winograd=uses_winograd(spec)))(mod)
 
 
+def kernel_seconds(mod: Any, target: Any) -> float:
+    """Median time of one call of a one-function TIR module on this CPU (seeded random inputs)."""
+    import numpy as np
+    import tvm
+
+    from .runtime import use_all_cpu_cores
+
+    use_all_cpu_cores()
+    device = tvm.cpu()
+    func = mod["main"]
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.random([int(d) for d in p.shape]).astype(str(p.dtype)), device)
+            for p in func.params]
+    library = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    return float(library.mod.time_evaluator("main", device, number=20, repeat=5)(*args).median)
+
+
+def keep_winning_records(tasks: list[Any], path: Path, target: Any,
+                         timer: Callable[[Any, Any], float] = kernel_seconds) -> dict[str, dict]:
+    """Keep a task's best tuned record only where it beats the hand schedule compile would use without it.
+
+    `compile` applies records before the hand schedules (`cpu_schedule`), so a record that lost to them would
+    make a tuned artifact slower than an untuned one. Each kernel is timed both ways on this CPU; losing records
+    are removed from the database in `path`. Returns {task: {"kept", "tuned_ms", "hand_ms", "hand_schedule"}}.
+    """
+    import os
+    import shutil
+
+    from tvm.s_tir import meta_schedule as ms
+
+    from .cpu_schedule import schedule_function
+
+    database = ms.database.JSONDatabase(str(path / WORKLOADS), str(path / RECORDS), allow_missing=True)
+    winners, decisions = [], {}
+    for task in tasks:
+        mod = task.dispatched[0]
+        record = database.query_tuning_record(mod, target, "main")
+        if record is None:
+            continue
+        hand, how = schedule_function(mod["main"])
+        decision: dict[str, Any] = {"hand_schedule": how}
+        if how.startswith("default"):  # nothing hand-written applies: the record can only help
+            decision["kept"] = True
+        else:
+            tuned = database.query_schedule(mod, target, "main").mod
+            decision["tuned_ms"] = round(timer(tuned, target) * 1e3, 4)
+            decision["hand_ms"] = round(timer(type(mod)({"main": hand}), target) * 1e3, 4)
+            decision["kept"] = decision["tuned_ms"] < decision["hand_ms"]
+        decisions[task.task_name] = decision
+        if decision["kept"]:
+            winners.append((mod, record))
+    staging = path.with_name(path.name + ".pruning")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    pruned = ms.database.JSONDatabase(str(staging / WORKLOADS), str(staging / RECORDS), allow_missing=True)
+    for mod, record in winners:
+        pruned.commit_tuning_record(ms.database.TuningRecord(
+            record.trace, pruned.commit_workload(mod), record.run_secs, record.target, record.args_info))
+    for name in (WORKLOADS, RECORDS):
+        (staging / name).touch()
+        os.replace(staging / name, path / name)
+    shutil.rmtree(staging)
+    return decisions
+
+
 def records_dir(spec: TargetSpec) -> Path:
     """`targets/tuning/<target>-<mcpu>`: records are only valid for the CPU they were measured on."""
     cpu = spec.resolved_target().get("mcpu", "generic")
@@ -64,6 +129,11 @@ def find_records(spec: TargetSpec, shape: tuple[int, int] | None) -> tuple[Tunin
     if list(shape) not in meta.get("shapes", []):
         return None, (f"tuned records at {path} cover [batch, time] {meta.get('shapes')}, not {list(shape)} "
                       f"(run `harmonizer-deploy tune --batch {shape[0]} --time {shape[1]}`)")
+    decisions = {task: d for task, d in meta.get("records_vs_hand_schedules", {}).items()
+                 if task.startswith(f"{shape[0]}x{shape[1]}/")}
+    if decisions and not any(d["kept"] for d in decisions.values()):
+        return None, (f"tuning at {path} kept no record for [batch, time] {list(shape)}: the hand schedules beat "
+                      f"every tuned kernel (times in {META})")
     return TuningRecords(path, meta), "ok"
 
 
@@ -122,7 +192,10 @@ def tune(
         if progress:
             progress(done, trials)
     seconds = time.perf_counter() - start
-    tasks_by_shape = {**previous.get("tasks_by_shape", {}), f"{batch}x{time_steps}": len(tasks)}
+    shape_key = f"{batch}x{time_steps}"
+    decisions = {**previous.get("records_vs_hand_schedules", {}),
+                 **{f"{shape_key}/{task}": d for task, d in keep_winning_records(tasks, out, tvm_target).items()}}
+    tasks_by_shape = {**previous.get("tasks_by_shape", {}), shape_key: len(tasks)}
     meta = {
         "target": spec.name, "target_json": spec.resolved_target(), "tvm": tvm.__version__,
         "model_sha256": sha256_file(model),
@@ -130,6 +203,8 @@ def tune(
         "shapes": [[int(n) for n in key.split("x")] for key in sorted(tasks_by_shape)],
         "trials": previous.get("trials", 0) + done,
         "tuning_seconds": round(previous.get("tuning_seconds", 0.0) + seconds, 1),
+        "records_vs_hand_schedules": decisions,
+        "records_kept": sum(1 for d in decisions.values() if d["kept"]),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(meta_path, meta)
