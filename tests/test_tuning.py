@@ -115,3 +115,24 @@ def test_only_records_that_beat_the_hand_schedule_are_kept(built, tmp_path):
     for task in tasks:
         found = reloaded.query_tuning_record(task.dispatched[0], target, "main") is not None
         assert found == (task.task_name in kept), task.task_name
+
+
+def test_shipped_records_apply_to_the_bundled_model_on_their_cpu(bundled_onnx, tmp_path):
+    """The records in targets/tuning/ are for one CPU model (znver5) and [1, 32]: on that CPU, compile finds them,
+    applies the kept ones (the hand schedules keep the rest) and the artifact still verifies."""
+    import json
+
+    from harmonizer_deploy.tuning import META, records_dir
+
+    spec = load_target("cpu")
+    path = records_dir(spec)
+    if not (path / META).is_file():
+        pytest.skip(f"no shipped records for this CPU ({path.name}); they were tuned on cpu-znver5")
+    meta = json.loads((path / META).read_text())
+    onnx_path, _ = bundled_onnx
+    compiled = hd.compile(onnx_path, "cpu", tmp_path / "b1", batch=1, time_steps=32)
+    assert compiled.manifest["tuning"]["used"] is True
+    schedules = list(compiled.manifest["schedules"]["functions"].values())
+    assert schedules.count("tuned-record") >= 1 and "winograd-row-tasks" in schedules
+    assert meta["records_kept"] >= 1
+    assert hd.verify(tmp_path / "b1", "cpu", num_inputs=1).passed
