@@ -90,10 +90,13 @@ def test_only_records_that_beat_the_hand_schedule_are_kept(built, tmp_path):
 
     spec = load_target("cpu")
     target = spec.tvm_target()
-    mod, *_ = import_onnx(onnx.load(built / "model.onnx"), {"batch": 1, "time": 8})
-    tasks = ms.relax_integration.extract_tasks(fuse_for_tuning(mod, target, spec), target)
+    def shape_tasks(steps):
+        mod, *_ = import_onnx(onnx.load(built / "model.onnx"), {"batch": 1, "time": steps})
+        return ms.relax_integration.extract_tasks(fuse_for_tuning(mod, target, spec), target)
+
+    tasks, earlier_shape = shape_tasks(8), shape_tasks(16)
     database = ms.database.JSONDatabase(str(tmp_path / WORKLOADS), str(tmp_path / RECORDS), allow_missing=True)
-    for task in tasks:  # a near-unscheduled record per task (outer loop split by 1) stands in for MetaSchedule's
+    for task in tasks + earlier_shape:  # a near-unscheduled record per task (outer loop split by 1) stands in
         func_mod = task.dispatched[0]
         sch = s_tir.Schedule(func_mod)
         sch.split(sch.get_loops(sch.get_child_blocks(sch.get_sblock("root"))[0])[0], [None, 1])
@@ -115,6 +118,11 @@ def test_only_records_that_beat_the_hand_schedule_are_kept(built, tmp_path):
     for task in tasks:
         found = reloaded.query_tuning_record(task.dispatched[0], target, "main") is not None
         assert found == (task.task_name in kept), task.task_name
+    current = {task.dispatched[0].script() for task in tasks}
+    other_shape_only = [t for t in earlier_shape if t.dispatched[0].script() not in current]
+    assert any("conv2d" in t.task_name for t in other_shape_only)
+    for task in other_shape_only:  # another shape's records (pruned when that shape was tuned) are left alone
+        assert reloaded.query_tuning_record(task.dispatched[0], target, "main") is not None, task.task_name
 
 
 def test_shipped_records_apply_to_the_bundled_model_on_their_cpu(bundled_onnx, tmp_path):

@@ -84,6 +84,7 @@ def keep_winning_records(tasks: list[Any], path: Path, target: Any,
         decisions[task.task_name] = decision
         if decision["kept"]:
             winners.append((mod, record))
+    winners += _best_records_of_other_workloads(database, [task.dispatched[0] for task in tasks])
     staging = path.with_name(path.name + ".pruning")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -96,6 +97,23 @@ def keep_winning_records(tasks: list[Any], path: Path, target: Any,
         os.replace(staging / name, path / name)
     shutil.rmtree(staging)
     return decisions
+
+
+def _best_records_of_other_workloads(database: Any, current: list[Any]) -> list[tuple[Any, Any]]:
+    """(module, best record) of every workload in `database` that is not one of `current`'s: the kernels of
+    other shapes tuned earlier, already pruned then, kept as they are."""
+    current_workloads = [database.commit_workload(mod) for mod in current]
+    seen: list[Any] = []
+    kept = []
+    for record in database.get_all_tuning_records():
+        workload = record.workload
+        if any(workload.same_as(w) for w in current_workloads + seen):
+            continue
+        seen.append(workload)
+        best = database.get_top_k(workload, 1)
+        if best:
+            kept.append((workload.mod, best[0]))
+    return kept
 
 
 def records_dir(spec: TargetSpec) -> Path:
