@@ -67,7 +67,7 @@ verify: compile ## compare the $(target) artifact with onnxruntime (exit 4: no s
 bench: verify ## latency table of every built backend → bench/results/
 	$(HD) bench --batch 1 --batch 8 --repeats 5 --build-dir $(BUILD)
 
-SAMPLE := src/harmonizer_deploy/samples/ode-to-joy.mid
+SAMPLE := src/harmonizer_deploy/music/samples/ode-to-joy.mid
 harmonize: verify ## harmonize the bundled sample melody on tvm-$(target) → $(BUILD)/ode-to-joy-chorale.mid/.png
 	$(HD) harmonize $(SAMPLE) -o $(BUILD)/ode-to-joy-chorale.mid --backend tvm-$(target) --build-dir $(BUILD) \
 		--seed 0 --png $(BUILD)/ode-to-joy-chorale.png
@@ -82,8 +82,9 @@ test: setup ## the test suite (slow tests excluded)
 test-slow: setup ## only the slow tests
 	$(BIN)/python -m pytest -q -m slow
 
-lint: setup ## ruff, and hadolint on docker/*.Dockerfile
-	$(BIN)/ruff check src tests
+lint: setup ## ruff, the import layers (lint-imports), and hadolint on docker/*.Dockerfile
+	$(BIN)/ruff check src tests lint
+	$(BIN)/lint-imports
 	$(BIN)/hadolint --config .hadolint.yaml docker/*.Dockerfile
 
 clean: ## remove build outputs (keeps the virtualenv)

@@ -36,7 +36,7 @@ def _install_plant() -> str:
 
     sys.path.insert(0, str(REPO / "tests"))
     import plant
-    from harmonizer_deploy import compiler
+    from harmonizer_deploy.compiler.build import build as compiler
 
     model = onnx.load(str(BUILD / "model.onnx"))
     name = next(n.name for n in model.graph.node if n.op_type == PLANT_OP)
@@ -81,9 +81,9 @@ def child(mode: str, chunk: int, batch: int, time_steps: int) -> dict:
     import onnxruntime as ort
     import tvm  # noqa: F401 - loaded before the measurement in both modes
 
-    from harmonizer_deploy import debugging
-    from harmonizer_deploy.inputs import make_inputs
-    from harmonizer_deploy.runtime import CompiledModel
+    from harmonizer_deploy.verification.verify import debug as debugging
+    from harmonizer_deploy.conversion.inputs import make_inputs
+    from harmonizer_deploy.run.tvm import CompiledModel
 
     planted = _install_plant()
     row: dict = {"mode": mode, "chunk_size": chunk, "batch": batch, "time": time_steps}

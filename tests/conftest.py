@@ -16,7 +16,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 def save_seeded_keras(config, seed: int, path: Path) -> Path:
     """Build the model for `config`, give it seeded weights, save it as .keras at `path`."""
-    from harmonizer_deploy.model import build_model, seeded_weights, set_weights
+    from harmonizer_deploy.music.model import build_model, seeded_weights, set_weights
 
     model = build_model(config)
     set_weights(model, config, seeded_weights(config, seed=seed))
@@ -26,7 +26,7 @@ def save_seeded_keras(config, seed: int, path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def small_config():
-    from harmonizer_deploy.config import ModelConfig
+    from harmonizer_deploy.music.config import ModelConfig
 
     return ModelConfig(name="tiny", num_layers=6, num_filters=8)
 

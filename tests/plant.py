@@ -41,6 +41,6 @@ def planted_importer(original: Callable, node_name: str, factor: float) -> Calla
 
 
 def install(monkeypatch: Any, node_name: str, factor: float) -> None:
-    from harmonizer_deploy import compiler
+    from harmonizer_deploy.compiler import build as compiler
 
     monkeypatch.setattr(compiler, "import_onnx", planted_importer(compiler.import_onnx, node_name, factor))

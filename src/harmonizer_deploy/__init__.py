@@ -6,30 +6,30 @@ Heavy dependencies (TensorFlow, TVM) load only when a function that needs them i
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from harmonizer_deploy.core.version import __version__ as __version__
 
 __all__ = ["bench", "compile", "convert", "doctor", "verify"]
 
 
 def __getattr__(name: str):
     if name == "convert":
-        from .conversion import convert
+        from harmonizer_deploy.conversion.convert import convert
 
         return convert
     if name == "compile":
-        from .compiler import compile
+        from harmonizer_deploy.compiler.build import compile
 
         return compile
     if name == "verify":
-        from .verification import verify
+        from harmonizer_deploy.verification.verify import verify
 
         return verify
     if name == "bench":
-        from .benchmark import bench
+        from harmonizer_deploy.benchmark.bench import bench
 
         return bench
     if name == "doctor":
-        from .diagnostics import doctor
+        from harmonizer_deploy.run.doctor import doctor
 
         return doctor
     raise AttributeError(f"module 'harmonizer_deploy' has no attribute {name!r}")

@@ -3,14 +3,14 @@ from TensorFlow through ONNX and onnxruntime to TVM. See docs/custom-ops.md."""
 
 from __future__ import annotations
 
-from .registry import (
-    CUSTOM_DOMAINS,
-    DECOMPOSED_DOMAIN,
-    DOMAIN,
-    STRATEGIES,
-    CustomOp,
-    CustomOpRegistry,
-    default_registry,
+from harmonizer_deploy.custom_ops.registry import (
+           CUSTOM_DOMAINS,
+           DECOMPOSED_DOMAIN,
+           DOMAIN,
+           STRATEGIES,
+           CustomOp,
+           CustomOpRegistry,
+           default_registry,
 )
 
 __all__ = ["CUSTOM_DOMAINS", "DECOMPOSED_DOMAIN", "DOMAIN", "STRATEGIES", "CustomOp", "CustomOpRegistry",

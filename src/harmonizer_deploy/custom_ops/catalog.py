@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .registry import CustomOp, CustomOpRegistry
+from harmonizer_deploy.custom_ops.registry import CustomOp, CustomOpRegistry
 
 # ---------------------------------------------------------------------------------------------------------
 # ONNX function helpers (bodies of standard ops; `opset` picks the signature of ops that changed at 18)
@@ -51,7 +51,7 @@ def _function(domain: str, name: str, inputs: list[str], outputs: list[str], nod
 
 
 def _attention_rewrite(layer: Any) -> Any:
-    from .rewrite_layers import MelodyHarmonyAttentionRewritten
+    from harmonizer_deploy.music.rewrite_layers import MelodyHarmonyAttentionRewritten
 
     return MelodyHarmonyAttentionRewritten(key_dim=layer.key_dim, name=layer.name)
 
@@ -109,13 +109,13 @@ def _attention_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
 
 
 def _softmax_rewrite(layer: Any) -> Any:
-    from .rewrite_layers import PitchMaskedSoftmaxRewritten
+    from harmonizer_deploy.music.rewrite_layers import PitchMaskedSoftmaxRewritten
 
     return PitchMaskedSoftmaxRewritten(name=layer.name)
 
 
 def _softmax_inputs(layer: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
-    from .layers import pitch_range_bias
+    from harmonizer_deploy.music.custom_layers import pitch_range_bias
 
     return [pitch_range_bias()], {}
 
@@ -140,13 +140,13 @@ def _softmax_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
 
 
 def _logsumexp_rewrite(layer: Any) -> Any:
-    from .rewrite_layers import CausalLogSumExpPoolRewritten
+    from harmonizer_deploy.music.rewrite_layers import CausalLogSumExpPoolRewritten
 
     return CausalLogSumExpPoolRewritten(name=layer.name)
 
 
 def _logsumexp_tf_attributes(graph: Any, node: Any) -> dict[str, Any]:
-    from ..errors import HarmonizerError
+    from harmonizer_deploy.core.errors import HarmonizerError
 
     axis_node = node.inputs[1]
     if not axis_node.is_const():
@@ -205,8 +205,8 @@ def _logsumexp_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
 
 
 def register_all(registry: CustomOpRegistry) -> None:
-    from ..converter_pack import CONVERTERS
-    from .recurrent import gru_function, gru_layer_inputs, keras_gru_tvm
+    from harmonizer_deploy.custom_ops.recurrent import gru_function, gru_layer_inputs, keras_gru_tvm
+    from harmonizer_deploy.frontend.pack import CONVERTERS
 
     registry.register(CustomOp(
         op_type="KerasGRU", keras_class="GRU",

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarmonizerError
-from .registry import DECOMPOSED_DOMAIN, DOMAIN, CustomOp
+from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.custom_ops.registry import DECOMPOSED_DOMAIN, DOMAIN, CustomOp
 
 DOMAIN_FOR = {"custom-op": DOMAIN, "decompose": DECOMPOSED_DOMAIN}
 

@@ -6,9 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import HarmonizerError
-from .emit import Tf2OnnxExtensions, add_layer, add_tf_op
-from .registry import STRATEGIES, STRATEGY_HELP, CustomOp, CustomOpRegistry, default_registry
+from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.custom_ops.emit import Tf2OnnxExtensions, add_layer, add_tf_op
+from harmonizer_deploy.custom_ops.registry import (
+    STRATEGIES,
+    STRATEGY_HELP,
+    CustomOp,
+    CustomOpRegistry,
+    default_registry,
+)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError
 
 
 def gru_layer_inputs(layer: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -45,7 +45,7 @@ def gru_layer_inputs(layer: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
 def gru_function(domain: str, opset: int) -> Any:
     from onnx import AttributeProto, helper
 
-    from .catalog import _function
+    from harmonizer_deploy.custom_ops.catalog import _function
 
     gru = helper.make_node("GRU", ["xt", "W", "R", "B"], ["Y"], linear_before_reset=1)
     hidden = AttributeProto()
@@ -65,7 +65,7 @@ def keras_gru_tvm(bb: Any, inputs: list[Any], attrs: dict, ctx: Any) -> Any:
     """KerasGRU (x [B, T, I], W, R, B) → [B, T, H]: the pack's GRU with layout=1, its direction axis dropped."""
     from tvm import relax
 
-    from ..converter_pack import gru
+    from harmonizer_deploy.frontend.pack import gru
 
     outputs = bb.emit(gru(bb, inputs, {**attrs, "layout": 1, "linear_before_reset": 1}, ctx))
     return relax.op.squeeze(bb.emit(relax.TupleGetItem(outputs, 0)), [2])

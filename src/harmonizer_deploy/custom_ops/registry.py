@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError
 
 DOMAIN = "ai.harmonizer"
 DECOMPOSED_DOMAIN = "ai.harmonizer.decomposed"
@@ -114,7 +114,7 @@ def default_registry() -> CustomOpRegistry:
     """The package's registry with the harmonizer variants' ops (built on first use)."""
     global _DEFAULT
     if _DEFAULT is None:
-        from .catalog import register_all
+        from harmonizer_deploy.custom_ops.catalog import register_all
 
         registry = CustomOpRegistry()
         register_all(registry)

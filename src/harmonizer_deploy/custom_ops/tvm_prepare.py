@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import DECOMPOSED_DOMAIN
+from harmonizer_deploy.custom_ops.registry import DECOMPOSED_DOMAIN
 
 
 @dataclass
@@ -121,7 +121,7 @@ def prepare_for_tvm(model: Any, fold: bool = True, fix_dims: dict[str, int] | No
 
 def missing_tvm_converters(model: Any, converters: Any) -> list[str]:
     """`domain::op_type` of every node outside the default ONNX domain (subgraphs too) without a converter."""
-    from ..tvm_hook import foreign_domain_nodes
+    from harmonizer_deploy.frontend.hook import foreign_domain_nodes
 
     return [f"{d}::{o}" for d, o in foreign_domain_nodes(model, set(converters))]
 
@@ -132,8 +132,8 @@ def import_relax(model: Any, converters: Any, **from_onnx_kwargs: Any) -> Any:
     TVM dispatches on op_type alone, so a custom-domain node without a converter would be imported as the
     built-in of the same name (`ai.harmonizer::Relu` as Relu) or fail obscurely: it is refused here first.
     """
-    from ..errors import HarmonizerError
-    from ..tvm_hook import from_onnx_with_converters
+    from harmonizer_deploy.core.errors import HarmonizerError
+    from harmonizer_deploy.frontend.hook import from_onnx_with_converters
 
     missing = missing_tvm_converters(model, converters)
     if missing:

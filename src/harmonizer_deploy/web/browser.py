@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 CHROMIUM_FIX = "apt-get install -y chromium (Debian), or run scripts/install-web-deps.sh"
@@ -102,7 +102,7 @@ class DevToolsPipe:
             raise HarmonizerError(f"no open page at {url_prefix}", "rerun; report it if it persists")
         session = self.call("Target.attachToTarget", {"targetId": pages[0]["targetId"], "flatten": True})["sessionId"]
         data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)["data"]
-        from ..artifacts import atomic_file
+        from harmonizer_deploy.core.artifacts import atomic_file
 
         with atomic_file(path) as tmp:
             tmp.write_bytes(base64.b64decode(data))

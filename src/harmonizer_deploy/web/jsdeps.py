@@ -6,9 +6,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..artifacts import atomic_dir
-from ..errors import HarmonizerError
-from .toolchain import cache_root
+from harmonizer_deploy.core.artifacts import atomic_dir
+from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.paths import cache_root
 
 TVMJS_PACKAGE = "@mlc-ai/web-runtime"
 TVMJS_VERSION = "0.27.0-dev0"  # matches apache-tvm 0.27: the wasm ABI of the runtime objects and the JS must agree

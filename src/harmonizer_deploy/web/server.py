@@ -168,8 +168,8 @@ WEB_TARGETS = ("webgpu", "wasm")
 
 def page_artifacts(build_dir: str | Path) -> dict[str, Path]:
     """The web artifacts under `build_dir` the page can use (`build/webgpu`, `build/wasm`), by target name."""
-    from ..errors import HarmonizerError
-    from ..runtime import read_manifest
+    from harmonizer_deploy.core.errors import HarmonizerError
+    from harmonizer_deploy.core.manifest import read_manifest
 
     found = {}
     for name in WEB_TARGETS:
@@ -184,8 +184,8 @@ def page_artifacts(build_dir: str | Path) -> dict[str, Path]:
 
 def serve(build_dir: str | Path = "build", port: int = 8000) -> WebServer:
     """A server for the harmonizer page on 127.0.0.1:`port` with the web artifacts of `build_dir` (not started)."""
-    from ..errors import HarmonizerError
-    from .jsdeps import tvmjs_bundle
+    from harmonizer_deploy.core.errors import HarmonizerError
+    from harmonizer_deploy.web.jsdeps import tvmjs_bundle
 
     artifacts = page_artifacts(build_dir)
     try:

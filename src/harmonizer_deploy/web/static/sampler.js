@@ -1,5 +1,5 @@
 // Coconet's harmonization loop: block Gibbs sampling with Yao et al.'s annealed masking schedule.
-// Encoding as in harmonizer_deploy.encoding: 46 pitches (MIDI 36-81), 4 voices SATB, 16th-note steps;
+// Encoding as in harmonizer_deploy.music.encoding: 46 pitches (MIDI 36-81), 4 voices SATB, 16th-note steps;
 // model input [B,T,46,8] = pianoroll with masked cells zeroed ++ mask (1 = to predict); output [B,T,46,4].
 
 export const MIN_PITCH = 36;

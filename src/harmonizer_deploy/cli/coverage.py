@@ -1,0 +1,79 @@
+"""`harmonizer-deploy coverage`: the ONNX op coverage tracker's command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harmonizer_deploy.cli.common import cli_command
+from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
+from harmonizer_deploy.coverage.report import (
+    DEFAULT_MODEL,
+    JOURNAL,
+    REPORT_JSON,
+    changes,
+    generate,
+    regressions,
+    summary,
+)
+
+coverage_app = typer.Typer()
+
+
+@coverage_app.command("coverage")
+@cli_command
+def coverage_command(
+    filters: Annotated[
+        list[str] | None, typer.Option("--filter", "-k", help="Case name glob (test_ optional) or op name; repeat.")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (default: CPU count).")] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds per case and variant before the worker is killed.")] = 120.0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where coverage.json goes (COVERAGE.md beside it).")]
+    = REPORT_JSON,
+    journal: Annotated[Path, typer.Option(help="Resume journal of finished (case, variant) results.")] = JOURNAL,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the journal and rerun everything.")] = False,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option("--model", help=f"ONNX model(s) for a per-model section (default: {DEFAULT_MODEL} if present)."),
+    ] = None,
+    with_models: Annotated[
+        bool, typer.Option("--models/--no-models", help="Include (or skip) the per-model sections.")
+    ] = True,
+    compare: Annotated[
+        Path | None, typer.Option("--compare", help="Baseline coverage.json; exit non-zero on any regression.")
+    ] = None,
+    show_summary: Annotated[
+        bool, typer.Option("--summary", help="Print totals of the committed report without re-running.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
+) -> None:
+    """Run every ONNX node test through TVM (as-is, static, static + pack) and onnxruntime; write the report."""
+    from harmonizer_deploy.core.artifacts import read_json
+
+    if show_summary:
+        report = read_json(output, "coverage report", "run `harmonizer-deploy coverage` first")
+        data = summary(report)
+        if as_json:
+            typer.echo(json.dumps(data))
+        else:
+            typer.echo(" ".join(f"{k}={v['pass'] if isinstance(v, dict) else v}" for k, v in data.items()))
+        return
+    baseline = read_json(compare, "baseline coverage report", "pass a coverage.json") if compare else None
+    models = model if with_models else []
+    report = generate(filters or (), jobs or None, timeout, output, journal, fresh, models)
+    found = regressions(baseline, report) if baseline else []
+    changed = changes(baseline, report) if baseline else []
+    if as_json:
+        extra = {"regressions": found, "changed": changed} if baseline else {}
+        typer.echo(json.dumps({**summary(report), **extra}))
+    else:
+        typer.echo(json.dumps(summary(report)))
+        if baseline:
+            typer.echo(f"{len(changed)} case categories differ from {compare}, {len(found)} of them regressions")
+        for line in found:
+            typer.echo(f"REGRESSION {line}")
+    if found:
+        raise typer.Exit(EXIT_VERIFY_FAILED)

@@ -1,0 +1,113 @@
+"""Coconet-only commands: train, evaluate, harmonize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, err, out
+from harmonizer_deploy.cli.progress import progress_bar
+
+music_app = typer.Typer()
+
+
+@music_app.command()
+@cli_command
+def train(
+    dataset: Annotated[str, typer.Option(help="'music21' (Bach chorales shipped with music21) or a JSB-style .npz.")]
+    = "music21",
+    split: Annotated[str, typer.Option(help="Split of the .npz to train on.")] = "train",
+    config: Annotated[str, typer.Option(help="Model config name or TOML path.")] = "default",
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps in total (a resumed run continues to it).")] = 2000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    crop: Annotated[int, typer.Option(min=4, help="Training crop length in 16th-note steps.")] = 32,
+    learning_rate: Annotated[float, typer.Option(help="Initial Adam learning rate (cosine-decayed).")] = 2e-3,
+    final_learning_rate: Annotated[float, typer.Option(help="Learning rate at the last step.")] = 2e-4,
+    seed: Annotated[int, typer.Option(help="Seeds the init and every mask/crop draw.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
+    init: Annotated[str | None, typer.Option(help="Start from these Coconet-named weights (.npz).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory: checkpoint, model.npz/.toml/.json.")]
+    = Path("runs/train"),
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint in --out.")] = False,
+    log_every: Annotated[int, typer.Option(help="Without a terminal, print the loss every N steps.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a Coconet model (orderless NADE) with checkpoints; rerunning the same command resumes."""
+    from harmonizer_deploy.music.train import TrainSettings
+    from harmonizer_deploy.music.train import train as run_training
+
+    settings = TrainSettings(dataset=dataset, split=split, config=config, steps=steps, batch_size=batch_size,
+                             crop=crop, learning_rate=learning_rate, final_learning_rate=final_learning_rate,
+                             seed=seed, checkpoint_every=checkpoint_every, init=init)
+    with progress_bar("training", not as_json) as update:
+        def report(done: int, total: int, loss: float) -> None:
+            update(done, total)
+            if not err.is_terminal and (done % log_every == 0 or done == total):
+                err.print(f"step {done}/{total} loss {loss:.4f}", highlight=False)
+
+        result = run_training(settings, out_dir, resume=not fresh, progress=report)
+    summary = {"out": str(result.out_dir), "steps": result.steps, "final_loss": result.final_loss,
+               "seconds_this_run": round(result.seconds, 1)}
+    if as_json:
+        emit_json(summary)
+        return
+    out.print(f"trained {result.steps} steps, final loss {result.final_loss:.4f} "
+              f"({result.seconds:.0f} s this run) → {result.out_dir}/model.npz")
+
+
+@music_app.command()
+@cli_command
+def evaluate(
+    dataset: Annotated[str, typer.Option(help="JSB-style .npz (../shared/data/Jsb16thSeparated.npz) or 'music21'.")],
+    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    model: Annotated[str | None, typer.Option(help="Bundled model name, .keras file or SavedModel.")] = None,
+    backend: Annotated[str, typer.Option(help="tensorflow, onnxruntime or tvm-<dir>.")] = "tensorflow",
+    build_dir: Annotated[Path, typer.Option(help="Where onnxruntime/TVM artifacts live.")] = Path("build"),
+    masks: Annotated[int, typer.Option(min=1, help="Random orderless-NADE masks (orderings sampled) per piece.")] = 16,
+    seed: Annotated[int, typer.Option()] = 0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N pieces.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Note-wise NLL on held-out chorales (orderless NADE estimate), next to Coconet's published figure."""
+    from harmonizer_deploy.run.jobs import evaluate_dataset
+
+    with progress_bar(f"scoring {split} pieces", not as_json) as update:
+        result = evaluate_dataset(dataset, split, backend, build_dir, model, masks, seed, limit=limit,
+                                  progress=update)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(f"note-wise NLL {result['nll_per_note']:.4f} ± {result['stderr']:.4f} nats on {result['pieces']} "
+              f"{split} pieces ({result['notes']} notes, {masks} masks/piece, {result['seconds']:.0f} s); "
+              "published Coconet: {}-{}".format(*result["published"]["coconet_nll_per_note"]), highlight=False)
+
+
+@music_app.command()
+@cli_command
+def harmonize(
+    melody: Annotated[Path, typer.Argument(help="Melody as MIDI (.mid) or MusicXML (.xml/.musicxml/.mxl).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Four-part MIDI to write.")] = Path("chorale.mid"),
+    backend: Annotated[str, typer.Option(help="tensorflow, onnxruntime or tvm-<dir> (e.g. tvm-cpu).")]
+    = "tensorflow",
+    build_dir: Annotated[Path, typer.Option(help="Where onnxruntime/TVM artifacts live.")] = Path("build"),
+    model: Annotated[str | None, typer.Option(help="Model for the tensorflow backend (default: bundled).")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed + backend → same chorale.")] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="Gibbs steps (the Bach Doodle uses 96).")] = 96,
+    png: Annotated[Path | None, typer.Option(help="Also draw the pianoroll to this PNG.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Harmonize a melody into a four-part chorale (soprano = the melody, kept exactly)."""
+    from harmonizer_deploy.run.jobs import harmonize_file
+
+    with progress_bar(f"Gibbs sampling on {backend}", not as_json) as update:
+        result = harmonize_file(melody, output, backend, build_dir, model, seed, steps, png, progress=update)
+    if as_json:
+        emit_json(result)
+        return
+    shift = result["transposed_semitones"]
+    shifted = f", transposed {shift:+d} for the model" if shift else ""
+    out.print(f"wrote {output} (4 voices, {result['time_steps']} 16th-note steps, {backend}, seed {seed}, "
+              f"{steps} Gibbs steps, {result['seconds']:.1f} s{shifted})" + (f"; pianoroll {png}" if png else ""),
+              highlight=False)

@@ -1,0 +1,149 @@
+"""Unpack a model archive (.tar.gz / .tgz / .tar / .zip) safely: a downloaded archive is untrusted input.
+
+Refuses absolute paths, `..` components, links (symbolic or hard) that point outside the destination, device
+files, and members or totals over the size limits — before anything is written. Output appears atomically.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from harmonizer_deploy.core.artifacts import atomic_dir
+from harmonizer_deploy.core.errors import HarmonizerError
+
+MAX_MEMBER_BYTES = 2 * 1024**3
+MAX_TOTAL_BYTES = 8 * 1024**3
+MAX_MEMBERS = 100_000
+
+
+@dataclass
+class Member:
+    name: str
+    size: int
+    kind: str  # file | dir | symlink | hardlink | other
+    link_target: str = ""
+
+
+def _refuse(archive: Path, member: str, why: str) -> HarmonizerError:
+    return HarmonizerError(f"refusing to extract {archive}: member {member!r} {why}",
+                           "the archive is unsafe or corrupt; get the model from a trusted source")
+
+
+def _check_path(archive: Path, name: str) -> PurePosixPath:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise _refuse(archive, name, "has an absolute path")
+    if ".." in path.parts:
+        raise _refuse(archive, name, "contains '..'")
+    return path
+
+
+def _inside(base: PurePosixPath, target: str) -> bool:
+    """Does a link at `base` (member path) pointing to `target` stay inside the destination?"""
+    if target.startswith("/"):
+        return False
+    depth = 0
+    for part in (*base.parent.parts, *PurePosixPath(target).parts):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part not in (".", ""):
+            depth += 1
+    return True
+
+
+def _tar_members(archive: Path, tar: tarfile.TarFile) -> list[Member]:
+    members = []
+    for info in tar.getmembers():
+        if info.isfile():
+            kind = "file"
+        elif info.isdir():
+            kind = "dir"
+        elif info.issym():
+            kind = "symlink"
+        elif info.islnk():
+            kind = "hardlink"
+        else:
+            kind = "other"
+        members.append(Member(info.name, info.size, kind, info.linkname))
+    return members
+
+
+def _zip_members(zf: zipfile.ZipFile) -> list[Member]:
+    members = []
+    for info in zf.infolist():
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            kind, target = "symlink", zf.read(info).decode(errors="replace")
+        elif info.is_dir():
+            kind, target = "dir", ""
+        else:
+            kind, target = "file", ""
+        members.append(Member(info.filename, info.file_size, kind, target))
+    return members
+
+
+def check_members(archive: Path, members: list[Member]) -> None:
+    """Raise on the first unsafe member; nothing has been written yet."""
+    if len(members) > MAX_MEMBERS:
+        raise HarmonizerError(f"refusing to extract {archive}: {len(members)} members (limit {MAX_MEMBERS})",
+                              "the archive is unsafe or corrupt")
+    total = 0
+    for m in members:
+        path = _check_path(archive, m.name)
+        if m.kind == "other":
+            raise _refuse(archive, m.name, "is a device, fifo or other special file")
+        if m.kind == "symlink" and not _inside(path, m.link_target):
+            raise _refuse(archive, m.name, f"is a link pointing outside the destination ({m.link_target})")
+        if m.kind == "hardlink":
+            target = _check_path(archive, m.link_target)
+            if not _inside(PurePosixPath("x"), str(target)):
+                raise _refuse(archive, m.name, f"is a hard link outside the destination ({m.link_target})")
+        if m.size > MAX_MEMBER_BYTES:
+            raise _refuse(archive, m.name, f"is {m.size} bytes (limit {MAX_MEMBER_BYTES})")
+        total += m.size
+    if total > MAX_TOTAL_BYTES:
+        raise HarmonizerError(f"refusing to extract {archive}: {total} bytes in total (limit {MAX_TOTAL_BYTES})",
+                              "the archive is unsafe or corrupt")
+
+
+def extract(archive: str | Path, destination: str | Path) -> list[str]:
+    """Extract `archive` into `destination` (created; must not exist or be empty). Returns the member names."""
+    archive, destination = Path(archive), Path(destination)
+    if not archive.is_file():
+        raise HarmonizerError(f"archive not found: {archive}", "pass a .tar.gz, .tgz, .tar or .zip file")
+    if destination.exists() and any(destination.iterdir()):
+        raise HarmonizerError(f"destination {destination} is not empty", "extract into a new directory")
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                members = _zip_members(zf)
+                check_members(archive, members)
+                with atomic_dir(destination) as tmp:
+                    for m in members:
+                        if m.kind == "symlink":
+                            (tmp / m.name).parent.mkdir(parents=True, exist_ok=True)
+                            (tmp / m.name).symlink_to(m.link_target)
+                        elif m.kind == "dir":
+                            (tmp / m.name).mkdir(parents=True, exist_ok=True)
+                        else:
+                            (tmp / m.name).parent.mkdir(parents=True, exist_ok=True)
+                            with zf.open(m.name) as src, open(tmp / m.name, "wb") as dst:
+                                shutil.copyfileobj(src, dst)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tar:
+                members = _tar_members(archive, tar)
+                check_members(archive, members)
+                with atomic_dir(destination) as tmp:
+                    tar.extractall(tmp, filter="data")  # second line of defence after our own checks
+        else:
+            raise HarmonizerError(f"{archive} is not a tar or zip archive", "pass a .tar.gz, .tgz, .tar or .zip file")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise HarmonizerError(f"cannot extract {archive}: {exc}", "the archive is corrupt; download it again") from exc
+    return [m.name for m in members]

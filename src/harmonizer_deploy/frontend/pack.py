@@ -1,0 +1,764 @@
+"""Converters TVM 0.27's Relax ONNX frontend lacks or gets wrong, installed through `tvm_hook` (no TVM edits).
+
+Missing in TVM: Swish, Celu, LpNormalization, CumProd, Hann/Hamming/BlackmanWindow, ReverseSequence,
+NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, RNN, GRU, LSTM, and ai.onnx Attention (TVM sends it to
+its com.microsoft converter). Wrong or incomplete in TVM: LayerNormalization (Mean/InvStdDev outputs are
+placeholders), RMSNormalization (axis 0 fails to compile), Constant (only `value` is read), Pow (mixed
+base/exponent types), Dropout (float mask). `converter_pack_fold.py` is the pack's pre-pass for static shapes.
+
+Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
+pack"; one case per converter in tests/test_converter_pack.py). Converters that need a value known at
+import time (window sizes, sequence lengths, nonpad lengths) read it from a constant input, which is how
+exported models carry them, and raise a clear error otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
+
+
+def _relax() -> Any:
+    from tvm import relax
+
+    return relax
+
+
+def _const_value(expr: Any, what: str, ctx: ConvertContext | None = None) -> np.ndarray:
+    """The numpy value of a relax.Constant input (an initializer or Constant node in the ONNX model)."""
+    import tvm
+
+    if isinstance(expr, tvm.ir.GenericConst):
+        value = expr.value
+        return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+    if ctx is not None and isinstance(expr, tvm.relax.Var):  # an initializer kept as a parameter
+        _nodes, params = ctx.params
+        if expr.name_hint in params:
+            return params[expr.name_hint][1].numpy()
+    raise ValueError(f"{what} must be a constant (an initializer) for this converter, got {type(expr).__name__}")
+
+
+def _ndim(expr: Any) -> int:
+    return int(expr.ty.ndim)
+
+
+def _shape(expr: Any) -> list[int]:
+    return [int(d) for d in expr.ty.shape]
+
+
+def _builtin(op_type: str, ctx: ConvertContext) -> Any:
+    """TVM's own converter for `op_type`, for the cases ours hands back to it."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return onnx_frontend._get_convert_map()[op_type].get_converter(ctx.opset)
+
+
+def _dtype(expr: Any) -> str:
+    return str(expr.ty.dtype)
+
+
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def swish(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Swish(x) = x * sigmoid(alpha * x)."""
+    relax = _relax()
+    x = inputs[0]
+    alpha = relax.const(float(attrs.get("alpha", 1.0)), _dtype(x))
+    return relax.op.multiply(x, relax.op.sigmoid(relax.op.multiply(alpha, x)))
+
+
+def celu(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Celu(x) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
+    relax = _relax()
+    x = inputs[0]
+    in_dt = _dtype(x)
+    dt = "float32" if in_dt in _LOW_PRECISION else in_dt  # exp in bfloat16/float16 is too coarse
+    xc = relax.op.astype(x, dt) if dt != in_dt else x
+    alpha = relax.const(float(attrs.get("alpha", 1.0)), dt)
+    zero, one = relax.const(0.0, dt), relax.const(1.0, dt)
+    neg = relax.op.multiply(alpha, relax.op.subtract(relax.op.exp(relax.op.divide(xc, alpha)), one))
+    y = relax.op.add(relax.op.maximum(zero, xc), relax.op.minimum(zero, neg))
+    return relax.op.astype(y, in_dt) if dt != in_dt else y
+
+
+def layer_normalization(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """All three outputs (Y, Mean, InvStdDev); TVM returns placeholders for the last two."""
+    relax = _relax()
+    x, scale = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    ndim = _ndim(x)
+    axis = int(attrs.get("axis", -1))
+    axis = axis + ndim if axis < 0 else axis
+    eps = float(attrs.get("epsilon", 1e-5))
+    stash = int(attrs.get("stash_type", 1))
+    in_dt = _dtype(x)
+    calc_dt = "float32" if stash == 1 else in_dt
+    xc = relax.op.astype(x, calc_dt) if calc_dt != in_dt else x
+    axes = list(range(axis, ndim))
+    mean = bb.emit(relax.op.mean(xc, axes, keepdims=True))
+    centered = bb.emit(relax.op.subtract(xc, mean))
+    var = relax.op.mean(relax.op.multiply(centered, centered), axes, keepdims=True)
+    inv_std = bb.emit(relax.op.rsqrt(relax.op.add(var, relax.const(eps, calc_dt))))
+    normalized = relax.op.multiply(centered, inv_std)
+    if calc_dt != in_dt:
+        normalized = relax.op.astype(normalized, in_dt)
+    y = relax.op.multiply(normalized, scale)
+    if bias is not None:
+        y = relax.op.add(y, bias)
+    return relax.Tuple([bb.emit(y), mean, inv_std])
+
+
+def lp_normalization(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """x / ||x||_p along `axis` (p is 1 or 2)."""
+    relax = _relax()
+    x = inputs[0]
+    axis = int(attrs.get("axis", -1))
+    p = int(attrs.get("p", 2))
+    if p == 1:
+        norm = relax.op.sum(relax.op.abs(x), [axis], keepdims=True)
+    elif p == 2:
+        norm = relax.op.sqrt(relax.op.sum(relax.op.multiply(x, x), [axis], keepdims=True))
+    else:
+        raise ValueError(f"LpNormalization p={p}: ONNX allows only 1 or 2")
+    # A zero vector stays zero (the reference divides by 1 there instead of producing 0/0 = NaN).
+    dt = _dtype(x)
+    norm = bb.emit(norm)
+    safe = relax.op.where(relax.op.equal(norm, relax.const(0, dt)), relax.const(1, dt), norm)
+    return relax.op.divide(x, safe)
+
+
+def cum_prod(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """CumProd with exclusive/reverse; the axis input must be constant."""
+    relax = _relax()
+    x = inputs[0]
+    axis = int(np.asarray(_const_value(inputs[1], "CumProd axis")).reshape(-1)[0])
+    axis = axis + _ndim(x) if axis < 0 else axis
+    shape, dtype = _shape(x), _dtype(x)
+    if attrs.get("reverse", 0):
+        x = bb.emit(relax.op.flip(x, axis))
+    y = bb.emit(relax.op.cumprod(x, axis))
+    if attrs.get("exclusive", 0):
+        n = shape[axis]
+        ones_shape = list(shape)
+        ones_shape[axis] = 1
+        ones = relax.op.ones(ones_shape, dtype)
+        head = relax.op.strided_slice(y, [axis], [0], [max(n - 1, 0)])
+        y = relax.op.concat([ones, head], axis)
+    if attrs.get("reverse", 0):
+        y = relax.op.flip(y, axis)
+    return y
+
+
+def _window(kind: str) -> Converter:
+    """Hann/Hamming/Blackman window of a constant size, computed at import time."""
+
+    def convert(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+        import onnx
+
+        relax = _relax()
+        size = int(np.asarray(_const_value(inputs[0], f"{kind}Window size")).reshape(-1)[0])
+        periodic = int(attrs.get("periodic", 1))
+        denom = size if periodic else size - 1
+        n = np.arange(size, dtype=np.float64)
+        phase = 2.0 * np.pi * n / denom if denom > 0 else np.zeros(size)
+        if kind == "Hann":
+            w = 0.5 - 0.5 * np.cos(phase)
+        elif kind == "Hamming":
+            w = 25.0 / 46.0 - (21.0 / 46.0) * np.cos(phase)
+        else:
+            w = 0.42 - 0.5 * np.cos(phase) + 0.08 * np.cos(2.0 * phase)
+        dt = onnx.helper.tensor_dtype_to_np_dtype(int(attrs.get("output_datatype", onnx.TensorProto.FLOAT)))
+        return relax.const(w.astype(dt))
+
+    convert.__name__ = f"{kind.lower()}_window"
+    return convert
+
+
+def reverse_sequence(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Reverse the first seq_len[b] steps of each batch entry; sequence_lens must be constant."""
+    relax = _relax()
+    x = inputs[0]
+    lens = np.asarray(_const_value(inputs[1], "ReverseSequence sequence_lens")).astype(np.int64)
+    batch_axis = int(attrs.get("batch_axis", 1))
+    time_axis = int(attrs.get("time_axis", 0))
+    shape = _shape(x)
+    steps, batches = shape[time_axis], shape[batch_axis]
+    t = np.arange(steps)[:, None]
+    src = np.where(t < lens[None, :], lens[None, :] - 1 - t, t)  # [time, batch]
+    if batch_axis < time_axis:
+        src = src.T
+    view = [1] * len(shape)
+    view[time_axis], view[batch_axis] = steps, batches
+    index = np.broadcast_to(src.reshape(view), shape).astype(np.int64)
+    return relax.op.gather_elements(x, relax.const(index), time_axis)
+
+
+def constant(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Constant with any of its value attributes (TVM reads only `value`, and turns strings into [0])."""
+    import onnx
+
+    relax = _relax()
+    if "value" in attrs:
+        value = attrs["value"]
+        if isinstance(value, onnx.TensorProto) and value.data_type == onnx.TensorProto.STRING:
+            raise ValueError("string Constant: TVM has no string tensors")
+        return _builtin("Constant", ctx)(bb, inputs, dict(attrs), ctx.params)
+    scalars = {"value_float": np.float32, "value_int": np.int64}
+    lists = {"value_floats": np.float32, "value_ints": np.int64}
+    for name, np_dt in scalars.items():
+        if name in attrs:
+            return relax.const(np.asarray(attrs[name], dtype=np_dt), np.dtype(np_dt).name)
+    for name, np_dt in lists.items():
+        if name in attrs:
+            return relax.const(np.asarray(list(attrs[name]), dtype=np_dt), np.dtype(np_dt).name)
+    if "value_string" in attrs or "value_strings" in attrs:
+        raise ValueError("string Constant: TVM has no string tensors")
+    raise ValueError(f"Constant without a supported value attribute (has {sorted(attrs)})")
+
+
+def _nll(bb: Any, logp: Any, target: Any, weight: Any, attrs: dict) -> Any:
+    """Negative log-likelihood of `target` classes (axis 1 of `logp`), weighted, ignore_index, reduced."""
+    relax = _relax()
+    dt = _dtype(logp)
+    classes = _shape(logp)[1]
+    t_dt = _dtype(target)
+    ignore = attrs.get("ignore_index")
+    t_safe = relax.op.clip(target, 0, classes - 1)  # ignored / out-of-range targets pick class 0, weighted 0
+    if ignore is not None:
+        is_ignored = bb.emit(relax.op.equal(target, relax.const(int(ignore), t_dt)))
+        t_safe = relax.op.where(is_ignored, relax.op.zeros_like(target), t_safe)
+    t_safe = bb.emit(t_safe)
+    picked = relax.op.gather_elements(logp, relax.op.expand_dims(t_safe, 1), axis=1)
+    loss = bb.emit(relax.op.negative(relax.op.squeeze(picked, [1])))
+    w = None
+    if weight is not None:
+        w = relax.op.take(weight, t_safe, axis=0)
+    if ignore is not None:
+        keep = relax.op.where(is_ignored, relax.const(0.0, dt), relax.const(1.0, dt))
+        w = keep if w is None else relax.op.multiply(w, keep)
+    if w is not None:
+        w = bb.emit(w)
+        loss = bb.emit(relax.op.multiply(loss, w))
+    reduction = attrs.get("reduction", b"mean")
+    reduction = reduction.decode() if isinstance(reduction, bytes) else str(reduction)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return relax.op.sum(loss)
+    if w is not None:
+        return relax.op.divide(relax.op.sum(loss), relax.op.sum(w))
+    return relax.op.mean(loss)
+
+
+def negative_log_likelihood_loss(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """NegativeLogLikelihoodLoss: -input[n, target[n, d...], d...], with weights, ignore_index and reduction."""
+    return _nll(bb, inputs[0], inputs[1], _opt(inputs, 2), attrs)
+
+
+def softmax_cross_entropy_loss(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """SoftmaxCrossEntropyLoss: NLL of log_softmax over axis 1; outputs (loss, log_prob)."""
+    relax = _relax()
+    x = inputs[0]
+    in_dt = _dtype(x)
+    dt = "float32" if in_dt in _LOW_PRECISION else in_dt
+    xc = bb.emit(relax.op.astype(x, dt)) if dt != in_dt else x
+    logp = bb.emit(relax.op.nn.log_softmax(xc, axis=1))
+    weight = _opt(inputs, 2)
+    if weight is not None and dt != in_dt:
+        weight = relax.op.astype(weight, dt)
+    loss = _nll(bb, logp, inputs[1], weight, attrs)
+    outs = [loss, logp]
+    if dt != in_dt:
+        outs = [relax.op.astype(o, in_dt) for o in outs]
+    return relax.Tuple([bb.emit(o) for o in outs])
+
+
+def _opt(inputs: list, i: int) -> Any:
+    return inputs[i] if len(inputs) > i else None
+
+
+def _split_heads(bb: Any, x: Any, heads: int) -> Any:
+    """[batch, seq, heads * size] -> [batch, heads, seq, size]."""
+    relax = _relax()
+    b, s, hidden = _shape(x)
+    return bb.emit(relax.op.permute_dims(relax.op.reshape(x, [b, s, heads, hidden // heads]), [0, 2, 1, 3]))
+
+
+def _causal_or_window(q_len: int, kv_len: int, offset: Any, left: int, right: int, causal: bool) -> np.ndarray:
+    """Additive bias (0 allowed, -inf masked) of a bottom-right aligned causal mask and/or sliding window.
+
+    `offset` is an int (keys before this query block) or a per-batch array (then the result is [b, 1, q, kv]).
+    """
+    i = np.arange(q_len).reshape(q_len, 1)
+    j = np.arange(kv_len).reshape(1, kv_len)
+    per_batch = np.ndim(offset) > 0
+    pos = i + (np.reshape(offset, (-1, 1, 1)) if per_batch else int(offset))  # absolute query position
+    allowed = np.ones(np.broadcast_shapes(pos.shape, j.shape), dtype=bool)
+    if causal:
+        allowed &= j <= pos
+    if left >= 0:
+        allowed &= pos - j <= left
+    if right >= 0:
+        allowed &= j - pos <= right
+    bias = np.where(allowed, 0.0, -np.inf)
+    return bias.reshape(bias.shape[0], 1, q_len, kv_len) if per_batch else bias
+
+
+def attention(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """ai.onnx Attention (opset 23+): Y, present_key, present_value, qk_matmul_output.
+
+    TVM maps every `Attention` node to its com.microsoft converter (see COVERAGE.md); this is the standard op:
+    3D or 4D Q/K/V, grouped-query heads, boolean or additive masks (shorter masks padded with -inf), causal
+    masking aligned bottom-right, past key/value caches, softcap, scale, softmax precision, the four
+    qk_matmul_output modes, nonpad_kv_seqlen (constant) and the opset-25 sliding window. A query row with no
+    attendable key gives zeros, as the reference does.
+    """
+    import onnx
+
+    relax = _relax()
+    q, k, v = inputs[0], inputs[1], inputs[2]
+    mask, past_k, past_v, nonpad = _opt(inputs, 3), _opt(inputs, 4), _opt(inputs, 5), _opt(inputs, 6)
+    out_dt = _dtype(q)
+    dt = "float32" if out_dt in _LOW_PRECISION else out_dt  # float16/bfloat16 compute in float32
+    if dt != out_dt:
+        q, k, v = (bb.emit(relax.op.astype(t, dt)) for t in (q, k, v))
+        past_k, past_v = (bb.emit(relax.op.astype(t, dt)) if t is not None else None for t in (past_k, past_v))
+        if mask is not None and _dtype(mask) != "bool":
+            mask = bb.emit(relax.op.astype(mask, dt))
+    three_d = _ndim(q) == 3
+    if three_d:
+        q_heads, kv_heads = int(attrs["q_num_heads"]), int(attrs["kv_num_heads"])
+        q, k, v = _split_heads(bb, q, q_heads), _split_heads(bb, k, kv_heads), _split_heads(bb, v, kv_heads)
+    q_heads, kv_heads = _shape(q)[1], _shape(k)[1]
+    head_size = _shape(q)[3]
+    scale = float(attrs.get("scale", 1.0 / np.sqrt(head_size)))
+    root = relax.const(np.sqrt(scale), dt)
+    if past_k is not None:
+        k = bb.emit(relax.op.concat([past_k, k], axis=2))
+        v = bb.emit(relax.op.concat([past_v, v], axis=2))
+    present_k, present_v = k, v
+    q_len, kv_len = _shape(q)[2], _shape(k)[2]
+    batch = _shape(q)[0]
+
+    neg_inf = relax.const(-np.inf, dt)
+    bias = None
+    if mask is not None:
+        if _dtype(mask) == "bool":
+            mask = bb.emit(relax.op.where(mask, relax.const(0.0, dt), neg_inf))
+        m_shape = _shape(mask)
+        if m_shape[-1] < kv_len:
+            pad = relax.const(np.full([*m_shape[:-1], kv_len - m_shape[-1]], -np.inf, dtype=dt), dt)
+            mask = relax.op.concat([mask, pad], axis=-1)
+        bias = bb.emit(mask)
+    causal = bool(attrs.get("is_causal", 0))
+    left, right = int(attrs.get("left_window_size", -1)), int(attrs.get("right_window_size", -1))
+    lens = None
+    if nonpad is not None:
+        lens = np.asarray(_const_value(nonpad, "Attention nonpad_kv_seqlen", ctx)).astype(np.int64).reshape(-1)
+    if causal or left >= 0 or right >= 0:
+        offset: Any = (lens - q_len) if (lens is not None and past_k is None) else (
+            _shape(past_k)[2] if past_k is not None else 0
+        )
+        extra = relax.const(_causal_or_window(q_len, kv_len, offset, left, right, causal).astype(dt), dt)
+        bias = bb.emit(extra if bias is None else relax.op.add(bias, extra))
+    if lens is not None:
+        keep = np.arange(kv_len)[None, :] < lens[:, None]
+        pad_bias = np.where(keep, 0.0, -np.inf).reshape(batch, 1, 1, kv_len).astype(dt)
+        bias = bb.emit(relax.const(pad_bias, dt) if bias is None else relax.op.add(bias, relax.const(pad_bias, dt)))
+
+    if q_heads != kv_heads:
+        k = bb.emit(relax.op.repeat(k, q_heads // kv_heads, axis=1))
+        v = bb.emit(relax.op.repeat(v, q_heads // kv_heads, axis=1))
+    qk = bb.emit(
+        relax.op.matmul(relax.op.multiply(q, root), relax.op.permute_dims(relax.op.multiply(k, root), [0, 1, 3, 2]))
+    )
+    softcap = float(attrs.get("softcap", 0.0))
+    if softcap > 0:
+        cap = relax.const(softcap, dt)
+        qk = bb.emit(relax.op.multiply(relax.op.tanh(relax.op.divide(qk, cap)), cap))
+    mode = int(attrs.get("qk_matmul_output_mode", 0))
+    scores = bb.emit(relax.op.add(qk, bias)) if bias is not None else qk
+    qk_out = scores if mode == 2 else qk
+    precision = attrs.get("softmax_precision")
+    sm_dt = str(onnx.helper.tensor_dtype_to_np_dtype(int(precision))) if precision else dt
+    sm_in = relax.op.astype(scores, sm_dt) if sm_dt != dt else scores
+    probs = bb.emit(relax.op.nn.softmax(sm_in, axis=-1))
+    if bias is not None:  # rows with no attendable key: zeros, not the NaN of softmax over all -inf
+        # (compare against the lowest finite value: TVM's llvm code evaluates -inf == -inf as false)
+        lowest = relax.const(np.finfo(dt).min, dt)
+        dead = relax.op.less_equal(relax.op.max(bias, axis=-1, keepdims=True), lowest)
+        probs = bb.emit(relax.op.where(dead, relax.const(0.0, sm_dt), probs))
+    if sm_dt != dt:
+        probs = bb.emit(relax.op.astype(probs, dt))
+    if mode == 3:
+        qk_out = probs
+    y = relax.op.matmul(probs, v)
+    if three_d:
+        y = relax.op.reshape(relax.op.permute_dims(y, [0, 2, 1, 3]), [batch, q_len, q_heads * _shape(v)[3]])
+    outs = [y, present_k, present_v, qk_out]
+    if dt != out_dt:
+        outs = [relax.op.astype(o, out_dt) for o in outs]
+    return relax.Tuple([bb.emit(o) for o in outs])
+
+
+def rms_normalization(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """RMSNormalization: x / sqrt(mean(x^2 over axes axis..-1) + epsilon) * scale (TVM's fails to compile axis=0)."""
+    relax = _relax()
+    x, scale = inputs[0], inputs[1]
+    ndim = _ndim(x)
+    axis = int(attrs.get("axis", -1))
+    axis = axis + ndim if axis < 0 else axis
+    eps = float(attrs.get("epsilon", 1e-5))
+    in_dt = _dtype(x)
+    calc_dt = "float32" if int(attrs.get("stash_type", 1)) == 1 else in_dt
+    xc = relax.op.astype(x, calc_dt) if calc_dt != in_dt else x
+    ms = relax.op.mean(relax.op.multiply(xc, xc), list(range(axis, ndim)), keepdims=True)
+    normalized = relax.op.multiply(xc, relax.op.rsqrt(relax.op.add(ms, relax.const(eps, calc_dt))))
+    if calc_dt != in_dt:
+        normalized = relax.op.astype(normalized, in_dt)
+    return relax.op.multiply(normalized, scale)
+
+
+def power(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Pow with different base and exponent types (the result has the base's type); same types go to TVM."""
+    relax = _relax()
+    x, y = inputs[0], inputs[1]
+    x_dt, y_dt = _dtype(x), _dtype(y)
+    if x_dt == y_dt:
+        return _builtin("Pow", ctx)(bb, inputs, attrs, ctx.params)
+    if x_dt.startswith(("float", "bfloat")):
+        return relax.op.power(x, relax.op.astype(y, x_dt))
+    wide = "float64"
+    return relax.op.astype(relax.op.power(relax.op.astype(x, wide), relax.op.astype(y, wide)), x_dt)
+
+
+def dropout(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Dropout when it is the identity (inference, or ratio 0): Y = X and a boolean all-true mask.
+
+    TVM returns the mask as float. Training mode with a non-zero ratio is random and goes to TVM's converter.
+    """
+    relax = _relax()
+    x = inputs[0]
+    ratio_in, training_in = _opt(inputs, 1), _opt(inputs, 2)
+    training = False
+    if training_in is not None:
+        training = bool(np.asarray(_const_value(training_in, "Dropout training_mode", ctx)).reshape(-1)[0])
+    ratio = float(attrs.get("ratio", 0.5))
+    if ratio_in is not None:
+        ratio = float(np.asarray(_const_value(ratio_in, "Dropout ratio", ctx)).reshape(-1)[0])
+    if training and ratio != 0.0:
+        return _builtin("Dropout", ctx)(bb, inputs, attrs, ctx.params)
+    mask = relax.op.ones(_shape(x), "bool")
+    return relax.Tuple([x, bb.emit(mask)])
+
+
+# Largest finite value of each float8 type: saturate=1 (the default) clamps to it.
+_FLOAT8_MAX = {
+    "float8_e4m3fn": 448.0,
+    "float8_e4m3fnuz": 240.0,
+    "float8_e5m2": 57344.0,
+    "float8_e5m2fnuz": 57344.0,
+}
+
+
+_FLOAT8_TYPES = (17, 18, 19, 20)  # TensorProto FLOAT8E4M3FN, FLOAT8E4M3FNUZ, FLOAT8E5M2, FLOAT8E5M2FNUZ
+
+
+def _float8_name(elem_type: int) -> str | None:
+    import onnx
+
+    name = onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+    return name if name in _FLOAT8_MAX else None
+
+
+def _to_float8(bb: Any, x: Any, target: str, attrs: dict) -> Any:
+    """x cast to float8 `target`: clamped to its range first when saturating, NaN kept NaN.
+
+    TVM's cast wraps out-of-range values and turns NaN into a number.
+    """
+    import onnx
+
+    relax = _relax()
+    src = _dtype(x)
+    if not src.startswith(("float", "bfloat")):
+        return relax.op.astype(x, target)
+    top = _FLOAT8_MAX[target]
+    saturate = bool(int(attrs.get("saturate", 1)))
+    y = bb.emit(relax.op.astype(relax.op.clip(x, -top, top), target))
+    np_f8 = onnx.helper.tensor_dtype_to_np_dtype(
+        next(t for t in _FLOAT8_TYPES if onnx.helper.tensor_dtype_to_np_dtype(t).name == target)
+    )
+
+    def const(v: float) -> Any:
+        return relax.const(np.array(v, dtype=np_f8), target)
+
+    if not saturate:  # out of range: +-inf where the type has it (e5m2), NaN otherwise
+        too_big = relax.op.greater(relax.op.abs(x), relax.const(top, src))
+        if target == "float8_e5m2":
+            over = relax.op.where(relax.op.greater(x, relax.const(0.0, src)), const(np.inf), const(-np.inf))
+        else:
+            over = const(np.nan)
+        y = bb.emit(relax.op.where(too_big, over, y))
+    return relax.op.where(relax.op.isnan(x), const(np.nan), y)
+
+
+def cast(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Cast to a float8 type; only such Cast nodes are taken over (see `applies_to`)."""
+    return _to_float8(bb, inputs[0], _float8_name(int(attrs["to"])), attrs)
+
+
+def cast_like(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """CastLike to a float8 type."""
+    target = _dtype(inputs[1])
+    if target not in _FLOAT8_MAX:
+        return _builtin("CastLike", ctx)(bb, inputs, attrs, ctx.params)
+    return _to_float8(bb, inputs[0], target, attrs)
+
+
+def _casts_to_float8(node: Any, graph: Any) -> bool:
+    attrs = {a.name: a for a in node.attribute}
+    return "to" in attrs and _float8_name(int(attrs["to"].i)) is not None
+
+
+def _casts_like_float8(node: Any, graph: Any) -> bool:
+    """CastLike whose target tensor is a float8 initializer or graph input (its type is known here)."""
+    like = node.input[1] if len(node.input) > 1 else ""
+    for t in graph.initializer:
+        if t.name == like:
+            return _float8_name(t.data_type) is not None
+    for vi in [*graph.input, *graph.value_info]:
+        if vi.name == like and vi.type.HasField("tensor_type"):
+            return _float8_name(vi.type.tensor_type.elem_type) is not None
+    return False
+
+
+cast.applies_to = _casts_to_float8  # type: ignore[attr-defined]
+cast_like.applies_to = _casts_like_float8  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------- RNN, GRU, LSTM
+
+
+def _act(name: str, alpha: float | None, beta: float | None) -> Any:
+    """One of ONNX's recurrent activation functions as a relax expression builder."""
+    relax = _relax()
+    op = relax.op
+
+    def c(v: float, x: Any) -> Any:
+        return relax.const(v, _dtype(x))
+
+    table = {
+        "sigmoid": lambda x: op.sigmoid(x),
+        "tanh": lambda x: op.tanh(x),
+        "relu": lambda x: op.nn.relu(x),
+        "leakyrelu": lambda x: op.nn.leakyrelu(x, 0.01 if alpha is None else alpha),
+        "thresholdedrelu": lambda x: op.where(op.greater(x, c(1.0 if alpha is None else alpha, x)), x, c(0.0, x)),
+        "affine": lambda x: op.add(op.multiply(x, c(1.0 if alpha is None else alpha, x)), c(beta or 0.0, x)),
+        "scaledtanh": lambda x: op.multiply(
+            c(1.0 if alpha is None else alpha, x), op.tanh(op.multiply(x, c(1.0 if beta is None else beta, x)))
+        ),
+        "hardsigmoid": lambda x: op.clip(
+            op.add(op.multiply(x, c(0.2 if alpha is None else alpha, x)), c(0.5 if beta is None else beta, x)), 0, 1
+        ),
+        "elu": lambda x: op.where(
+            op.greater_equal(x, c(0.0, x)),
+            x,
+            op.multiply(c(1.0 if alpha is None else alpha, x), op.subtract(op.exp(x), c(1.0, x))),
+        ),
+        "softsign": lambda x: op.divide(x, op.add(op.abs(x), c(1.0, x))),
+        "softplus": lambda x: op.log(op.add(op.exp(x), c(1.0, x))),
+    }
+    key = name.lower()
+    if key not in table:
+        raise ValueError(f"recurrent activation {name!r} is not supported")
+    return table[key]
+
+
+def _take(bb: Any, x: Any, axis: int, index: int) -> Any:
+    """x[index] along `axis`, that axis removed."""
+    relax = _relax()
+    return bb.emit(relax.op.squeeze(relax.op.strided_slice(x, [axis], [index], [index + 1]), [axis]))
+
+
+def _cols(x: Any, index: int, size: int) -> Any:
+    """Gate `index` of a [..., gates * size] tensor."""
+    return _relax().op.strided_slice(x, [_ndim(x) - 1], [index * size], [(index + 1) * size])
+
+
+def _sequence_length(x: Any) -> int:
+    """The static sequence length of a [seq, batch, input] tensor: the recurrence is unrolled over it."""
+    import tvm
+
+    dim = x.ty.shape[0] if getattr(x.ty, "shape", None) is not None else None
+    if not isinstance(dim, tvm.tirx.IntImm):
+        raise HarmonizerError(
+            "TVM has no RNN/GRU/LSTM/Loop converter of its own; the unrolled recurrence needs a fixed time length",
+            "compile with --fix-dim time=N (and verify with --time N)",
+        )
+    return int(dim)
+
+
+def _recurrent(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext, kind: str) -> Any:
+    """RNN / GRU / LSTM unrolled over a static sequence length, per direction; sequence_lens must be constant."""
+    relax = _relax()
+    op = relax.op
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
+    x, w, r = inputs[0], inputs[1], inputs[2]
+    b, lens_in, h0 = _opt(inputs, 3), _opt(inputs, 4), _opt(inputs, 5)
+    c0, peep = (_opt(inputs, 6), _opt(inputs, 7)) if kind == "LSTM" else (None, None)
+    layout = int(attrs.get("layout", 0))
+    if layout == 1:  # [batch, seq, ...] -> [seq, batch, ...]
+        x = bb.emit(op.permute_dims(x, [1, 0, 2]))
+        h0 = bb.emit(op.permute_dims(h0, [1, 0, 2])) if h0 is not None else None
+        c0 = bb.emit(op.permute_dims(c0, [1, 0, 2])) if c0 is not None else None
+    seq, batch = _sequence_length(x), x.ty.shape[1]  # batch may stay symbolic
+    hidden = int(attrs.get("hidden_size", _shape(r)[-1]))
+    dt = _dtype(x)
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
+    dirs = 2 if direction == "bidirectional" else 1
+    clip = attrs.get("clip")
+    names = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs.get("activations", ())]
+    default = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}[kind]
+    per_dir = len(default)
+    if not names:
+        names = default * dirs
+    elif len(names) == per_dir and dirs == 2:
+        names = names * 2
+    alphas = list(attrs.get("activation_alpha", ()))
+    betas = list(attrs.get("activation_beta", ()))
+    acts = [
+        _act(n, alphas[i] if i < len(alphas) else None, betas[i] if i < len(betas) else None)
+        for i, n in enumerate(names)
+    ]
+    lens = None
+    if lens_in is not None:
+        lens = np.asarray(_const_value(lens_in, f"{kind} sequence_lens", ctx)).astype(np.int64).reshape(-1)
+        if (lens >= seq).all():
+            lens = None
+    if lens is not None and direction != "forward":
+        raise ValueError(f"{kind} with sequence_lens shorter than the sequence is supported only forward")
+
+    def gate_pre(v: Any) -> Any:
+        if clip is not None:
+            return op.clip(v, -float(clip), float(clip))
+        return v
+
+    ys, hs, cs = [], [], []
+    for d in range(dirs):
+        f_act, g_act, h_act = [*acts[d * per_dir : (d + 1) * per_dir], None, None][:3]
+        wd, rd = _take(bb, w, 0, d), _take(bb, r, 0, d)
+        xw = bb.emit(op.matmul(x, op.permute_dims(wd, [1, 0])))  # [seq, batch, gates*hidden]
+        if b is not None:
+            bd = _take(bb, b, 0, d)
+            wb, rb = _cols(bd, 0, gates * hidden), _cols(bd, 1, gates * hidden)
+        else:
+            wb = rb = relax.const(np.zeros(gates * hidden, dtype=dt), dt)
+        xw = bb.emit(op.add(xw, wb))
+        rb = bb.emit(rb)
+        zeros = bb.emit(op.zeros(relax.ShapeExpr([batch, hidden]), dt))
+        h = _take(bb, h0, 0, d) if h0 is not None else zeros
+        cstate = _take(bb, c0, 0, d) if c0 is not None else zeros
+        pd = _take(bb, peep, 0, d) if peep is not None else None
+        steps = range(seq - 1, -1, -1) if (direction == "reverse" or d == 1) else range(seq)
+        outs: dict[int, Any] = {}
+        for t in steps:
+            xt = _take(bb, xw, 0, t)
+            if kind == "RNN":
+                new_h = f_act(gate_pre(op.add(op.add(xt, op.matmul(h, op.permute_dims(rd, [1, 0]))), rb)))
+                new_c = None
+            elif kind == "GRU":
+                rz, rr, rh = (op.strided_slice(rd, [0], [i * hidden], [(i + 1) * hidden]) for i in range(3))
+                z = f_act(gate_pre(op.add(op.add(_cols(xt, 0, hidden), op.matmul(h, op.permute_dims(rz, [1, 0]))),
+                                          _cols(rb, 0, hidden))))
+                rg = bb.emit(f_act(gate_pre(op.add(
+                    op.add(_cols(xt, 1, hidden), op.matmul(h, op.permute_dims(rr, [1, 0]))), _cols(rb, 1, hidden)
+                ))))
+                if int(attrs.get("linear_before_reset", 0)):
+                    rec = op.multiply(rg, op.add(op.matmul(h, op.permute_dims(rh, [1, 0])), _cols(rb, 2, hidden)))
+                else:
+                    rec = op.add(op.matmul(op.multiply(rg, h), op.permute_dims(rh, [1, 0])), _cols(rb, 2, hidden))
+                cand = g_act(gate_pre(op.add(_cols(xt, 2, hidden), rec)))
+                z = bb.emit(z)
+                new_h = op.add(op.multiply(op.subtract(relax.const(1.0, dt), z), cand), op.multiply(z, h))
+                new_c = None
+            else:
+                pre = bb.emit(op.add(op.add(xt, op.matmul(h, op.permute_dims(rd, [1, 0]))), rb))
+                pi, po, pf = (_cols(pd, i, hidden) for i in range(3)) if pd is not None else (None, None, None)
+                ig, og, fg, cg = (_cols(pre, i, hidden) for i in range(4))
+                if pd is not None:
+                    ig, fg = op.add(ig, op.multiply(pi, cstate)), op.add(fg, op.multiply(pf, cstate))
+                i_t, f_t = f_act(gate_pre(ig)), f_act(gate_pre(fg))
+                if int(attrs.get("input_forget", 0)):
+                    f_t = op.subtract(relax.const(1.0, dt), i_t)
+                new_c = bb.emit(op.add(op.multiply(f_t, cstate), op.multiply(i_t, g_act(gate_pre(cg)))))
+                if pd is not None:
+                    og = op.add(og, op.multiply(po, new_c))
+                new_h = op.multiply(f_act(gate_pre(og)), h_act(new_c))
+            new_h = bb.emit(new_h)
+            if lens is not None:
+                live = relax.const((t < lens).reshape(-1, 1))
+                outs[t] = bb.emit(op.where(live, new_h, zeros))
+                h = bb.emit(op.where(live, new_h, h))
+                if new_c is not None:
+                    cstate = bb.emit(op.where(live, new_c, cstate))
+            else:
+                outs[t], h = new_h, new_h
+                if new_c is not None:
+                    cstate = new_c
+        ys.append(bb.emit(op.stack([outs[t] for t in range(seq)], axis=0)))  # [seq, batch, hidden]
+        hs.append(h)
+        cs.append(cstate)
+    y = bb.emit(op.stack(ys, axis=1))  # [seq, dirs, batch, hidden]
+    y_h = bb.emit(op.stack(hs, axis=0))  # [dirs, batch, hidden]
+    y_c = bb.emit(op.stack(cs, axis=0))
+    if layout == 1:
+        y = bb.emit(op.permute_dims(y, [2, 0, 1, 3]))
+        y_h = bb.emit(op.permute_dims(y_h, [1, 0, 2]))
+        y_c = bb.emit(op.permute_dims(y_c, [1, 0, 2]))
+    return relax.Tuple([y, y_h, y_c] if kind == "LSTM" else [y, y_h])
+
+
+def rnn(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """RNN (Elman): H = f(X W^T + H R^T + Wb + Rb)."""
+    return _recurrent(bb, inputs, attrs, ctx, "RNN")
+
+
+def gru(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """GRU with gates z, r, h and linear_before_reset."""
+    return _recurrent(bb, inputs, attrs, ctx, "GRU")
+
+
+def lstm(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """LSTM with gates i, o, f, c, peepholes, input_forget and clip."""
+    return _recurrent(bb, inputs, attrs, ctx, "LSTM")
+
+
+CONVERTERS: dict[ConverterKey, Converter] = {
+    ("", "Swish"): swish,
+    ("", "Celu"): celu,
+    ("", "LayerNormalization"): layer_normalization,
+    ("", "LpNormalization"): lp_normalization,
+    ("", "CumProd"): cum_prod,
+    ("", "HannWindow"): _window("Hann"),
+    ("", "HammingWindow"): _window("Hamming"),
+    ("", "BlackmanWindow"): _window("Blackman"),
+    ("", "ReverseSequence"): reverse_sequence,
+    ("", "Attention"): attention,
+    ("", "Constant"): constant,
+    ("", "NegativeLogLikelihoodLoss"): negative_log_likelihood_loss,
+    ("", "SoftmaxCrossEntropyLoss"): softmax_cross_entropy_loss,
+    ("", "RNN"): rnn,
+    ("", "GRU"): gru,
+    ("", "LSTM"): lstm,
+    ("", "RMSNormalization"): rms_normalization,
+    ("", "Pow"): power,
+    ("", "Dropout"): dropout,
+    ("", "Cast"): cast,
+    ("", "CastLike"): cast_like,
+}

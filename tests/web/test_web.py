@@ -1,0 +1,300 @@
+"""The browser targets (webgpu, wasm): WGSL requirements, the 127.0.0.1 server, and real runs in headless Chromium.
+
+Browser tests skip with the reason when Chromium, emscripten or TVM's JS runtime are missing
+(scripts/install-web-deps.sh installs them). They use the tiny session model, so they take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harmonizer_deploy.core.errors import HarmonizerError
+
+REPO = Path(__file__).resolve().parents[2]
+WGSL = """
+@group(0) @binding(0) var<storage, read_write> a : array<f32>;
+@group(0) @binding(1) var<storage, read> b : array<f32>;
+@group(0) @binding(2) var<uniform> podArgs : PodArgs;
+var<workgroup> red_buf : array<f32, 1024>;
+@compute @workgroup_size(32, 8, 1)
+fn k0() {
+  a[0] = b[0];
+}
+
+@group(0) @binding(0) var<storage, read_write> c : array<f32>;
+@compute @workgroup_size(64)
+fn k1() {
+  c[0] = 1.0;
+}
+"""
+
+
+def test_wgsl_requirements_are_the_per_kernel_maxima():
+    from harmonizer_deploy.compiler.web.wgsl import requirements
+
+    req = requirements(WGSL)
+    assert req["num_kernels"] == 2
+    assert req["limits"]["maxStorageBuffersPerShaderStage"] == 2
+    assert req["limits"]["maxUniformBuffersPerShaderStage"] == 1
+    assert req["limits"]["maxComputeWorkgroupStorageSize"] == 4096
+    assert req["limits"]["maxComputeInvocationsPerWorkgroup"] == 256
+    assert req["limits"]["maxComputeWorkgroupSizeY"] == 8
+    assert req["limits_above_default"] == {}
+    assert req["features"] == []
+    big = requirements("enable f16;\nvar<workgroup> s : array<f16, 16384>;\n@compute @workgroup_size(512)\nfn k(){\n}")
+    assert big["features"] == ["shader-f16"]
+    assert big["limits_above_default"] == {"maxComputeWorkgroupStorageSize": 32768,
+                                           "maxComputeInvocationsPerWorkgroup": 512, "maxComputeWorkgroupSizeX": 512}
+
+
+def test_weight_names_become_identifiers():
+    import onnx
+    from harmonizer_deploy.compiler.build import with_identifier_weight_names
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2,), np.float32), "conv0/weights:0")
+    clash = numpy_helper.from_array(np.ones((2,), np.float32), "conv0_weights_0")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "conv0/weights:0"], ["y0"]), helper.make_node("Add", ["y0", "conv0_weights_0"],
+                                                                                    ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [w, clash])
+    model = helper.make_model(graph)
+    renamed = with_identifier_weight_names(model)
+    names = [i.name for i in renamed.graph.initializer]
+    assert names[1] == "conv0_weights_0" and names[0] not in ("conv0/weights:0", "conv0_weights_0")
+    assert names[0].isidentifier()
+    assert renamed.graph.node[0].input[1] == names[0]
+    assert model.graph.initializer[0].name == "conv0/weights:0"  # the original is untouched
+    onnx.checker.check_model(renamed)
+
+
+def test_web_targets_are_data():
+    from harmonizer_deploy.compiler.gpu.schedule import make_rules
+    from harmonizer_deploy.compiler.targets import load_target
+
+    webgpu, wasm = load_target("webgpu"), load_target("wasm")
+    assert webgpu.export == wasm.export == "wasm" and webgpu.runner == wasm.runner == "browser"
+    assert webgpu.host == {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
+    assert webgpu.options["schedule_rules"] == ["Fallback"] and webgpu.pipeline == "gpu"
+    assert webgpu.verify == {"num_inputs": 2, "batch": 1, "time_steps": 8}
+    with pytest.raises(HarmonizerError, match="fastest"):
+        make_rules(["fastest"])
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+
+
+def test_server_serves_only_inside_its_folders(tmp_path):
+    from harmonizer_deploy.web.server import Job, WebServer
+
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "manifest.json").write_text("{}")
+    (tmp_path / "secret.txt").write_text("no")
+    bundle = tmp_path / "tvmjs.js"
+    bundle.write_text("// js")
+    job = Job(artifact_url="/artifacts/model/", inputs=[b"\0" * 8], shapes=[[2]])
+    with WebServer(bundle, {"model": art}, job) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        assert _get(f"{server.url}/artifacts/model/manifest.json") == (200, b"{}")
+        assert _get(f"{server.url}/artifacts/model/..%2Fsecret.txt")[0] == 404
+        assert _get(f"{server.url}/static/..%2F..%2Fserver.py")[0] == 404
+        assert _get(f"{server.url}/vendor/tvmjs.js") == (200, b"// js")
+        assert _get(f"{server.url}/inputs/0.bin") == (200, b"\0" * 8)
+        assert _get(f"{server.url}/inputs/1.bin")[0] == 404
+        status, body = _get(f"{server.url}/")
+        assert status == 200 and b"Coconet harmonizer" in body
+        assert json.loads(_get(f"{server.url}/job.json")[1])["inputs"][0]["shape"] == [2]
+
+
+def test_serve_needs_a_web_artifact(tmp_path, built):
+    from harmonizer_deploy.run.browser import run_job
+    from harmonizer_deploy.web.server import page_artifacts
+
+    with pytest.raises(HarmonizerError, match="no web artifact") as info:
+        page_artifacts(tmp_path)
+    assert "compile --target webgpu" in info.value.one_line()
+    with pytest.raises(HarmonizerError, match="not a web artifact"):
+        run_job(built / "cpu", [np.zeros((1, 4, 46, 8), np.float32)])
+
+
+# ---------------------------------------------------------------- real runs in headless Chromium
+
+
+def _browser_ready() -> str | None:
+    """Why the browser tests cannot run here (None: they can)."""
+    from harmonizer_deploy.web.browser import chromium_path
+    from harmonizer_deploy.web.jsdeps import tvmjs_bundle
+
+    if shutil.which("emcc") is None:
+        return "emscripten (emcc) is not installed: run scripts/install-web-deps.sh"
+    try:
+        chromium_path()
+        tvmjs_bundle(install=False)
+    except HarmonizerError as exc:
+        return f"{exc.problem}: run scripts/install-web-deps.sh"
+    return None
+
+
+needs_browser = pytest.mark.skipif(_browser_ready() is not None, reason=str(_browser_ready()))
+
+
+@pytest.fixture(scope="module")
+def web_build(built, tmp_path_factory):
+    """The tiny model compiled for webgpu and wasm, next to its ONNX file."""
+    from harmonizer_deploy import compile
+
+    for target in ("webgpu", "wasm"):
+        compile(built / "model.onnx", target, built / target)
+    return built
+
+
+@needs_browser
+@pytest.mark.parametrize("target", ["wasm", "webgpu"])
+def test_compile_and_verify_in_chromium(web_build, target):
+    from harmonizer_deploy import verify
+
+    manifest = json.loads((web_build / target / "manifest.json").read_text())
+    assert {"model.wasm", "params.bin", "params.json", "params.npz"} <= set(manifest["artifacts"])
+    assert manifest["emcc"].startswith("emcc") and manifest["link_seconds"] > 0
+    if target == "webgpu":
+        assert manifest["webgpu"]["num_kernels"] > 0 and manifest["webgpu"]["limits_above_default"] == {}
+    report = verify(web_build / target, target, num_inputs=2, batch=1, time_steps=8)
+    assert report.passed, report.outputs
+    assert report.outputs[0]["max_abs_err"] <= 1e-4
+    assert report.outputs[0]["argmax_agreement"] == 1.0
+
+
+def _check_harmonization(report: dict, melody_steps: list[int]) -> None:
+    voices, ranges = report["voices"], report["ranges"]
+    assert len(voices) == 4 and all(len(v) == len(melody_steps) for v in voices)
+    assert voices[0] == melody_steps  # the melody voice is unchanged
+    for voice, (low, high) in zip(voices, ranges, strict=True):
+        assert all(low <= p <= high for p in voice), (voice, low, high)
+
+
+def _bundled_melody(index: int) -> list[int]:
+    data = json.loads((REPO / "src/harmonizer_deploy/web/static/melodies.json").read_text())
+    return [p for p, d in data["melodies"][index]["notes"] for _ in range(d)]
+
+
+@needs_browser
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
+def test_page_harmonizes_a_bundled_melody(web_build, backend):
+    from harmonizer_deploy.run.browser import run_page
+
+    shots = Path(os.environ.get("HARMONIZER_TEST_ARTIFACTS", REPO / "build" / "test-artifacts"))
+    shot = shots / f"page-{backend}.png"
+    report = run_page(web_build, melody=0, steps=4, backend=backend, screenshot=shot, timeout_s=240)
+    assert report["backend"] == backend and report["steps"] == 4
+    assert report["melody"] == _bundled_melody(0)
+    _check_harmonization(report, _bundled_melody(0))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_browser
+def test_browser_bench_row(web_build):
+    from harmonizer_deploy.run.browser import browser_bench
+
+    row = browser_bench(web_build / "wasm", batch=1, time_steps=8, warmup=1, repeats=3)
+    assert row["backend"] == "tvm-wasm" and row["device"] == "cpu"
+    assert 0 < row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] and row["load_ms"] > 0 and row["first_run_ms"] > 0
+
+
+@needs_browser
+def test_bench_includes_browser_rows(web_build, tmp_path):
+    from harmonizer_deploy.benchmark.bench.bench import bench
+
+    result = bench(["onnxruntime", "tvm-wasm"], time_steps=8, warmup=0, repeats=1, build_dir=web_build,
+                   out_dir=tmp_path)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert rows["tvm-wasm"]["where"] == "headless Chromium" and rows["tvm-wasm"]["p50_ms"] > 0
+    assert "tvm-wasm (headless Chromium" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("emcc") is None, reason="emscripten (emcc) is not installed: "
+                    "run scripts/install-web-deps.sh")
+def test_web_runtime_builds_from_the_project_headers(tmp_path):
+    """TVM's web runtime compiles from the wheel's sources plus tvm_web_headers/ alone (~1 min on 2 cores)."""
+    from harmonizer_deploy.compiler.web.toolchain import RUNTIME_SOURCES, build_runtime_objects
+
+    seconds = build_runtime_objects(tmp_path)
+    for name in RUNTIME_SOURCES:
+        obj = tmp_path / "web" / "dist" / "wasm" / f"{name}.bc"
+        assert obj.read_bytes()[:4] == b"\0asm", name  # a wasm object file
+        assert seconds[name] > 0
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed (apt-get install nodejs)")
+def test_page_sampler_and_midi_in_node(tmp_path):
+    """The page's Gibbs sampler and MIDI code, run in Node with a fake model (uniform probabilities)."""
+    import subprocess
+
+    static = REPO / "src/harmonizer_deploy/web/static"
+    script = tmp_path / "check.mjs"
+    script.write_text(f"""
+import {{ harmonize, maskProbability, SCHEDULE, VOICE_RANGES }} from "{static.as_uri()}/sampler.js";
+import {{ melodyFromMidi, midiFromVoices }} from "{static.as_uri()}/midi.js";
+const melody = [64, 64, 65, 67, 67, 65, 64, 62];
+const uniform = async (x, shape) => ({{ data: new Float32Array(shape[1] * 46 * 4).fill(1 / 46), shape }});
+const voices = await harmonize(uniform, melody, {{ seed: 3, schedule: {{ ...SCHEDULE, steps: 5 }} }});
+const again = await harmonize(uniform, melody, {{ seed: 3, schedule: {{ ...SCHEDULE, steps: 5 }} }});
+const roundTrip = melodyFromMidi(midiFromVoices([melody]).buffer);
+console.log(JSON.stringify({{ voices, again, ranges: VOICE_RANGES, roundTrip,
+  p: [maskProbability(0, 100), maskProbability(35, 100), maskProbability(70, 100), maskProbability(99, 100)] }}));
+""")
+    proc = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    melody = [64, 64, 65, 67, 67, 65, 64, 62]
+    _check_harmonization({"voices": out["voices"], "ranges": out["ranges"]}, melody)
+    assert out["again"] == out["voices"]  # seeded: reproducible
+    assert out["roundTrip"] == melody  # a written voice reads back as the same melody
+    yao = [max(0.1, (0.9 - 0.8 * i / 100) / 0.7) for i in (0, 35, 70, 99)]  # as the Python sampler computes it
+    assert out["p"] == pytest.approx(yao)
+
+
+@needs_browser
+def test_page_prefers_wasm_over_a_software_webgpu_adapter(web_build):
+    """Headless Chromium without a GPU offers SwiftShader: the page picks wasm by itself and says why."""
+    from harmonizer_deploy.run.browser import run_page
+
+    report = run_page(web_build, melody=1, steps=2, timeout_s=240)
+    if "software renderer" not in report["status"]:
+        pytest.skip(f"this machine has a hardware WebGPU adapter ({report['status']})")
+    assert report["backend"] == "wasm"
+    _check_harmonization(report, _bundled_melody(1))
+
+
+@needs_browser
+def test_serve_reports_a_busy_port_in_one_line(web_build):
+    import socket
+
+    from harmonizer_deploy.web.server import serve
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(HarmonizerError, match=r"cannot listen on 127\.0\.0\.1") as info:
+            serve(web_build, busy.getsockname()[1])
+    assert "--port" in info.value.fix
+    server = serve(web_build, 0)
+    try:
+        assert sorted(server.artifacts) == ["wasm", "webgpu"]
+    finally:
+        server.httpd.server_close()
