@@ -144,7 +144,7 @@ def test_missing_artifact(tmp_path):
 
 @pytest.mark.parametrize("args", [["compile", "does-not-exist.onnx"], ["verify", "--target", "nosuch"]])
 def test_console_script_never_prints_a_traceback(args, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "harmonizer_deploy.cli.app", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "harmonizer_deploy.cli", *args], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == EXIT_USER_ERROR
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
