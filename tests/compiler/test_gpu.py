@@ -80,7 +80,7 @@ def test_vulkan_compile_with_pypi_tvm_names_the_missing_codegen_and_the_fix(buil
 # --- cuda target: architecture ----------------------------------------------------------------------------
 
 def test_cuda_arch_default_detected_and_selectable(monkeypatch):
-    from harmonizer_deploy.compiler.build import targets
+    from harmonizer_deploy.compiler import targets
 
     spec = targets.load_target("cuda")
     assert spec.target["arch"] == "detect"
@@ -256,7 +256,7 @@ def test_verify_and_bench_cuda_exit_4_without_a_gpu_and_pass_with_one(cuda_built
 
 
 def test_default_bench_leaves_out_and_lists_artifacts_whose_device_is_absent(cuda_built):
-    from harmonizer_deploy.benchmark.bench.bench import default_backends, skipped_backends
+    from harmonizer_deploy.benchmark.bench import default_backends, skipped_backends
 
     names = default_backends(cuda_built)
     assert "tvm-cpu" in names

@@ -123,7 +123,7 @@ def test_bench_skips_harmonize_for_a_batch_artifact(build_copy, tmp_path):
 
 
 def test_failed_compile_leaves_no_artifact(built, tmp_path, monkeypatch):
-    from harmonizer_deploy.compiler.build import exporters
+    from harmonizer_deploy.compiler import exporters
 
     def broken(executable, spec, out_dir):
         (out_dir / "model.so").write_bytes(b"partial")

@@ -217,7 +217,7 @@ def test_browser_bench_row(web_build):
 
 @needs_browser
 def test_bench_includes_browser_rows(web_build, tmp_path):
-    from harmonizer_deploy.benchmark.bench.bench import bench
+    from harmonizer_deploy.benchmark.bench import bench
 
     result = bench(["onnxruntime", "tvm-wasm"], time_steps=8, warmup=0, repeats=1, build_dir=web_build,
                    out_dir=tmp_path)
