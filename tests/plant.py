@@ -1,7 +1,7 @@
 """Plant a wrong result on the TVM side only, to test that `debug localize` finds it.
 
 The plant is an ONNX-level mutation applied inside the importer that `compile` and the debugging sub-model
-builds use (`compiler.import_onnx`): the named node's outputs are multiplied by `factor` before TVM sees the
+builds use (`relax_import.import_onnx`): the named node's outputs are multiplied by `factor` before TVM sees the
 model. onnxruntime still runs the untouched model, so the planted node is the one place they differ. Tests
 install it with pytest's monkeypatch, so removing the plant is `monkeypatch.undo()`."""
 
@@ -41,6 +41,6 @@ def planted_importer(original: Callable, node_name: str, factor: float) -> Calla
 
 
 def install(monkeypatch: Any, node_name: str, factor: float) -> None:
-    from harmonizer_deploy.compiler import build as compiler
+    from harmonizer_deploy.compiler import relax_import as compiler
 
     monkeypatch.setattr(compiler, "import_onnx", planted_importer(compiler.import_onnx, node_name, factor))

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from harmonizer_deploy.cli import app
 from typer.testing import CliRunner
 
+from harmonizer_deploy.cli import app
 from harmonizer_deploy.core.errors import EXIT_USER_ERROR, EXIT_VERIFY_FAILED
 
 runner = CliRunner()

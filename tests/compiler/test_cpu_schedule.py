@@ -41,12 +41,13 @@ def run_cpu_pipeline(model: onnx.ModelProto, x: np.ndarray, fix_dims: dict | Non
     import dataclasses
 
     import tvm
-    from harmonizer_deploy.compiler.build import import_onnx
-    from harmonizer_deploy.compiler.cpu.schedule import last_report
-    from harmonizer_deploy.compiler.pipelines import get_pipeline
-    from harmonizer_deploy.compiler.targets import load_target
     from tvm import relax
 
+    from harmonizer_deploy.compiler.executable import build_executable
+    from harmonizer_deploy.compiler.pipelines import get_pipeline
+    from harmonizer_deploy.compiler.relax_import import import_onnx
+    from harmonizer_deploy.compiler.scheduling import ScheduleReport
+    from harmonizer_deploy.compiler.targets import load_target
     from harmonizer_deploy.core.cpus import use_all_cpu_cores
     from harmonizer_deploy.run.tvm import prepare_params
 
@@ -56,10 +57,11 @@ def run_cpu_pipeline(model: onnx.ModelProto, x: np.ndarray, fix_dims: dict | Non
         spec = dataclasses.replace(spec, options={**spec.options, "winograd": winograd})
     target = spec.tvm_target()
     mod, _names, arrays, _report = import_onnx(model, fix_dims)
-    executable = tvm.compile(mod, target=target, relax_pipeline=get_pipeline("cpu")(spec, target))
+    schedules = ScheduleReport()
+    executable = build_executable(mod, target, pipeline=get_pipeline("cpu")(spec, target, schedules))
     vm = relax.VirtualMachine(executable, tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(x, tvm.cpu()), *prepare_params(vm, arrays, tvm.cpu()))
-    return out.numpy(), last_report()
+    return out.numpy(), schedules.functions
 
 
 WINOGRAD, DIRECT = "winograd-row-tasks", "conv2d-nhwc-register-tile"

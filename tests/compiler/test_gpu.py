@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harmonizer_deploy.cli import app
 from typer.testing import CliRunner
 
 import harmonizer_deploy as hd
+from harmonizer_deploy.cli import app
 from harmonizer_deploy.core.errors import EXIT_NO_DEVICE, EXIT_USER_ERROR, HarmonizerError
 
 runner = CliRunner()
@@ -101,8 +101,9 @@ def test_cuda_arch_default_detected_and_selectable(monkeypatch):
 
 def _fused_module(onnx_path: Path, target):
     import onnx
-    from harmonizer_deploy.compiler.build import import_onnx
     from tvm import relax
+
+    from harmonizer_deploy.compiler.relax_import import import_onnx
 
     mod, _, _, _ = import_onnx(onnx.load(str(onnx_path)))
     with target:
@@ -117,9 +118,9 @@ def test_a_failing_rule_falls_back_for_that_function_only(built, monkeypatch):
     rule raises on the conv + pad fusions and GeneralReduction makes a dynamic-size shared buffer for them;
     those functions fall back, the others keep their rule. (compile makes the pads explicit, after which every
     conv gets Matmul: see the next test.)"""
-    from harmonizer_deploy.compiler.gpu.schedule import last_report, per_function_schedule
+    from harmonizer_deploy.compiler.gpu.schedule import per_function_schedule
+    from harmonizer_deploy.compiler.scheduling import ScheduleReport
     from harmonizer_deploy.compiler.targets import load_target
-
     from harmonizer_deploy.custom_ops import tvm_prepare
 
     monkeypatch.setattr(tvm_prepare, "explicit_same_padding", lambda model: (model, 0))
@@ -127,8 +128,8 @@ def test_a_failing_rule_falls_back_for_that_function_only(built, monkeypatch):
     target = load_target("cuda").with_arch("sm_80").tvm_target()
     mod = _fused_module(built / "model.onnx", target)
     with target:
-        scheduled = per_function_schedule()(mod)
-    report = last_report()
+        scheduled = per_function_schedule(report=(schedules := ScheduleReport()))(mod)
+    report = schedules.to_dict()
     funcs = report["functions"]
     prim_names = {gv.name_hint for gv, f in mod.functions_items() if type(f).__name__ == "PrimFunc"}
     assert set(funcs) == prim_names, "every kernel gets a schedule"
@@ -141,13 +142,14 @@ def test_a_failing_rule_falls_back_for_that_function_only(built, monkeypatch):
 
 
 def test_explicit_padding_gives_every_conv_the_matmul_rule(built):
-    from harmonizer_deploy.compiler.gpu.schedule import last_report, per_function_schedule
+    from harmonizer_deploy.compiler.gpu.schedule import per_function_schedule
+    from harmonizer_deploy.compiler.scheduling import ScheduleReport
     from harmonizer_deploy.compiler.targets import load_target
 
     target = load_target("cuda").with_arch("sm_80").tvm_target()
     with target:
-        per_function_schedule()(_fused_module(built / "model.onnx", target))
-    functions = last_report()["functions"]
+        per_function_schedule(report=(schedules := ScheduleReport()))(_fused_module(built / "model.onnx", target))
+    functions = schedules.functions
     convs = {name: rule for name, rule in functions.items() if "conv2d" in name}
     assert convs and set(convs.values()) == {"Matmul"}, functions
 
@@ -178,9 +180,10 @@ def test_an_unbound_kernel_is_caught_before_the_build():
     """TVM 0.27 builds an unscheduled CUDA kernel without complaint (as host code that would read GPU memory);
     the per-function check refuses it, and accepts the same kernel once dlight's Fallback binds it."""
     import tvm
-    from harmonizer_deploy.compiler.gpu.schedule import lowering_problems
     from tvm import te
     from tvm.s_tir.dlight import gpu
+
+    from harmonizer_deploy.compiler.gpu.schedule import lowering_problems
 
     a = te.placeholder((64,), name="a")
     func = te.create_prim_func([a, te.compute((64,), lambda i: a[i] + 1.0, name="b")])
@@ -301,7 +304,6 @@ def test_runtime_only_runner_verifies_without_the_compiler(cpu_bundle):
 
 def test_runtime_only_runner_matches_the_full_tvm_runtime(cpu_bundle, built, tmp_path):
     from harmonizer_deploy.conversion.inputs import make_inputs
-
     from harmonizer_deploy.run.tvm import CompiledModel
 
     inputs = {f"x{i}": x for i, x in enumerate(make_inputs(5, 2, 2, 12))}

@@ -7,10 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from harmonizer_deploy.compiler.targets import load_target, targets_dir
-from harmonizer_deploy.compiler.tuning import find_records
 
 import harmonizer_deploy as hd
+from harmonizer_deploy.compiler.targets import load_target, targets_dir
+from harmonizer_deploy.compiler.tuning import find_records
 from harmonizer_deploy.core.errors import HarmonizerError
 
 
@@ -82,10 +82,11 @@ def test_only_records_that_beat_the_hand_schedule_are_kept(built, tmp_path):
     (timer faked here: the direct convolutions "win", everything else hand-scheduled "loses"); kernels no hand
     schedule covers keep their record untimed."""
     import onnx
-    from harmonizer_deploy.compiler.build import import_onnx
-    from harmonizer_deploy.compiler.tuning import RECORDS, WORKLOADS, fuse_for_tuning, keep_winning_records
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
+
+    from harmonizer_deploy.compiler.relax_import import import_onnx
+    from harmonizer_deploy.compiler.tuning import RECORDS, WORKLOADS, fuse_for_tuning, keep_winning_records
 
     spec = load_target("cpu")
     target = spec.tvm_target()

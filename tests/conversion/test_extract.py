@@ -7,8 +7,8 @@ import tarfile
 import zipfile
 
 import pytest
-from harmonizer_deploy.conversion.extract import extract
 
+from harmonizer_deploy.conversion.extract import extract
 from harmonizer_deploy.core.errors import HarmonizerError
 
 

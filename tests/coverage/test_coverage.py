@@ -186,8 +186,9 @@ def test_pack_breaks_and_summary():
 
 
 def test_cli_summary_prints_the_committed_totals():
-    from harmonizer_deploy.cli import app
     from typer.testing import CliRunner
+
+    from harmonizer_deploy.cli import app
 
     committed = REPO / "coverage.json"
     if not committed.is_file():
@@ -203,8 +204,9 @@ def test_cli_summary_prints_the_committed_totals():
 
 def test_cli_compare_exits_non_zero_on_a_regression(tmp_path):
     """A baseline claiming TVM as-is passes test_celu (it has no Celu converter) must fail the comparison."""
-    from harmonizer_deploy.cli import app
     from typer.testing import CliRunner
+
+    from harmonizer_deploy.cli import app
 
     baseline = _report({"test_celu": ALL_PASS})
     path = tmp_path / "baseline.json"
@@ -220,8 +222,9 @@ def test_cli_compare_exits_non_zero_on_a_regression(tmp_path):
 
 
 def test_cli_missing_report_is_a_one_line_error(tmp_path):
-    from harmonizer_deploy.cli import app
     from typer.testing import CliRunner
+
+    from harmonizer_deploy.cli import app
 
     res = CliRunner().invoke(app, ["coverage", "--summary", "--output", str(tmp_path / "none.json")])
     assert res.exit_code == 2

@@ -46,7 +46,6 @@ def variant_builds(tmp_path_factory, variant_keras):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_each_strategy_matches_tensorflow_in_onnxruntime_and_tvm(strategy, variant_builds, variant_keras):
     from harmonizer_deploy.conversion.source import load_source
-
     from harmonizer_deploy.run.tvm import CompiledModel
 
     build, result = variant_builds[strategy]
@@ -122,7 +121,6 @@ def test_attention_alone_without_registry_is_not_silently_converted(tmp_path):
 
 def test_unknown_or_unavailable_strategy_is_one_clear_error(variant_keras, tmp_path):
     from harmonizer_deploy.conversion.source import load_source
-
     from harmonizer_deploy.custom_ops import CustomOp, CustomOpRegistry, default_registry
     from harmonizer_deploy.custom_ops.plan import plan_conversion
 
@@ -260,8 +258,9 @@ def test_registered_converter_does_not_shadow_the_builtin():
 
 
 def test_cli_ops_scan_json_and_convert_strategy_option(variant_keras, tmp_path):
-    from harmonizer_deploy.cli import app
     from typer.testing import CliRunner
+
+    from harmonizer_deploy.cli import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["ops", "scan", str(variant_keras), "--no-tvm", "--json"])
@@ -281,8 +280,8 @@ def test_cli_ops_scan_json_and_convert_strategy_option(variant_keras, tmp_path):
 def test_saved_model_tf_op_entry_without_keras(tmp_path):
     """A bare SavedModel has no Keras layers, but the TF op CumulativeLogsumexp is still found and handled."""
     import keras
-    from harmonizer_deploy.coverage.ops_scan import scan
 
+    from harmonizer_deploy.coverage.ops_scan import scan
     from harmonizer_deploy.music.config import ModelConfig
     from harmonizer_deploy.music.model import build_model, seeded_weights, set_weights
 
@@ -303,8 +302,9 @@ def test_saved_model_tf_op_entry_without_keras(tmp_path):
 
 def test_compile_refuses_custom_domain_node_without_converter(tmp_path):
     """compile on a model with ai.harmonizer::Relu (no registry entry): one line naming the op and the fix."""
-    from harmonizer_deploy.cli import app
     from typer.testing import CliRunner
+
+    from harmonizer_deploy.cli import app
 
     onnx.save(_custom_relu_model(), tmp_path / "relu.onnx")
     result = CliRunner().invoke(app, ["compile", str(tmp_path / "relu.onnx"), "--target", "cpu",

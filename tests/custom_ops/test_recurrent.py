@@ -119,10 +119,10 @@ def lstm():
 def test_keras_lstm_is_an_onnx_lstm_that_tvm_unrolls(lstm):
     """tf2onnx writes the standard LSTM (no registry entry needed); TVM imports it through the gap converter."""
     import tvm
-    from harmonizer_deploy.coverage.ops_scan import tvm_known_ops
     from tvm import relax
 
     from harmonizer_deploy.core.onnxruntime import ort_session
+    from harmonizer_deploy.coverage.ops_scan import tvm_known_ops
 
     model, call, x, expected = lstm
     proto = _convert(model, call, None)

@@ -12,14 +12,14 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from harmonizer_deploy.cli import app
-from harmonizer_deploy.verification.verify import error_stats, parse_tolerance
 from typer.testing import CliRunner
 
 import harmonizer_deploy as hd
 import plant
+from harmonizer_deploy.cli import app
 from harmonizer_deploy.core.errors import EXIT_USER_ERROR, EXIT_VERIFY_FAILED, HarmonizerError
 from harmonizer_deploy.verification import debug as debugging
+from harmonizer_deploy.verification.verify import error_stats, parse_tolerance
 
 cli = CliRunner()
 

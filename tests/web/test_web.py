@@ -57,8 +57,9 @@ def test_wgsl_requirements_are_the_per_kernel_maxima():
 
 def test_weight_names_become_identifiers():
     import onnx
-    from harmonizer_deploy.compiler.build import with_identifier_weight_names
     from onnx import TensorProto, helper, numpy_helper
+
+    from harmonizer_deploy.compiler.relax_import import with_identifier_weight_names
 
     w = numpy_helper.from_array(np.ones((2,), np.float32), "conv0/weights:0")
     clash = numpy_helper.from_array(np.ones((2,), np.float32), "conv0_weights_0")

@@ -49,8 +49,9 @@ def measured_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     ceiling on this CPU. Both, because numpy's BLAS build may lack kernels for a new CPU (measured on Zen 5:
     numpy 262, MLAS 464 GFLOP/s), and a "peak" below what the model reaches would mislead."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from harmonizer_deploy.core.onnxruntime import ort_session
 
     rng = np.random.default_rng(0)
     a = rng.random((size, size), dtype=np.float32)
@@ -60,6 +61,6 @@ def measured_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "peak", value[:2], value[2:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(model)
     mlas_s = _best_seconds(lambda: session.run(None, {"a": a, "b": b}), repeats)
     return 2 * size**3 / min(numpy_s, mlas_s) / 1e9

@@ -7,17 +7,17 @@ resolved target JSON, pipeline and exporter.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from harmonizer_deploy.compiler import relax_import
+from harmonizer_deploy.compiler.executable import build_executable
 from harmonizer_deploy.compiler.exporters import get_exporter, write_web_params
 from harmonizer_deploy.compiler.pipelines import get_pipeline
+from harmonizer_deploy.compiler.scheduling import ScheduleReport
 from harmonizer_deploy.compiler.targets import TargetSpec, load_target
 from harmonizer_deploy.compiler.versions import tvm_versions
 from harmonizer_deploy.conversion.convert import check_onnx_file, sidecar_path_for
@@ -103,80 +103,6 @@ def static_dims(batch: int | None, time_steps: int | None, fix_dims: dict[str, i
     return dims
 
 
-def _build(mod: Any, tvm_target: Any, pipeline: Any, spec: TargetSpec) -> Any:
-    """tvm.compile, with the GPU error users hit most ("Did you forget to bind?") turned into one clear line."""
-    import tvm
-
-    try:
-        return tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
-    except Exception as exc:
-        from harmonizer_deploy.compiler.gpu.schedule import take_failure
-
-        if (failure := take_failure()) is not None:
-            raise failure from None
-        if "Did you forget to bind" not in str(exc):
-            raise
-        raise HarmonizerError(
-            f"a GPU kernel for target {spec.name!r} has loops not bound to threads (\"Did you forget to bind?\")",
-            "schedule every function (pipeline = \"gpu\" does, per function) or add a rule to [options] "
-            "schedule_rules",
-        ) from exc
-
-
-def with_identifier_weight_names(onnx_model: Any) -> Any:
-    """A copy of the model whose weight names are plain identifiers (`conv0_1/convolution:0` → `conv0_1_convolution_0`).
-
-    Why: the weight names become kernel parameter names, and TVM's WebGPU code generator writes them into WGSL
-    unchanged, where `/` and `:` are syntax errors. Harmless for the other targets.
-    """
-    model = type(onnx_model)()
-    model.CopyFrom(onnx_model)
-    graph = model.graph
-    taken = ({v.name for v in graph.input} | {v.name for v in graph.output} | {o for n in graph.node for o in n.output}
-             | {i.name for i in graph.initializer})
-    renamed: dict[str, str] = {}
-    for init in graph.initializer:
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", init.name):
-            continue
-        base = re.sub(r"\W", "_", init.name).lstrip("_0123456789") or "weight"
-        new, i = base, 1
-        while new in taken or new in renamed.values():
-            new, i = f"{base}_{i}", i + 1
-        renamed[init.name] = new
-        init.name = new
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in renamed:
-                node.input[i] = renamed[name]
-    for value in graph.input:
-        if value.name in renamed:
-            value.name = renamed[value.name]
-    return model
-
-
-
-def import_onnx(
-    onnx_model: Any, fix_dims: dict[str, int] | None = None
-) -> tuple[Any, list[str], list[np.ndarray], Any]:
-    """Relax import with weights split out as parameters (they ship separately, as params.npz).
-
-    Before import: decomposed custom ops are inlined, named input dims optionally fixed (`fix_dims`), and shape
-    computations folded (the returned report says what). Custom-domain nodes go to the registry's Relax
-    converters through the domain-aware hook: a node without one fails instead of being taken for a built-in.
-    """
-    from tvm import relax
-
-    from harmonizer_deploy.custom_ops import default_registry
-    from harmonizer_deploy.custom_ops.tvm_prepare import import_relax, prepare_for_tvm
-
-    onnx_model, report = prepare_for_tvm(with_identifier_weight_names(onnx_model), fix_dims=fix_dims)
-    mod = import_relax(onnx_model, default_registry().tvm_converters(), keep_params_in_input=True)
-    mod, params = relax.frontend.detach_params(mod)
-    arrays = [p.numpy() for p in params.get("main", [])]
-    names = [str(v.name) for v in mod["main"].params[-len(arrays):]] if arrays else []
-    return mod, names, arrays, report
-
-
 def compile(
     model: str | Path = "build/model.onnx",
     target: str = "cpu",
@@ -214,11 +140,12 @@ def compile(
     if not force and (manifest := _cached_manifest(out_dir, key)):
         return CompileResult(out_dir, manifest, True, time.perf_counter() - start)
 
-    mod, names, arrays, prepare_report = import_onnx(onnx_model, fix_dims or None)
+    mod, names, arrays, prepare_report = relax_import.import_onnx(onnx_model, fix_dims or None)
+    schedules = ScheduleReport()
     tvm_target = spec.tvm_target()
     with records.database() if records else contextlib.nullcontext():
-        pipeline = get_pipeline(spec.pipeline)(spec, tvm_target)
-        executable = _build(mod, tvm_target, pipeline, spec)
+        pipeline = get_pipeline(spec.pipeline)(spec, tvm_target, schedules)
+        executable = build_executable(mod, tvm_target, pipeline=pipeline, schedules=schedules, target_name=spec.name)
     sidecar = sidecar_path_for(model)
     with atomic_dir(out_dir) as tmp:
         exported = get_exporter(spec.export)(executable, spec, tmp)
@@ -257,10 +184,7 @@ def compile(
             **extra,
         }
         if spec.pipeline in ("gpu", "cpu"):
-            from harmonizer_deploy.compiler.cpu.schedule import last_report as cpu_report
-            from harmonizer_deploy.compiler.gpu.schedule import last_report as gpu_report
-
-            manifest["schedules"] = gpu_report() if spec.pipeline == "gpu" else {"functions": cpu_report()}
+            manifest["schedules"] = schedules.to_dict()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if spec.options.get("bundle"):
             from harmonizer_deploy.compiler.bundle import write_bundle

@@ -21,10 +21,11 @@ from harmonizer_deploy.conversion.inputs import make_inputs
 from harmonizer_deploy.core.artifacts import atomic_dir, sha256_file
 from harmonizer_deploy.core.errors import HarmonizerError
 
-BUNDLE_FORMAT = 1  # part of compile's cache key: a bundle layout change rebuilds cached artifacts
+BUNDLE_FORMAT = 2  # part of compile's cache key: a bundle layout change rebuilds cached artifacts
 BUNDLE_DIR = "bundle"
 BUNDLE_JSON = "bundle.json"
 RUNNER = Path(__file__).with_name("bundle_runner.py")
+ORT_SESSION = Path(__file__).parents[1] / "core" / "onnxruntime.py"
 # Runtime libraries per device: the core runtime (Relax VM included) plus the device's own, where the wheel
 # splits it out. A device library that the wheel folds into libtvm_runtime.so is simply not found and skipped.
 RUNTIME_LIBS = {"cuda": ["libtvm_runtime_cuda.so"], "vulkan": ["libtvm_runtime_vulkan.so"],
@@ -98,20 +99,21 @@ def make_bundle(artifact_dir: str | Path, output: str | Path | None = None) -> d
 
 def write_bundle(artifact_dir: Path, manifest: dict, onnx_path: Path, out: Path) -> dict[str, Any]:
     """Fill the (new or empty) folder `out` with the bundle of the artifact in `artifact_dir`; its summary."""
-    import onnxruntime as ort
+    from harmonizer_deploy.core.onnxruntime import ort_session
 
     (out / "lib").mkdir(parents=True, exist_ok=True)
     for name in (manifest["library"], "params.npz", "manifest.json"):
         shutil.copy2(artifact_dir / name, out / name)
     shutil.copy2(onnx_path, out / "model.onnx")
     shutil.copy2(RUNNER, out / "run.py")
+    shutil.copy2(ORT_SESSION, out / "ort_session.py")
     libs = runtime_libs(manifest["device"])
     for lib in libs:
         shutil.copy2(lib, out / "lib" / lib.name)
 
     static = manifest.get("static_shape") or [1, 16]
     inputs = make_inputs(0, REFERENCE_INPUTS, static[0], static[1])
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = ort_session(onnx_path)
     input_name = manifest["inputs"][0]["name"]
     reference = {}
     for i, x in enumerate(inputs):

@@ -151,10 +151,13 @@ def compare(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) 
 def _onnxruntime_session(bundle_dir: Path, info: dict, prefer_gpu: bool) -> tuple[Any, str]:
     import onnxruntime as ort
 
+    sys.path.insert(0, str(bundle_dir))
+    from ort_session import ort_session  # the package's own session factory, shipped beside this script
+
     providers = ["CPUExecutionProvider"]
     if prefer_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(str(bundle_dir / info["onnx"]), providers=providers)
+    session = ort_session(bundle_dir / info["onnx"], providers=providers)
     return session, session.get_providers()[0]
 
 

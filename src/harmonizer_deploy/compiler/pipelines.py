@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from harmonizer_deploy.compiler.scheduling import ScheduleReport
 from harmonizer_deploy.core.registry import Registry
 
-Pipeline = Callable[[Any, Any], Any]  # (TargetSpec, tvm.target.Target) -> tvm.transform.Pass
+# (TargetSpec, tvm.target.Target, ScheduleReport | None) -> tvm.transform.Pass
+Pipeline = Callable[..., Any]
 PIPELINES: Registry[Pipeline] = Registry("pipeline")
 register_pipeline = PIPELINES.register
 get_pipeline = PIPELINES.lookup
@@ -46,7 +48,7 @@ def uses_winograd(spec: Any) -> bool:
 
 
 @register_pipeline("cpu")
-def cpu_pipeline(spec: Any, target: Any) -> Any:
+def cpu_pipeline(spec: Any, target: Any, schedules: ScheduleReport | None = None) -> Any:
     """NHWC (+ Winograd 3x3 convolutions when `[options] winograd`) + lifted weight transforms + fused kernels,
     then tuned MetaSchedule records where compile found some for this CPU, hand-written schedules
     (`cpu_schedule`) for every kernel without one, and TVM's CPU lowering."""
@@ -61,7 +63,7 @@ def cpu_pipeline(spec: Any, target: Any) -> Any:
     def _pipeline(mod: Any, _ctx: Any) -> Any:
         with target:
             tuned = [MetaScheduleApplyDatabase(enable_warning=False)] if ms.database.Database.current() else []
-            passes = [*cpu_front_passes(target, winograd=uses_winograd(spec)), *tuned, schedule_cpu_kernels(),
+            passes = [*cpu_front_passes(target, winograd=uses_winograd(spec)), *tuned, schedule_cpu_kernels(schedules),
                       *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
             return tvm.transform.Sequential(passes)(mod)
 
@@ -69,7 +71,7 @@ def cpu_pipeline(spec: Any, target: Any) -> Any:
 
 
 @register_pipeline("cpu-default")
-def cpu_default_pipeline(spec: Any, target: Any) -> Any:
+def cpu_default_pipeline(spec: Any, target: Any, schedules: ScheduleReport | None = None) -> Any:
     """TVM's default CPU pipeline, unscheduled loops and weights taken as stored: for runtimes that cannot run
     the `cpu` pipeline's output (the wasm page has one thread and calls only `main`)."""
     from tvm import relax
@@ -78,7 +80,7 @@ def cpu_default_pipeline(spec: Any, target: Any) -> Any:
 
 
 @register_pipeline("gpu")
-def gpu_pipeline(spec: Any, target: Any) -> Any:
+def gpu_pipeline(spec: Any, target: Any, schedules: ScheduleReport | None = None) -> Any:
     """TVM's GPU pipeline (cuda, or the generic one for vulkan/webgpu/metal) with dlight's default schedules
     applied per function: a rule that fails on one function falls back to the next rule for that function
     only, and a function no rule schedules is named in the error. Rules: `[options] schedule_rules`."""
@@ -90,7 +92,7 @@ def gpu_pipeline(spec: Any, target: Any) -> Any:
     from harmonizer_deploy.compiler.gpu.schedule import DEFAULT_RULES, per_function_schedule
 
     stages = cuda if target.kind.name == "cuda" else generic
-    schedule = per_function_schedule(tuple(spec.options.get("schedule_rules", DEFAULT_RULES)))
+    schedule = per_function_schedule(tuple(spec.options.get("schedule_rules", DEFAULT_RULES)), schedules)
     legalize = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
                 relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(), schedule]
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harmonizer_deploy.compiler.executable import build_executable
 from harmonizer_deploy.compiler.targets import TargetSpec, load_target, targets_dir
 from harmonizer_deploy.core.artifacts import sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
@@ -46,7 +47,7 @@ def kernel_seconds(mod: Any, target: Any) -> float:
     rng = np.random.default_rng(0)
     args = [tvm.runtime.tensor(rng.random([int(d) for d in p.shape]).astype(str(p.dtype)), device)
             for p in func.params]
-    library = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    library = build_executable(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
     return float(library.mod.time_evaluator("main", device, number=20, repeat=5)(*args).median)
 
 
@@ -171,7 +172,7 @@ def tune(
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from harmonizer_deploy.compiler.build import import_onnx
+    from harmonizer_deploy.compiler.relax_import import import_onnx
 
     missing = [m for m in ("cloudpickle", "xgboost") if importlib.util.find_spec(m) is None]
     if missing:

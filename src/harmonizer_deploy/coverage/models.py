@@ -32,9 +32,9 @@ def _random_input(vi: onnx.ValueInfoProto, rng: np.random.Generator) -> np.ndarr
 
 
 def _expected(model: onnx.ModelProto, inputs: list[np.ndarray]) -> list[Any]:
-    import onnxruntime as ort
+    from harmonizer_deploy.core.onnxruntime import ort_session
 
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(model)
     feeds = {vi.name: x for vi, x in zip(model.graph.input, inputs, strict=True)}
     return sess.run(None, feeds)
 

@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from harmonizer_deploy.compiler.executable import build_executable
 from harmonizer_deploy.core.artifacts import atomic_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.onnxruntime import ort_session
 
 PASS = "pass"
 UNSUPPORTED = "unsupported op"
@@ -267,12 +269,8 @@ def run_onnxruntime(case: Case, report: Report) -> None:
     import onnxruntime as ort
 
     def load() -> Any:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         try:
-            return ort.InferenceSession(case.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            return ort_session(case.model, threads=1, quiet=True)
         except Exception as exc:
             if "NOT_IMPLEMENTED" in str(exc) or "Could not find an implementation" in str(exc):
                 raise StageError(UNSUPPORTED, _first_line(exc)) from exc
@@ -390,7 +388,7 @@ def run_tvm_model(
                 raise
 
     mod = _stage(report, "import", load)
-    ex = _stage(report, "compile", lambda: tvm.compile(mod, tvm.target.Target({"kind": "llvm"})))
+    ex = _stage(report, "compile", lambda: build_executable(mod, tvm.target.Target({"kind": "llvm"})))
 
     def run() -> list[Any]:
         vm = relax.VirtualMachine(ex, tvm.cpu())

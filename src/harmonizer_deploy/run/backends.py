@@ -38,15 +38,11 @@ class OnnxRuntimeBackend:
     name: str = "onnxruntime"
 
     def __post_init__(self) -> None:
-        import onnxruntime as ort
-
         from harmonizer_deploy.conversion.convert import check_onnx_file
+        from harmonizer_deploy.core.onnxruntime import ort_session
 
         check_onnx_file(Path(self.onnx_path))
-        options = ort.SessionOptions()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=list(self.providers))
+        self.session = ort_session(self.onnx_path, providers=self.providers, spinning=False)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(x, dtype=np.float32)})[0]

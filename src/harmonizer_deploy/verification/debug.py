@@ -31,6 +31,7 @@ from harmonizer_deploy.verification.verify import Tolerances, VerifyReport, erro
 DEFAULT_CHUNK_SIZE = 8
 REDUCED_MODEL = "reduced.onnx"
 REDUCED_INPUTS = "inputs.npz"
+REDUCED_EXPECTED = "expected.npz"
 REDUCED_REPORT = "reduced.json"
 REDUCED_REPRO = "repro.py"
 
@@ -139,10 +140,10 @@ def _boundary_inputs(model: Any, nodes: list[Any]) -> list[str]:
 
 def run_onnxruntime(model: Any, feeds: dict[str, np.ndarray], session: Any = None) -> dict[str, np.ndarray]:
     """The reference: onnxruntime's CPU provider, as verify uses it (pass `session` to reuse one)."""
-    import onnxruntime as ort
+    from harmonizer_deploy.core.onnxruntime import ort_session
 
     if session is None:
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort_session(model)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds), strict=True))
 
@@ -150,7 +151,7 @@ def run_onnxruntime(model: Any, feeds: dict[str, np.ndarray], session: Any = Non
 class TargetRunner:
     """Compiles ONNX (sub-)models for a target in memory and runs them in this process.
 
-    Goes through `compiler.import_onnx`, the same import `compile` uses, so the sub-models are built exactly
+    Goes through `relax_import.import_onnx`, the same import `compile` uses, so the sub-models are built exactly
     like the artifact (looked up at call time: a test can swap in a faulty importer)."""
 
     def __init__(self, spec: TargetSpec) -> None:
@@ -173,15 +174,18 @@ class TargetRunner:
         import tvm
         from tvm import relax
 
-        from harmonizer_deploy.compiler import build as compiler
+        from harmonizer_deploy.compiler import relax_import
+        from harmonizer_deploy.compiler.executable import build_executable
         from harmonizer_deploy.compiler.pipelines import get_pipeline
+        from harmonizer_deploy.compiler.scheduling import ScheduleReport
         from harmonizer_deploy.run.tvm import prepare_params
 
         start = time.perf_counter()
-        mod, _names, arrays, _report = compiler.import_onnx(model)
+        mod, _names, arrays, _report = relax_import.import_onnx(model)
         tvm_target = self.spec.tvm_target()
-        executable = tvm.compile(mod, target=tvm_target,
-                                 relax_pipeline=get_pipeline(self.spec.pipeline)(self.spec, tvm_target))
+        schedules = ScheduleReport()
+        executable = build_executable(mod, tvm_target, schedules=schedules, target_name=self.spec.name,
+                                      pipeline=get_pipeline(self.spec.pipeline)(self.spec, tvm_target, schedules))
         self.compiled += 1
         self.compile_seconds += time.perf_counter() - start
         vm = relax.VirtualMachine(executable, self.device)
@@ -294,10 +298,10 @@ def _compare_full(directory: Path, manifest: dict, model: Any, inputs: list[np.n
     """The whole artifact vs onnxruntime on every input; returns the stats and the worst input's index."""
     input_name = manifest["inputs"][0]["name"]
     output_name = model.graph.output[0].name
-    import onnxruntime as ort
+    from harmonizer_deploy.core.onnxruntime import ort_session
 
     actual = RUNNERS.lookup(manifest.get("runner", "local"))(directory, manifest, inputs)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(model)
     worst, worst_err, expected = 0, -1.0, []
     for i, x in enumerate(inputs):
         expected.append(run_onnxruntime(model, {input_name: x}, session)[output_name])
@@ -599,10 +603,13 @@ def _write_bundle(out: Path, sub: Any, feeds: dict[str, np.ndarray], spec: Targe
         onnx.save(sub, str(tmp))
     with atomic_file(out / REDUCED_INPUTS) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **feeds)
+    expected = run_onnxruntime(sub, feeds)  # stored, so the reproducer needs TVM alone, not onnxruntime
+    with atomic_file(out / REDUCED_EXPECTED) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **expected)
     write_json(out / REDUCED_REPORT, {
         **details, "target": spec.name, "target_json": manifest.get("target_json"),
         "tolerance": {"atol": spec.atol, "rtol": spec.rtol}, "versions": manifest.get("versions"),
-        "files": [REDUCED_MODEL, REDUCED_INPUTS, REDUCED_REPRO],
+        "files": [REDUCED_MODEL, REDUCED_INPUTS, REDUCED_EXPECTED, REDUCED_REPRO],
         "reproduce": f"python {REDUCED_REPRO}  (or: harmonizer-deploy debug verify {REDUCED_MODEL} "
                      f"--inputs {REDUCED_INPUTS} --target {spec.name})"})
     with atomic_file(out / REDUCED_REPRO) as tmp:
@@ -610,19 +617,22 @@ def _write_bundle(out: Path, sub: Any, feeds: dict[str, np.ndarray], spec: Targe
                                      rtol=spec.rtol, device=spec.device))
 
 
-_REPRO = '''"""Standalone reproducer: TVM Relax vs onnxruntime on {model} (numpy, onnx, onnxruntime, apache-tvm)."""
+_REPRO = '''"""Standalone reproducer: TVM Relax vs onnxruntime's outputs on {model} (numpy, onnx, apache-tvm).
+
+{expected} holds onnxruntime's outputs for {inputs}, computed when this folder was written.
+"""
 import numpy as np
 import onnx
-import onnxruntime as ort
 import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 model = onnx.load("{model}")
 feeds = dict(np.load("{inputs}"))
-expected = ort.InferenceSession("{model}", providers=["CPUExecutionProvider"]).run(None, feeds)
+reference = np.load("{expected}")
+expected = [reference[out.name] for out in model.graph.output]
 target = tvm.target.Target({target})
-executable = tvm.compile(from_onnx(model), target=target, relax_pipeline=relax.get_default_pipeline(target))
+executable = relax.build(from_onnx(model), target=target, relax_pipeline=relax.get_default_pipeline(target))
 device = tvm.device("{device}", 0)
 vm = relax.VirtualMachine(executable, device)
 result = vm["main"](*[tvm.runtime.tensor(feeds[i.name], device) for i in model.graph.input])
@@ -631,7 +641,7 @@ for out, a, e in zip(model.graph.output, actual, expected):
     err = np.abs(a.astype(np.float64) - e)
     ok = np.all(err <= {atol} + {rtol} * np.abs(e))
     print(f"{{out.name}}: max abs error {{err.max():.3e}} -> {{'PASS' if ok else 'FAIL'}}")
-'''.replace("{model}", REDUCED_MODEL).replace("{inputs}", REDUCED_INPUTS)
+'''.replace("{model}", REDUCED_MODEL).replace("{inputs}", REDUCED_INPUTS).replace("{expected}", REDUCED_EXPECTED)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,19 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from harmonizer_deploy.compiler.scheduling import SCHEDULED_ATTR, commit, is_scheduled
+from harmonizer_deploy.compiler.scheduling import SCHEDULED_ATTR, ScheduleReport, commit, is_scheduled
 
 VECTOR_LANES = 16          # float32 lanes of one AVX-512 register (two AVX2 registers: LLVM splits it)
 ACCUMULATOR_ROWS = 4       # output pixels per tile; x 4 vectors of 16 channels = 16 accumulator registers
 CHANNEL_TILE = 64          # output channels per tile (4 vectors)
 WINOGRAD_ROWS = 4          # Winograd tiles per register block of the transform-point products
 
-_last_report: dict[str, str] = {}
-
-
-def last_report() -> dict[str, str]:
-    """{function name: schedule used} of the most recent `schedule_cpu_kernels` pass."""
-    return dict(_last_report)
 
 
 def _static(extent: Any) -> int | None:
@@ -267,22 +261,24 @@ def schedule_function(func: Any) -> tuple[Any, str]:
     return func, "default" + failed
 
 
-def schedule_cpu_kernels() -> Any:
-    """A module pass: every PrimFunc not already scheduled (e.g. by tuned records) gets a hand schedule."""
+def schedule_cpu_kernels(report: ScheduleReport | None = None) -> Any:
+    """A module pass: every PrimFunc not already scheduled (e.g. by tuned records) gets a hand schedule; what
+    each kernel got goes into `report`."""
+    report = report if report is not None else ScheduleReport()
     import tvm
     from tvm import tirx
 
     @tvm.transform.module_pass(opt_level=0, name="HarmonizerCPUSchedule")
     def _pass(mod: Any, _ctx: Any) -> Any:
-        report: dict[str, str] = {}
+        report.functions.clear()
         updated = {}
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc):
                 continue
             if is_scheduled(func):
-                report[gvar.name_hint] = "tuned-record"
+                report.functions[gvar.name_hint] = "tuned-record"
                 continue
-            updated[gvar], report[gvar.name_hint] = schedule_function(func)
-        return commit(mod, updated, _last_report, report)
+            updated[gvar], report.functions[gvar.name_hint] = schedule_function(func)
+        return commit(mod, updated)
 
     return _pass

@@ -11,24 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from harmonizer_deploy.compiler.scheduling import SCHEDULED_ATTR, commit, is_scheduled
+from harmonizer_deploy.compiler.scheduling import SCHEDULED_ATTR, ScheduleReport, commit, is_scheduled
 from harmonizer_deploy.core.errors import HarmonizerError
 
 DEFAULT_RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
-
-_last_report: dict[str, Any] = {}
-_failure: list[HarmonizerError] = []  # raised inside a TVM pass, the error reaches Python re-wrapped by the FFI
-
-
-def take_failure() -> HarmonizerError | None:
-    """The scheduling error of the last compile, if any (compile re-raises it as itself)."""
-    return _failure.pop() if _failure else None
-
-
-def last_report() -> dict[str, Any]:
-    """What the most recent scheduling pass did: {"functions": {name: rule}, "rule_errors": {...}}."""
-    return {k: dict(v) for k, v in _last_report.items()}
-
 
 def make_rules(names: tuple[str, ...] | list[str]) -> list[tuple[str, Any]]:
     """`["Matmul", ...]` → dlight GPU rule instances, in order; an unknown name is one clear error."""
@@ -120,8 +106,11 @@ def schedule_function(name: str, func: Any, target: Any, rules: list[tuple[str, 
     )
 
 
-def per_function_schedule(rule_names: tuple[str, ...] | list[str] = DEFAULT_RULES) -> Any:
-    """A module pass: schedule each unscheduled PrimFunc with the first dlight rule that works for it."""
+def per_function_schedule(rule_names: tuple[str, ...] | list[str] = DEFAULT_RULES,
+                          report: ScheduleReport | None = None) -> Any:
+    """A module pass: schedule each unscheduled PrimFunc with the first dlight rule that works for it; the rule
+    per kernel, the rules that failed, and a failure that stops the build go into `report`."""
+    report = report if report is not None else ScheduleReport()
     import tvm
     from tvm import tirx
 
@@ -129,19 +118,20 @@ def per_function_schedule(rule_names: tuple[str, ...] | list[str] = DEFAULT_RULE
 
     @tvm.transform.module_pass(opt_level=0, name="HarmonizerPerFunctionSchedule")
     def _pass(mod: Any, _ctx: Any) -> Any:
-        report: dict[str, dict[str, str]] = {"functions": {}, "rule_errors": {}}
-        _failure.clear()
+        report.functions.clear()
+        report.rule_errors.clear()
+        report.failure = None
         updated = {}
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
                 continue
             target = func.attrs.get("target") or tvm.target.Target.current(allow_none=False)
             try:
-                updated[gvar], report["functions"][gvar.name_hint] = schedule_function(
-                    gvar.name_hint, func, target, rules, report["rule_errors"])
+                updated[gvar], report.functions[gvar.name_hint] = schedule_function(
+                    gvar.name_hint, func, target, rules, report.rule_errors)
             except HarmonizerError as exc:
-                _failure[:] = [exc]
+                report.failure = exc
                 raise
-        return commit(mod, updated, _last_report, report)
+        return commit(mod, updated)
 
     return _pass
