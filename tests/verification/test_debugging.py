@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 import harmonizer_deploy as hd
 import plant
 from harmonizer_deploy.cli import app
+from harmonizer_deploy.cli.common import parse_tolerance
+from harmonizer_deploy.core.compare import error_stats
 from harmonizer_deploy.core.errors import EXIT_USER_ERROR, EXIT_VERIFY_FAILED, HarmonizerError
 from harmonizer_deploy.verification import debug as debugging
-from harmonizer_deploy.verification.verify import error_stats, parse_tolerance
 
 cli = CliRunner()
 

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_range
+from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_range, parse_tolerance
 from harmonizer_deploy.cli.progress import progress_bar
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
 
@@ -44,7 +44,6 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch."""
-    from harmonizer_deploy.verification.verify import parse_tolerance
     from harmonizer_deploy.verification.verify import verify as run
 
     with progress_bar(f"verifying {target} against onnxruntime", not as_json) as update:

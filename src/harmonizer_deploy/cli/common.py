@@ -75,3 +75,19 @@ def parse_dims(items: list[str]) -> dict[str, int]:
             raise HarmonizerError(f"--fix-dim {item!r} is not NAME=SIZE", "e.g. --fix-dim batch=1 --fix-dim time=32")
         dims[name] = int(size)
     return dims
+
+
+def parse_tolerance(values: list[str] | None, what: str) -> float | dict[str, float] | None:
+    """CLI form → library form: ["1e-5"] → 1e-5; ["probs=1e-5", "2e-4"] → {"probs": 1e-5, "*": 2e-4}."""
+    if not values:
+        return None
+    per: dict[str, float] = {}
+    for value in values:
+        name, sep, number = value.rpartition("=")
+        key = name if sep else "*"
+        try:
+            per[key] = float(number)
+        except ValueError:
+            raise HarmonizerError(f"--{what} {value!r} is not a number or NAME=number",
+                                  f"pass e.g. --{what} 1e-5 or --{what} probs=1e-5") from None
+    return per["*"] if list(per) == ["*"] else per

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harmonizer_deploy.cli.check import print_verify
-from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out
+from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_tolerance
 from harmonizer_deploy.cli.progress import progress_bar, spinner
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
 
@@ -30,7 +30,6 @@ LoadOpt = Annotated[Path | None, typer.Option(help="Use inputs from an npz writt
 
 
 def _tolerances(atol: list[str] | None, rtol: list[str] | None) -> tuple[Any, Any]:
-    from harmonizer_deploy.verification.verify import parse_tolerance
 
     return parse_tolerance(atol, "atol"), parse_tolerance(rtol, "rtol")
 

@@ -23,10 +23,11 @@ import numpy as np
 from harmonizer_deploy.compiler.targets import TargetSpec, load_target
 from harmonizer_deploy.conversion.inputs import load_inputs, make_inputs
 from harmonizer_deploy.core.artifacts import atomic_file, sha256_file, write_json
+from harmonizer_deploy.core.compare import Tolerances, error_stats, max_abs_error
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.manifest import read_manifest
 from harmonizer_deploy.run.runners import RUNNERS
-from harmonizer_deploy.verification.verify import Tolerances, VerifyReport, error_stats
+from harmonizer_deploy.verification.verify import VerifyReport
 
 DEFAULT_CHUNK_SIZE = 8
 REDUCED_MODEL = "reduced.onnx"
@@ -305,8 +306,8 @@ def _compare_full(directory: Path, manifest: dict, model: Any, inputs: list[np.n
     worst, worst_err, expected = 0, -1.0, []
     for i, x in enumerate(inputs):
         expected.append(run_onnxruntime(model, {input_name: x}, session)[output_name])
-        err = float(np.nanmax(np.abs(actual[i].astype(np.float64) - expected[i]))) if actual[i].size else 0.0
-        if not np.isfinite(actual[i]).all():
+        err = max_abs_error(actual[i], expected[i])
+        if not np.isfinite(err) or not np.isfinite(actual[i]).all():
             err = np.inf
         if err > worst_err:
             worst, worst_err = i, err
