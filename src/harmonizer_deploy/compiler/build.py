@@ -23,7 +23,7 @@ from harmonizer_deploy.compiler.versions import tvm_versions
 from harmonizer_deploy.conversion.convert import check_onnx_file, sidecar_path_for
 from harmonizer_deploy.core.artifacts import atomic_dir, sha256_file, sha256_text
 from harmonizer_deploy.core.errors import HarmonizerError
-from harmonizer_deploy.core.params import PARAMS_FILE, save_params
+from harmonizer_deploy.core.params import PARAM_TRANSFORM, PARAMS_FILE, save_params
 from harmonizer_deploy.core.version import __version__
 
 MANIFEST = "manifest.json"
@@ -177,6 +177,8 @@ def compile(
             "tvm_import": prepare_report.to_dict(),
             "outputs": _io(onnx_model.graph.output),
             "library": library,
+            # weights re-laid-out once at load (NHWC/HWIO, Winograd): every runtime must call it before main
+            "param_transform": PARAM_TRANSFORM if PARAM_TRANSFORM in executable.as_text() else None,
             "params": names,
             "artifacts": {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files},
             "compile_seconds": round(time.perf_counter() - start, 3),

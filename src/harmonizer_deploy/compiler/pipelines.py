@@ -57,13 +57,14 @@ def cpu_pipeline(spec: Any, target: Any, schedules: ScheduleReport | None = None
     from tvm.relax.transform import MetaScheduleApplyDatabase
     from tvm.s_tir import meta_schedule as ms
 
-    from harmonizer_deploy.compiler.cpu.schedule import schedule_cpu_kernels
+    from harmonizer_deploy.compiler.cpu.schedule import machine_for, schedule_cpu_kernels
 
     @tvm.transform.module_pass(opt_level=0, name="HarmonizerCPUPipeline")
     def _pipeline(mod: Any, _ctx: Any) -> Any:
         with target:
             tuned = [MetaScheduleApplyDatabase(enable_warning=False)] if ms.database.Database.current() else []
-            passes = [*cpu_front_passes(target, winograd=uses_winograd(spec)), *tuned, schedule_cpu_kernels(schedules),
+            passes = [*cpu_front_passes(target, winograd=uses_winograd(spec)), *tuned,
+                      schedule_cpu_kernels(schedules, machine_for(spec.options)),
                       *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
             return tvm.transform.Sequential(passes)(mod)
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from harmonizer_deploy.core.errors import HarmonizerError
 
+PARAM_TRANSFORM = "main_transform_params"  # what Relax's LiftTransformParams names the lifted weight transform
 PARAMS_FILE = "params.npz"
 
 

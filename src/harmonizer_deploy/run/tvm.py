@@ -10,7 +10,7 @@ import numpy as np
 from harmonizer_deploy.core.cpus import use_all_cpu_cores
 from harmonizer_deploy.core.errors import DeviceUnavailable, HarmonizerError
 from harmonizer_deploy.core.manifest import read_manifest
-from harmonizer_deploy.core.params import PARAMS_FILE, load_params
+from harmonizer_deploy.core.params import PARAM_TRANSFORM, PARAMS_FILE, load_params
 
 DEVICE_NEEDS = {"cuda": "an NVIDIA GPU with its driver", "vulkan": "a Vulkan device (a GPU, or Mesa's lavapipe: "
                 "apt-get install mesa-vulkan-drivers)", "rocm": "an AMD GPU", "metal": "an Apple GPU"}
@@ -40,7 +40,6 @@ def tvm_device(kind: str, artifact_dir: str | Path | None = None) -> Any:
     return tvm.device(kind, 0)
 
 
-PARAM_TRANSFORM = "main_transform_params"
 
 
 def prepare_params(vm: Any, arrays: list[np.ndarray], device: Any) -> list[Any]:

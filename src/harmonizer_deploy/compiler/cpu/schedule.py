@@ -18,14 +18,35 @@ are applied first; these schedules only take the kernels no record covers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from harmonizer_deploy.compiler.scheduling import SCHEDULED_ATTR, ScheduleReport, commit, is_scheduled
 
-VECTOR_LANES = 16          # float32 lanes of one AVX-512 register (two AVX2 registers: LLVM splits it)
-ACCUMULATOR_ROWS = 4       # output pixels per tile; x 4 vectors of 16 channels = 16 accumulator registers
-CHANNEL_TILE = 64          # output channels per tile (4 vectors)
-WINOGRAD_ROWS = 4          # Winograd tiles per register block of the transform-point products
+
+@dataclass(frozen=True)
+class VectorMachine:
+    """What the register tiles are sized for: the same schedules serve x86 (AVX-512) and wasm SIMD128."""
+
+    lanes: int = 16            # float32 lanes of one vector register (AVX-512; two AVX2 registers: LLVM splits it)
+    accumulator_rows: int = 4  # output pixels per tile; x 4 vectors of 16 channels = 16 accumulator registers
+    channel_tile: int = 64     # output channels per tile (4 vectors)
+    winograd_rows: int = 4     # Winograd tiles per register block of the transform-point products
+    wide_pixels: int = 24      # pixels side by side when a tile holds one vector of channels per pixel
+    parallel: bool = True      # tiles as parallel tasks (off where the runtime has one thread)
+
+
+AVX512 = VectorMachine()
+# wasm SIMD128: 4 float32 lanes, and V8 maps v128 values onto the 16 xmm registers of x86-64 (or 32 on Arm),
+# so a tile is 2 pixels x 16 channels: 8 accumulators + 4 weight vectors + 1 broadcast input.
+WASM_SIMD128 = VectorMachine(lanes=4, accumulator_rows=2, channel_tile=16, winograd_rows=2, wide_pixels=12,
+                             parallel=False)
+VECTOR_LANES = AVX512.lanes  # the default machine's lanes (tests and tuning read it)
+
+
+def machine_for(options: dict[str, Any]) -> VectorMachine:
+    """A target's `[options] vector_machine = "avx512" | "wasm-simd128"` (default avx512)."""
+    return {"avx512": AVX512, "wasm-simd128": WASM_SIMD128}[options.get("vector_machine", "avx512")]
 
 
 
@@ -58,7 +79,7 @@ def _conv_block(sch: Any) -> Any | None:
     return found[0] if len(found) == 1 else None
 
 
-def _conv_tile(rows: int | None, width: int, channels: int) -> tuple[int, int, int, int]:
+def _conv_tile(rows: int | None, width: int, channels: int, m: VectorMachine = AVX512) -> tuple[int, int, int, int]:
     """(output rows, output columns, output channels, vector lanes) of one register tile.
 
     Measured on a 2-core Zen 5, 3x3 conv 64->64 over 32x46 pixels: 2 rows x 2 columns x 64 channels (16
@@ -66,18 +87,18 @@ def _conv_tile(rows: int | None, width: int, channels: int) -> tuple[int, int, i
     vector, a 36 KB weight panel that stays in L1) 498 GFLOP/s without tiling the rows, which is what a
     symbolic batch x time needs; 1 x 2 x 64 (8 accumulators, too few to cover the FMA latency) 381 GFLOP/s.
     """
-    lanes = _largest_divisor(channels, VECTOR_LANES)  # 64 → 16, 4 voices → 4, 24 → 12: at most one register
-    wide_x = _largest_divisor(width, 24)
+    lanes = _largest_divisor(channels, m.lanes)  # 64 → 16, 4 voices → 4, 24 → 12: at most one register
+    wide_x = _largest_divisor(width, m.wide_pixels)
     even_rows = rows is not None and rows % 2 == 0 and width % 2 == 0
-    if lanes == VECTOR_LANES and (even_rows or wide_x < 8):
+    if lanes == m.lanes and (even_rows or wide_x < 8):
         tile_x = _largest_divisor(width, 2)
-        tile_rows = _largest_divisor(rows, ACCUMULATOR_ROWS // tile_x)
-        return tile_rows, tile_x, _largest_divisor(channels // lanes, CHANNEL_TILE // lanes) * lanes, lanes
+        tile_rows = _largest_divisor(rows, max(1, m.accumulator_rows // tile_x))
+        return tile_rows, tile_x, _largest_divisor(channels // lanes, m.channel_tile // lanes) * lanes, lanes
     # one (or a few: the 4 output voices) vector(s) of channels per pixel: many pixels side by side
     return 1, wide_x, lanes, lanes
 
 
-def schedule_conv2d_nhwc(func: Any) -> Any | None:
+def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     """Register-blocked direct convolution with its producers (padding) and epilogue fused; None if the
     function is not one NHWC convolution plus element-wise work."""
     from tvm import s_tir
@@ -103,23 +124,24 @@ def schedule_conv2d_nhwc(func: Any) -> Any | None:
     if width is None or channels is None:
         return None
     rows = sch.fuse(n, y)  # batch x time: symbolic when the artifact takes any shape
-    tile_rows, tile_x, cols, lanes = _conv_tile(_static(sch.get(rows).extent), width, channels)
+    tile_rows, tile_x, cols, lanes = _conv_tile(_static(sch.get(rows).extent), width, channels, m)
     row_outer, row_inner = sch.split(rows, [None, tile_rows])
     x_outer, x_inner = sch.split(x, [None, tile_x])
     f_outer, f_vectors, f_lanes = sch.split(f, [None, cols // lanes, lanes])
     sch.reorder(row_outer, x_outer, f_outer, ky, kx, c, row_inner, x_inner, f_vectors, f_lanes)
     tile = sch.fuse(row_outer, x_outer)
-    sch.parallel(tile)
+    if m.parallel:
+        sch.parallel(tile)
     for producer in producers:  # the tile's input window, zero-padded, copied once for all channel tiles
         sch.compute_at(producer, tile)
-        _vectorize_innermost(sch, producer)
+        _vectorize_innermost(sch, producer, m.lanes)
     sch.reverse_compute_at(output, f_outer)
     sch.set_scope(conv, 0, "local")  # compacted to the tile: the accumulators LLVM keeps in registers
     for loop in (row_inner, x_inner, f_vectors):
         sch.unroll(loop)
     sch.vectorize(f_lanes)
     sch.decompose_reduction(conv, ky)
-    _vectorize_innermost(sch, output)
+    _vectorize_innermost(sch, output, m.lanes)
     return sch.mod["main"]
 
 
@@ -128,7 +150,7 @@ def _named_block(sch: Any, prefix: str) -> Any | None:
     return found[0] if len(found) == 1 else None
 
 
-def schedule_winograd(func: Any) -> Any | None:
+def schedule_winograd(func: Any, m: VectorMachine = AVX512) -> Any | None:
     """One row of Winograd tiles per parallel task (`winograd.conv2d_nhwc`, epilogue fused): the row's
     zero-padded input window, its transform and its 24 matrix products are computed into buffers that stay
     in L1/L2, then the output transform writes the row with bias/residual/ReLU applied. The products use
@@ -156,10 +178,11 @@ def schedule_winograd(func: Any) -> Any | None:
     n, h, w, k = sch.get_loops(output)
     tile_row, i = sch.split(h, [None, m_h])
     tile_col, j = sch.split(w, [None, m_w])
-    k_outer, k_lanes = sch.split(k, [None, VECTOR_LANES])
+    k_outer, k_lanes = sch.split(k, [None, m.lanes])
     sch.reorder(n, tile_row, tile_col, k_outer, i, j, k_lanes)
     row = sch.fuse(n, tile_row)
-    sch.parallel(row)
+    if m.parallel:
+        sch.parallel(row)
     for block in (products, transformed, pad):
         sch.compute_at(block, row)
     for loop in (i, j):
@@ -168,10 +191,10 @@ def schedule_winograd(func: Any) -> Any | None:
 
     eh, ew, tiles, out_channels, reduction = _inner_loops(sch, products, row)
     point = sch.fuse(eh, ew)
-    rows = _largest_divisor(_static(sch.get(tiles).extent), WINOGRAD_ROWS)
+    rows = _largest_divisor(_static(sch.get(tiles).extent), m.winograd_rows)
     tiles_outer, tiles_inner = sch.split(tiles, [None, rows])
-    vectors = _largest_divisor(_static(sch.get(out_channels).extent) // VECTOR_LANES, CHANNEL_TILE // VECTOR_LANES)
-    f_outer, f_vectors, f_lanes = sch.split(out_channels, [None, vectors, VECTOR_LANES])
+    vectors = _largest_divisor(_static(sch.get(out_channels).extent) // m.lanes, m.channel_tile // m.lanes)
+    f_outer, f_vectors, f_lanes = sch.split(out_channels, [None, vectors, m.lanes])
     sch.reorder(point, tiles_outer, f_outer, reduction, tiles_inner, f_vectors, f_lanes)
     accumulators = sch.cache_write(products, 0, "local")
     sch.reverse_compute_at(accumulators, f_outer)
@@ -179,15 +202,15 @@ def schedule_winograd(func: Any) -> Any | None:
         sch.unroll(loop)
     sch.vectorize(f_lanes)
     sch.decompose_reduction(products, reduction)
-    _vectorize_innermost(sch, accumulators)
+    _vectorize_innermost(sch, accumulators, m.lanes)
 
     eh, ew, tiles, channels = _inner_loops(sch, transformed, row)
-    c_outer, c_lanes = sch.split(channels, [None, VECTOR_LANES])
+    c_outer, c_lanes = sch.split(channels, [None, m.lanes])
     sch.reorder(tiles, c_outer, eh, ew, c_lanes)
     for loop in (eh, ew):
         sch.unroll(loop)
     sch.vectorize(c_lanes)
-    _vectorize_innermost(sch, pad)
+    _vectorize_innermost(sch, pad, m.lanes)
     return sch.mod["main"]
 
 
@@ -209,15 +232,15 @@ def _inner_loops(sch: Any, block: Any, outer: Any) -> list[Any]:
     return [loop for loop in below if _static(sch.get(loop).extent) != 1]
 
 
-def _vectorize_innermost(sch: Any, block: Any) -> None:
+def _vectorize_innermost(sch: Any, block: Any, lanes: int = VECTOR_LANES) -> None:
     inner = sch.get_loops(block)[-1]
     extent = _static(sch.get(inner).extent)
-    if extent is not None and extent % VECTOR_LANES == 0:
-        _, lanes = sch.split(inner, [None, VECTOR_LANES])
-        sch.vectorize(lanes)
+    if extent is not None and extent % lanes == 0:
+        _, vector = sch.split(inner, [None, lanes])
+        sch.vectorize(vector)
 
 
-def schedule_injective(func: Any) -> Any | None:
+def schedule_injective(func: Any, m: VectorMachine = AVX512) -> Any | None:
     """Element-wise / layout kernels: producers inlined, outer loops fused and run in parallel, the innermost
     (channel) loop vectorized. None for kernels with a reduction."""
     from tvm import s_tir
@@ -234,11 +257,13 @@ def schedule_injective(func: Any) -> Any | None:
     for block in sch.get_output_blocks(sch.get_sblock("root")):
         loops = sch.get_loops(block)
         outer = [loop for loop in loops[:-1] if _static(sch.get(loop).extent) is not None]
-        if len(outer) == len(loops) - 1 and outer:  # static shapes: one parallel loop over everything
+        if not m.parallel:
+            pass
+        elif len(outer) == len(loops) - 1 and outer:  # static shapes: one parallel loop over everything
             sch.parallel(sch.fuse(*outer))
         elif len(loops) > 1:  # symbolic batch/time: parallel over the outermost loop only
             sch.parallel(loops[0])
-        _vectorize_innermost(sch, block)
+        _vectorize_innermost(sch, block, m.lanes)
     return sch.mod["main"]
 
 
@@ -246,13 +271,13 @@ SCHEDULES = (("winograd-row-tasks", schedule_winograd),
              ("conv2d-nhwc-register-tile", schedule_conv2d_nhwc), ("injective-parallel", schedule_injective))
 
 
-def schedule_function(func: Any) -> tuple[Any, str]:
+def schedule_function(func: Any, machine: VectorMachine = AVX512) -> tuple[Any, str]:
     """The function scheduled by the first schedule that applies, and its name ("default" when none does;
     "default (<schedule>: <error>)" when one matched but a primitive refused, e.g. on a symbolic shape)."""
     failed = ""
     for name, schedule in SCHEDULES:
         try:
-            scheduled = schedule(func)
+            scheduled = schedule(func, machine)
         except Exception as exc:  # ScheduleError / InternalError from a primitive: keep TVM's default loops
             failed = f" ({name}: {str(exc).strip().splitlines()[-1][:160]})"
             continue
@@ -261,7 +286,7 @@ def schedule_function(func: Any) -> tuple[Any, str]:
     return func, "default" + failed
 
 
-def schedule_cpu_kernels(report: ScheduleReport | None = None) -> Any:
+def schedule_cpu_kernels(report: ScheduleReport | None = None, machine: VectorMachine = AVX512) -> Any:
     """A module pass: every PrimFunc not already scheduled (e.g. by tuned records) gets a hand schedule; what
     each kernel got goes into `report`."""
     report = report if report is not None else ScheduleReport()
@@ -278,7 +303,7 @@ def schedule_cpu_kernels(report: ScheduleReport | None = None) -> Any:
             if is_scheduled(func):
                 report.functions[gvar.name_hint] = "tuned-record"
                 continue
-            updated[gvar], report.functions[gvar.name_hint] = schedule_function(func)
+            updated[gvar], report.functions[gvar.name_hint] = schedule_function(func, machine)
         return commit(mod, updated)
 
     return _pass

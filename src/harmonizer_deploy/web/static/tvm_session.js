@@ -79,11 +79,24 @@ export async function openModel(baseUrl, log = () => {}) {
   timings.shader_compile_ms = performance.now() - t2;
   log(`pipelines ready in ${timings.shader_compile_ms.toFixed(0)} ms`);
   const main = tvm.detachFromCurrentScope(vm.getFunction("main"));
-  const params = index.params.map((p) => {
+  let params = index.params.map((p) => {
     const t = tvm.detachFromCurrentScope(tvm.empty(p.shape, "float32", dev));
     t.copyFrom(new Float32Array(blob, p.offset, p.bytes / 4));
     return t;
   });
+  if (manifest.param_transform) {
+    // the lifted weight transforms (NHWC/HWIO re-layout, Winograd): once here instead of on every call
+    const t3 = performance.now();
+    const transform = vm.getFunction(manifest.param_transform);
+    const lifted = transform(tvm.makeTVMArray(params));
+    const size = lifted.size();
+    const transformed = [];
+    for (let i = 0; i < size; i++) transformed.push(tvm.detachFromCurrentScope(lifted.get(i)));
+    params.forEach((p) => p.dispose());
+    params = transformed;
+    timings.param_transform_ms = performance.now() - t3;
+    log(`weights transformed once in ${timings.param_transform_ms.toFixed(0)} ms`);
+  }
   tvm.endScope();
   await dev.sync();
   timings.load_ms = performance.now() - t0;
