@@ -79,12 +79,14 @@ def test_weight_names_become_identifiers():
 
 
 def test_web_targets_are_data():
+    from harmonizer_deploy.compiler.cpu.schedule import machine_for
     from harmonizer_deploy.compiler.gpu.schedule import make_rules
     from harmonizer_deploy.compiler.targets import load_target
 
     webgpu, wasm = load_target("webgpu"), load_target("wasm")
     assert webgpu.export == wasm.export == "wasm" and webgpu.runner == wasm.runner == "browser"
     assert webgpu.host == {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
+    assert "+simd128" in wasm.target["mattr"] and wasm.pipeline == "cpu" and not machine_for(wasm.options).parallel
     assert webgpu.options["schedule_rules"] == ["Fallback"] and webgpu.pipeline == "gpu"
     assert webgpu.verify == {"num_inputs": 2, "batch": 1, "time_steps": 8}
     with pytest.raises(HarmonizerError, match="fastest"):
@@ -178,6 +180,25 @@ def test_compile_and_verify_in_chromium(web_build, target):
     assert report.passed, report.outputs
     assert report.outputs[0]["max_abs_err"] <= 1e-4
     assert report.outputs[0]["argmax_agreement"] == 1.0
+
+
+@needs_browser
+def test_wasm_artifact_is_simd_with_hand_schedules_and_lifted_weights(web_build):
+    """The wasm target compiles with +simd128 (the disassembly holds f32x4 arithmetic), gets the hand schedules
+    (no default loops on the convolutions) and ships the lifted weight transform the page runs once."""
+    import subprocess
+
+    manifest = json.loads((web_build / "wasm" / "manifest.json").read_text())
+    assert manifest["param_transform"] == "main_transform_params"
+    schedules = set(manifest["schedules"]["functions"].values())
+    assert {"winograd-row-tasks", "conv2d-nhwc-register-tile"} & schedules, schedules
+    wasm_dis = shutil.which("wasm-dis")  # binaryen, installed with emscripten
+    if wasm_dis is None:
+        pytest.skip("wasm-dis (binaryen, part of Debian's emscripten) is not installed")
+    text = subprocess.run([wasm_dis, str(web_build / "wasm" / "model.wasm")], capture_output=True, text=True,
+                          timeout=300, check=True).stdout
+    simd = sum(text.count(op) for op in ("f32x4.mul", "f32x4.add", "f32x4.fma", "f32x4.relaxed_madd"))
+    assert simd >= 100, f"only {simd} f32x4 multiply/add instructions in model.wasm"
 
 
 def _check_harmonization(report: dict, melody_steps: list[int]) -> None:
