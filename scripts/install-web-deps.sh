@@ -39,8 +39,9 @@ unset EM_CACHE  # Debian's emscripten ships a frozen cache
 
 # npm package (pinned) and the runtime objects, both into ~/.cache/harmonizer-deploy (HARMONIZER_DEPLOY_CACHE)
 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" "$python" - <<'PY'
-from harmonizer_deploy.web.jsdeps import tvmjs_bundle
+from harmonizer_deploy.web.jsdeps import ort_web_dist, tvmjs_bundle
 from harmonizer_deploy.compiler.web.toolchain import runtime_home
 print("install-web-deps.sh: tvmjs", tvmjs_bundle())
+print("install-web-deps.sh: onnxruntime-web (the bench's browser peer)", ort_web_dist())
 print("install-web-deps.sh: TVM web runtime objects", runtime_home())
 PY

@@ -229,6 +229,26 @@ def test_page_harmonizes_a_bundled_melody(web_build, backend):
 
 
 @needs_browser
+@needs_browser
+def test_onnxruntime_web_peer_runs_the_same_model_cross_origin_isolated(web_build):
+    """onnxruntime-web (the pinned npm package) runs the same model.onnx in the same Chromium, with 1 thread and
+    with 2 (the server makes the page cross-origin isolated, so wasm threads are allowed), and agrees with
+    native onnxruntime."""
+    from harmonizer_deploy.run.browser import ort_web_bench
+    from harmonizer_deploy.web.jsdeps import ort_web_dist
+
+    try:
+        ort_web_dist(install=False)
+    except HarmonizerError as exc:
+        pytest.skip(f"{exc.problem}: run scripts/install-web-deps.sh")
+    for threads in (1, 2):
+        row = ort_web_bench(web_build / "model.onnx", ep="wasm", threads=threads, batch=1, time_steps=8, warmup=0,
+                            repeats=2)
+        assert row["backend"] == f"ort-web-wasm-{threads}t" and row["threads"] == threads
+        assert row["cross_origin_isolated"] is True
+        assert row["max_abs_err_vs_onnxruntime"] < 1e-4 and row["p50_ms"] > 0
+
+
 def test_browser_bench_row(web_build):
     from harmonizer_deploy.run.browser import browser_bench
 

@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from harmonizer_deploy.core.compare import max_abs_error
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.manifest import read_manifest
+from harmonizer_deploy.core.onnxruntime import ort_session
 from harmonizer_deploy.web.browser import chromium
 from harmonizer_deploy.web.jsdeps import tvmjs_bundle
 from harmonizer_deploy.web.server import Job, WebServer
@@ -26,19 +28,9 @@ class BrowserRun:
     report: dict[str, Any]
 
 
-def run_job(artifact_dir: str | Path, inputs: list[np.ndarray], warmup: int = 0, repeats: int = 0,
-            timeout_s: float = DEFAULT_TIMEOUT_S) -> BrowserRun:
-    """Serve the artifact on 127.0.0.1, open the runner page in headless Chromium, collect outputs + timings."""
-    artifact_dir = Path(artifact_dir)
-    manifest = read_manifest(artifact_dir)
-    if "web_params" not in manifest:
-        raise HarmonizerError(f"{artifact_dir} is not a web artifact (target {manifest.get('target')})",
-                              "compile with --target webgpu or --target wasm")
-    arrays = [np.ascontiguousarray(x, dtype="<f4") for x in inputs]
-    job = Job(artifact_url="/artifacts/model/", inputs=[a.tobytes() for a in arrays],
-              shapes=[list(a.shape) for a in arrays], warmup=warmup, repeats=repeats)
-    with WebServer(tvmjs_bundle(), {"model": artifact_dir}, job) as server, \
-            chromium(f"{server.url}/static/runner.html") as proc:
+def _drive(page: str, artifacts: dict[str, Path], job: Job, timeout_s: float, what: str) -> dict[str, Any]:
+    """Serve `artifacts` on 127.0.0.1, open `page` in headless Chromium, wait for the job's report."""
+    with WebServer(tvmjs_bundle(), artifacts, job) as server, chromium(f"{server.url}/static/{page}") as proc:
         deadline = time.monotonic() + timeout_s
         while not job.done.wait(0.5):
             if proc.poll() is not None:
@@ -54,15 +46,88 @@ def run_job(artifact_dir: str | Path, inputs: list[np.ndarray], warmup: int = 0,
         # the runtime's own messages (e.g. a WebGPU validation error) come before its generic exit(1)
         detail = next((ln for ln in reversed(job.log) if "error" in ln.lower() and ln != report.get("error")), "")
         detail = f" (page log: {detail.splitlines()[0][:300]})" if detail else ""
-        raise HarmonizerError(f"the {manifest.get('target')} artifact failed in Chromium: {report.get('error')}"
-                              f"{detail}", "see the message; for WebGPU check chrome://gpu on this machine")
+        raise HarmonizerError(f"{what} failed in Chromium: {report.get('error')}{detail}",
+                              "see the message; for WebGPU check chrome://gpu on this machine")
+    return report
+
+
+def _outputs(job: Job, report: dict[str, Any]) -> list[np.ndarray]:
     outputs = []
     for i, run in enumerate(report["runs"]):
         data = job.outputs.get(i)
         if data is None:
             raise HarmonizerError(f"the browser did not return output {i}", "rerun; report it if it persists")
         outputs.append(np.frombuffer(data, dtype="<f4").reshape(run["shape"]).copy())
-    return BrowserRun(outputs, report)
+    return outputs
+
+
+def _job(artifact_url: str, inputs: list[np.ndarray], warmup: int, repeats: int, **options: Any) -> Job:
+    arrays = [np.ascontiguousarray(x, dtype="<f4") for x in inputs]
+    return Job(artifact_url=artifact_url, inputs=[a.tobytes() for a in arrays], shapes=[list(a.shape) for a in arrays],
+               warmup=warmup, repeats=repeats, options=options)
+
+
+def run_job(artifact_dir: str | Path, inputs: list[np.ndarray], warmup: int = 0, repeats: int = 0,
+            timeout_s: float = DEFAULT_TIMEOUT_S) -> BrowserRun:
+    """Run a web artifact on `inputs` in headless Chromium (TVM's JS runtime); outputs + timings."""
+    artifact_dir = Path(artifact_dir)
+    manifest = read_manifest(artifact_dir)
+    if "web_params" not in manifest:
+        raise HarmonizerError(f"{artifact_dir} is not a web artifact (target {manifest.get('target')})",
+                              "compile with --target webgpu or --target wasm")
+    job = _job("/artifacts/model/", inputs, warmup, repeats)
+    report = _drive("runner.html", {"model": artifact_dir}, job, timeout_s, f"the {manifest.get('target')} artifact")
+    return BrowserRun(_outputs(job, report), report)
+
+
+ORT_WEB_EPS = ("wasm", "webgpu")
+
+
+def run_ort_web(onnx_path: str | Path, inputs: list[np.ndarray], ep: str = "wasm", threads: int = 1,
+                warmup: int = 0, repeats: int = 0, timeout_s: float = DEFAULT_TIMEOUT_S) -> BrowserRun:
+    """The same ONNX model in onnxruntime-web (pinned npm package) in the same headless Chromium: the peer of
+    the tvm-wasm / tvm-webgpu rows. `threads` > 1 needs the page cross-origin isolated, which the server makes
+    it; the report says whether it was."""
+    from harmonizer_deploy.web.jsdeps import ort_web_dist
+
+    onnx_path = Path(onnx_path)
+    if ep not in ORT_WEB_EPS:
+        raise HarmonizerError(f"unknown onnxruntime-web execution provider {ep!r}", f"use one of {ORT_WEB_EPS}")
+    if not onnx_path.is_file():
+        raise HarmonizerError(f"ONNX model not found: {onnx_path}", "run `harmonizer-deploy convert` first")
+    job = _job(f"/artifacts/onnx/{onnx_path.name}", inputs, warmup, repeats, ep=ep, threads=int(threads))
+    report = _drive("ort_runner.html", {"onnx": onnx_path.parent, "ort-web": ort_web_dist()}, job, timeout_s,
+                    f"onnxruntime-web ({ep})")
+    return BrowserRun(_outputs(job, report), report)
+
+
+def _latency_row(backend: str, result: BrowserRun, batch: int, time_steps: int, warmup: int,
+                 repeats: int) -> dict[str, Any]:
+    run, t = result.report["runs"][0], result.report["timings"]
+    samples = run["samples_ms"]
+    return {"backend": backend, "batch": batch, "time_steps": time_steps,
+            "load_ms": t["load_ms"], "shader_compile_ms": t.get("shader_compile_ms", 0.0),
+            "first_run_ms": run["first_ms"], "p50_ms": statistics.median(samples), "min_ms": min(samples),
+            "p90_ms": float(np.percentile(samples, 90)), "mean_ms": statistics.fmean(samples),
+            "repeats": repeats, "warmup": warmup, "device": result.report.get("device"),
+            "adapter": result.report.get("adapter"), "user_agent": result.report.get("userAgent")}
+
+
+def ort_web_bench(onnx_path: str | Path, ep: str = "wasm", threads: int = 1, batch: int = 1, time_steps: int = 32,
+                  warmup: int = 2, repeats: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Browser latency row of onnxruntime-web: `ort-web-wasm-1t`, `ort-web-wasm-2t`, `ort-web-webgpu`."""
+    from harmonizer_deploy.music.encoding import realistic_inputs
+
+    x = realistic_inputs(seed, batch, time_steps)
+    result = run_ort_web(onnx_path, [x], ep, threads, warmup, repeats)
+    name = f"ort-web-wasm-{threads}t" if ep == "wasm" else "ort-web-webgpu"
+    row = _latency_row(name, result, batch, time_steps, warmup, repeats)
+    session = ort_session(onnx_path)
+    expected = session.run(None, {session.get_inputs()[0].name: x})[0]
+    row.update(cross_origin_isolated=result.report.get("crossOriginIsolated"), threads=result.report.get("threads"),
+               version=result.report.get("version"),
+               max_abs_err_vs_onnxruntime=max_abs_error(result.outputs[0], expected))
+    return row
 
 
 def run_in_browser(artifact_dir: str | Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -77,15 +142,7 @@ def browser_bench(artifact_dir: str | Path, batch: int = 1, time_steps: int = 32
 
     x = realistic_inputs(seed, batch, time_steps)
     result = run_job(artifact_dir, [x], warmup=warmup, repeats=repeats)
-    run, t = result.report["runs"][0], result.report["timings"]
-    samples = run["samples_ms"]
-    manifest = read_manifest(artifact_dir)
-    return {"backend": manifest["backend"], "batch": batch, "time_steps": time_steps,
-            "load_ms": t["load_ms"], "shader_compile_ms": t.get("shader_compile_ms", 0.0),
-            "first_run_ms": run["first_ms"], "p50_ms": statistics.median(samples), "min_ms": min(samples),
-            "p90_ms": float(np.percentile(samples, 90)), "mean_ms": statistics.fmean(samples),
-            "repeats": repeats, "warmup": warmup, "device": result.report.get("device"),
-            "adapter": result.report.get("adapter"), "user_agent": result.report.get("userAgent")}
+    return _latency_row(read_manifest(artifact_dir)["backend"], result, batch, time_steps, warmup, repeats)
 
 
 def run_page(build_dir: str | Path = "build", melody: int = 0, steps: int | None = None, backend: str | None = None,

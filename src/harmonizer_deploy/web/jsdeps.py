@@ -1,4 +1,5 @@
-"""TVM's JavaScript runtime (tvmjs) from npm, pinned, installed once into the cache."""
+"""npm packages the browser side needs, pinned, each installed once into the cache: TVM's JavaScript runtime
+(tvmjs) and onnxruntime-web (the peer the bench measures in the same Chromium)."""
 
 from __future__ import annotations
 
@@ -12,28 +13,40 @@ from harmonizer_deploy.core.paths import cache_root
 
 TVMJS_PACKAGE = "@mlc-ai/web-runtime"
 TVMJS_VERSION = "0.27.0-dev0"  # matches apache-tvm 0.27: the wasm ABI of the runtime objects and the JS must agree
+ORT_WEB_PACKAGE = "onnxruntime-web"
+ORT_WEB_VERSION = "1.30.0"
 NPM_FIX = f"install Node.js/npm, then run scripts/install-web-deps.sh (npm install {TVMJS_PACKAGE}@{TVMJS_VERSION})"
+
+
+def _npm_package(package: str, version: str, wanted: str, install: bool) -> Path:
+    """`wanted` (a path inside the package) of `package@version`, npm-installed once into its own cache folder."""
+    prefix = cache_root() / "npm" / f"{package.rsplit('/', 1)[-1]}-{version}"
+    target = prefix / "node_modules" / package / wanted
+    if target.exists():
+        return target
+    fix = f"install Node.js/npm, then run scripts/install-web-deps.sh (npm install {package}@{version})"
+    if not install:
+        raise HarmonizerError(f"{package}@{version} is not installed", fix)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise HarmonizerError(f"npm is not installed (needed once to fetch {package})", fix)
+    with atomic_dir(prefix) as tmp:
+        (tmp / "package.json").write_text('{"name": "harmonizer-deploy-web-deps", "private": true}\n')
+        proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix", str(tmp),
+                               f"{package}@{version}"], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            last = proc.stderr.strip().splitlines()[-1][:200] if proc.stderr.strip() else f"exit {proc.returncode}"
+            raise HarmonizerError(f"npm install {package}@{version} failed: {last}", fix)
+    if not target.exists():
+        raise HarmonizerError(f"{package}@{version} has no {wanted}", fix)
+    return target
 
 
 def tvmjs_bundle(install: bool = True) -> Path:
     """Path of the pinned tvmjs UMD bundle (`lib/index.js`, defines `globalThis.tvmjs`)."""
-    prefix = cache_root() / "npm" / f"web-runtime-{TVMJS_VERSION}"
-    bundle = prefix / "node_modules" / "@mlc-ai" / "web-runtime" / "lib" / "index.js"
-    if bundle.is_file():
-        return bundle
-    if not install:
-        raise HarmonizerError(f"{TVMJS_PACKAGE}@{TVMJS_VERSION} is not installed", NPM_FIX)
-    npm = shutil.which("npm")
-    if npm is None:
-        raise HarmonizerError("npm is not installed (needed once to fetch TVM's JS runtime)", NPM_FIX)
-    with atomic_dir(prefix) as tmp:
-        (tmp / "package.json").write_text('{"name": "harmonizer-deploy-web-deps", "private": true}\n')
-        proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix", str(tmp),
-                               f"{TVMJS_PACKAGE}@{TVMJS_VERSION}"], capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise HarmonizerError(f"npm install {TVMJS_PACKAGE}@{TVMJS_VERSION} failed: "
-                                  f"{proc.stderr.strip().splitlines()[-1][:200] if proc.stderr.strip() else ''}",
-                                  NPM_FIX)
-    if not bundle.is_file():
-        raise HarmonizerError(f"{TVMJS_PACKAGE}@{TVMJS_VERSION} has no lib/index.js", NPM_FIX)
-    return bundle
+    return _npm_package(TVMJS_PACKAGE, TVMJS_VERSION, "lib/index.js", install)
+
+
+def ort_web_dist(install: bool = True) -> Path:
+    """The pinned onnxruntime-web `dist/` folder: `ort.all.min.js` (wasm + webgpu EPs) and its wasm binaries."""
+    return _npm_package(ORT_WEB_PACKAGE, ORT_WEB_VERSION, "dist", install)

@@ -28,14 +28,19 @@ class Job:
     shapes: list[list[int]]
     warmup: int = 0
     repeats: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # page-specific settings (e.g. onnxruntime-web's EP)
     outputs: dict[int, bytes] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     report: dict[str, Any] | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     def description(self) -> dict[str, Any]:
-        return {"artifact": self.artifact_url, "warmup": self.warmup, "repeats": self.repeats,
+        return {"artifact": self.artifact_url, "warmup": self.warmup, "repeats": self.repeats, **self.options,
                 "inputs": [{"url": f"/inputs/{i}.bin", "shape": s} for i, s in enumerate(self.shapes)]}
+
+
+# module scripts and streaming wasm compilation need these exact types; mimetypes lacks .mjs on some systems
+SCRIPT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm"}
 
 
 def _inside(root: Path, rel: str) -> Path | None:
@@ -91,6 +96,9 @@ class WebServer:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
+                # cross-origin isolated: SharedArrayBuffer, hence wasm threads (onnxruntime-web's, TVM's)
+                self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+                self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -98,7 +106,8 @@ class WebServer:
                 if path is None or not path.is_file():
                     self._send(b"not found", "text/plain", 404)
                     return
-                ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                ctype = (SCRIPT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
+                         or "application/octet-stream")
                 self._send(path.read_bytes(), ctype)
 
             def do_GET(self) -> None:
