@@ -201,6 +201,25 @@ def test_wasm_artifact_is_simd_with_hand_schedules_and_lifted_weights(web_build)
     assert simd >= 100, f"only {simd} f32x4 multiply/add instructions in model.wasm"
 
 
+@needs_browser
+@pytest.mark.parametrize("encoding", ["float16", "uint8"])
+def test_smaller_web_weights_verify_at_their_stated_tolerance(web_build, tmp_path, encoding):
+    """--web-weights float16/uint8: the page decodes them, verify holds the result to [tolerance.<encoding>]
+    and reports the error; the download shrinks by 2x / 4x."""
+    from harmonizer_deploy import compile, verify
+
+    out = tmp_path / f"wasm-{encoding}"
+    compile(web_build / "model.onnx", "wasm", out, web_weights=encoding)
+    manifest = json.loads((out / "manifest.json").read_text())
+    full = json.loads((web_build / "wasm" / "params.json").read_text())["total_bytes"]
+    assert manifest["web_params"]["encoding"] == encoding
+    assert manifest["web_params"]["bytes"] <= full / (2 if encoding == "float16" else 4) + 64
+    report = verify(out, "wasm", num_inputs=1, batch=1, time_steps=8)
+    atol = report.outputs[0]["atol"]
+    assert report.passed and atol == json.loads((out / "manifest.json").read_text())["tolerance"]["atol"]
+    assert 0 < report.outputs[0]["max_abs_err"] <= atol
+
+
 def _check_harmonization(report: dict, melody_steps: list[int]) -> None:
     voices, ranges = report["voices"], report["ranges"]
     assert len(voices) == 4 and all(len(v) == len(melody_steps) for v in voices)

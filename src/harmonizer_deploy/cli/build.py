@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,12 @@ from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, out, p
 from harmonizer_deploy.cli.progress import progress_bar, spinner
 
 build_app = typer.Typer()
+
+
+class WebWeights(StrEnum):
+    float32 = "float32"
+    float16 = "float16"
+    uint8 = "uint8"
 
 
 @build_app.command("compile")
@@ -32,6 +39,10 @@ def compile_(
     fix_dim: Annotated[list[str] | None, typer.Option("--fix-dim", help="NAME=SIZE: compile for a fixed input "
                                                       "dim (batch, time) so shape computations fold "
                                                       "(repeatable).")] = None,
+    web_weights: Annotated[WebWeights | None, typer.Option(
+        "--web-weights", help="How a web target (wasm, webgpu) ships its weights: float32, float16, or uint8 with "
+        "a per-tensor scale and min (4x smaller; verify reports the error, held to [tolerance.<encoding>]).")]
+    = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compile an ONNX model with TVM Relax for a target: library + params + manifest (+ deploy bundle)."""
@@ -39,7 +50,8 @@ def compile_(
 
     dims = parse_dims(fix_dim or [])
     with spinner(f"compiling for {target} with TVM…", not as_json):
-        result = run(model, target, output, force, batch, time_steps, arch, dims or None)
+        result = run(model, target, output, force, batch, time_steps, arch, dims or None,
+                     web_weights=web_weights.value if web_weights else None)
     if as_json:
         emit_json(result.to_dict())
         return

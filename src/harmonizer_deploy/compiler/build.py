@@ -112,13 +112,16 @@ def compile(
     time_steps: int | None = None,
     arch: str | None = None,
     fix_dims: dict[str, int] | None = None,
+    web_weights: str | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>).
 
     With `batch` and `time_steps` (shorthand for `fix_dims={"batch": B, "time": T}`) the artifact has static shapes
     and uses tuned records when some match this CPU (see `harmonizer-deploy tune`); without them it accepts any
     batch and length. `fix_dims` fixes named input dims so shape computations fold away before TVM import. `arch`
-    picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected."""
+    picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected.
+    `web_weights` ("float32", "float16", "uint8") is how a web target ships its weights (smaller downloads, with
+    the error the target's `[tolerance.<encoding>]` allows; verify measures it)."""
     import contextlib
 
     from harmonizer_deploy.compiler.tuning import find_records
@@ -127,6 +130,8 @@ def compile(
     spec = load_target(target)
     if arch:
         spec = spec.with_arch(arch)
+    if web_weights:
+        spec = spec.with_web_weights(web_weights)
     spec.check_buildable()
     model = Path(model)
     out_dir = Path(output) if output else Path("build") / spec.name
@@ -152,7 +157,7 @@ def compile(
         library, extra = exported if isinstance(exported, tuple) else (exported, {})
         save_params(tmp / PARAMS_FILE, names, arrays)
         if "web_params" in extra:
-            write_web_params(tmp, arrays)
+            extra["web_params"].update(write_web_params(tmp, arrays, spec.options.get("web_weights", "float32")))
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
         manifest = {
             "format_version": MANIFEST_VERSION,
@@ -165,7 +170,7 @@ def compile(
             "pipeline": spec.pipeline,
             "export": spec.export,
             "options": spec.options,
-            "tolerance": {"atol": spec.atol, "rtol": spec.rtol},
+            "tolerance": dict(zip(("atol", "rtol"), spec.tolerance_for(spec.options.get("web_weights")), strict=True)),
             "cache_key": key,
             "versions": {**tvm_versions(), "harmonizer_deploy": __version__},
             "model": {"path": str(model.resolve()), "sha256": model_sha,

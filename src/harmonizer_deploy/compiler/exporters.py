@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.registry import Registry
 
 Exporter = Callable[[Any, Any, Path], "str | tuple[str, dict]"]  # (executable, TargetSpec, out dir)
@@ -44,17 +45,53 @@ def device_sources(executable: Any, kind: str) -> str:
     return "\n".join(found)
 
 
-def write_web_params(out_dir: Path, arrays: list[np.ndarray]) -> None:
-    """params.bin (float32, little-endian, concatenated in parameter order) + params.json (shape, offset per
-    parameter): what the page fetches, since a browser cannot read .npz without a zip library."""
+WEB_WEIGHT_ENCODINGS = ("float32", "float16", "uint8")
+
+
+def _encode(a: np.ndarray, encoding: str) -> tuple[bytes, dict]:
+    """One weight tensor as stored for the page: float32; float16; or uint8 with a per-tensor scale and min
+    (value = byte x scale + min, the Bach Doodle's TF.js quantization), decoded to float32 at load."""
+    a = np.asarray(a, dtype=np.float32)
+    if encoding == "float32" or not np.issubdtype(a.dtype, np.floating):
+        return np.ascontiguousarray(a, dtype="<f4").tobytes(), {"dtype": "float32"}
+    if encoding == "float16":
+        return np.ascontiguousarray(a, dtype="<f2").tobytes(), {"dtype": "float16"}
+    low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    scale = (high - low) / 255.0 or 1.0
+    q = np.clip(np.rint((a - low) / scale), 0, 255).astype(np.uint8)
+    return q.tobytes(), {"dtype": "uint8", "scale": scale, "min": low}
+
+
+def decode_web_param(data: bytes, entry: dict) -> np.ndarray:
+    """The float32 tensor the page gets from one params.json entry (what verify's tolerance is about)."""
+    if entry["dtype"] == "float16":
+        return np.frombuffer(data, "<f2").astype(np.float32).reshape(entry["shape"])
+    if entry["dtype"] == "uint8":
+        values = np.frombuffer(data, np.uint8).astype(np.float32) * entry["scale"] + entry["min"]
+        return values.astype(np.float32).reshape(entry["shape"])
+    return np.frombuffer(data, "<f4").reshape(entry["shape"]).copy()
+
+
+def write_web_params(out_dir: Path, arrays: list[np.ndarray], encoding: str = "float32") -> dict:
+    """params.bin (concatenated in parameter order, 4-byte aligned) + params.json (shape, dtype, offset per
+    parameter): what the page fetches, since a browser cannot read .npz without a zip library. Returns what
+    the manifest records: the encoding and the download size."""
+    if encoding not in WEB_WEIGHT_ENCODINGS:
+        raise HarmonizerError(f"unknown web weight encoding {encoding!r}",
+                              f"use one of {', '.join(WEB_WEIGHT_ENCODINGS)}")
     index, offset = [], 0
     with open(out_dir / WEB_PARAMS_BIN, "wb") as handle:
         for a in arrays:
-            data = np.ascontiguousarray(a, dtype="<f4")
-            handle.write(data.tobytes())
-            index.append({"shape": list(data.shape), "dtype": "float32", "offset": offset, "bytes": data.nbytes})
-            offset += data.nbytes
-    (out_dir / WEB_PARAMS_INDEX).write_text(json.dumps({"params": index, "total_bytes": offset}) + "\n")
+            data, entry = _encode(a, encoding)
+            pad = -offset % 4  # typed-array views need aligned offsets
+            handle.write(b"\0" * pad)
+            offset += pad
+            handle.write(data)
+            index.append({"shape": list(np.shape(a)), **entry, "offset": offset, "bytes": len(data)})
+            offset += len(data)
+    (out_dir / WEB_PARAMS_INDEX).write_text(json.dumps({"params": index, "total_bytes": offset,
+                                                        "encoding": encoding}) + "\n")
+    return {"encoding": encoding, "bytes": offset}
 
 
 @register_exporter("wasm")

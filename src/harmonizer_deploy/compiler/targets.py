@@ -43,6 +43,23 @@ class TargetSpec:
     options: dict[str, Any] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)  # default verify input sizes: num_inputs, batch, time_steps
     path: str = ""
+    # `[tolerance.float16]`, `[tolerance.uint8]`: what weights shipped in that encoding may cost (web targets)
+    weight_tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def tolerance_for(self, weights: str | None) -> tuple[float, float]:
+        """(atol, rtol) for an artifact whose weights ship as `weights` (None or float32: the plain tolerance)."""
+        return self.weight_tolerances.get(weights or "float32", (self.atol, self.rtol))
+
+    def with_web_weights(self, encoding: str) -> TargetSpec:
+        """This web target with its weights shipped as `encoding` (`--web-weights float16|uint8`)."""
+        if self.export != "wasm":
+            raise HarmonizerError(f"target {self.name!r} is not a web target: its weights are not downloaded",
+                                  "drop --web-weights (it applies to --target wasm and --target webgpu)")
+        if encoding != "float32" and encoding not in self.weight_tolerances:
+            known = ", ".join(["float32", *self.weight_tolerances])
+            raise HarmonizerError(f"target {self.name!r} has no tolerance for {encoding} weights",
+                                  f"use one of {known}, or add [tolerance.{encoding}] to {self.path or 'its TOML'}")
+        return replace(self, options={**self.options, "web_weights": encoding})
 
     def resolved_target(self) -> dict[str, Any]:
         """The target JSON with `mcpu = "host"` replaced by this machine's CPU name and `arch = "detect"` by
@@ -144,6 +161,8 @@ def load_target(name: str) -> TargetSpec:
             required_funcs=tuple(requires.get("global_funcs", ())),
             required_executables=tuple(requires.get("executables", ())), fix=requires.get("fix", ""),
             options=dict(data.get("options", {})), verify=dict(data.get("verify", {})), path=str(path),
+            weight_tolerances={k: (float(v["atol"]), float(v["rtol"])) for k, v in tolerance.items()
+                               if isinstance(v, dict)},
         )
     except KeyError as exc:
         raise HarmonizerError(f"target file {path} lacks key {exc}", "see targets/cpu.toml for the format") from exc

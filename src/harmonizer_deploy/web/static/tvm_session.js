@@ -39,6 +39,33 @@ export async function webgpuIsSoftware() {
   return Boolean(adapter.isFallbackAdapter || info.isFallbackAdapter || /swiftshader/i.test(`${info.architecture} ${info.description}`));
 }
 
+/** One weight tensor as float32: stored as float32, float16, or uint8 with a per-tensor scale and min. */
+export function decodeParam(blob, p) {
+  const count = p.shape.reduce((a, b) => a * b, 1);
+  if (p.dtype === "float32") return new Float32Array(blob, p.offset, count);
+  const out = new Float32Array(count);
+  if (p.dtype === "uint8") {
+    const q = new Uint8Array(blob, p.offset, count);
+    for (let i = 0; i < count; i++) out[i] = q[i] * p.scale + p.min;
+    return out;
+  }
+  if (p.dtype === "float16") {
+    const h = new Uint16Array(blob, p.offset, count);
+    for (let i = 0; i < count; i++) out[i] = halfToFloat(h[i]);
+    return out;
+  }
+  throw new Error(`unknown weight dtype ${p.dtype}`);
+}
+
+function halfToFloat(h) {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * 2 ** -14 * (frac / 1024);
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * 2 ** (exp - 15) * (1 + frac / 1024);
+}
+
 async function fetchOk(url, kind) {
   const r = await fetch(url);
   if (!r.ok) throw new Error(`GET ${url}: HTTP ${r.status}`);
@@ -81,9 +108,11 @@ export async function openModel(baseUrl, log = () => {}) {
   const main = tvm.detachFromCurrentScope(vm.getFunction("main"));
   let params = index.params.map((p) => {
     const t = tvm.detachFromCurrentScope(tvm.empty(p.shape, "float32", dev));
-    t.copyFrom(new Float32Array(blob, p.offset, p.bytes / 4));
+    t.copyFrom(decodeParam(blob, p));
     return t;
   });
+  timings.download_bytes = wasm.byteLength + blob.byteLength;
+  timings.weights_encoding = index.encoding || "float32";
   if (manifest.param_transform) {
     // the lifted weight transforms (NHWC/HWIO re-layout, Winograd): once here instead of on every call
     const t3 = performance.now();
