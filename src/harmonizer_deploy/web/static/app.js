@@ -37,6 +37,8 @@ async function loadModel() {
         status.textContent = `WebGPU unavailable (${why}) — running on the CPU (WebAssembly) instead, which is slower.`;
         status.classList.add("warn");
       }
+      const mb = (m.timings.download_bytes / 1e6).toFixed(1);
+      status.textContent += ` Downloaded ${mb} MB (weights as ${m.timings.weights_encoding}).`;
       return { model: m, backend: name };
     } catch (e) {
       why = `${name} failed: ${e.message || e}`;
@@ -117,12 +119,14 @@ async function runHarmonize() {
       schedule: { ...SCHEDULE, steps },
       onStep: (i, n) => {
         $("progress").value = i;
-        $("progress-text").textContent = `step ${i} / ${n}`;
+        const perStep = (performance.now() - t0) / Math.max(i, 1);
+        $("progress-text").textContent = `step ${i} / ${n} (${perStep.toFixed(0)} ms per step)`;
         if (i % 8 === 0 || i === n) draw(voices || [melody, melody, melody, melody].map((r, v) => (v ? r.map(() => null) : r)), true);
       },
     });
     const seconds = (performance.now() - t0) / 1000;
-    $("progress-text").textContent = `done: ${steps} Gibbs steps in ${seconds.toFixed(1)} s on ${model.backend}`;
+    $("progress-text").textContent = `done: ${steps} Gibbs steps in ${seconds.toFixed(1)} s on ${model.backend} `
+      + `(${(seconds * 1000 / steps).toFixed(0)} ms per step)`;
     draw(voices);
     $("play").disabled = $("download").disabled = false;
     return { seconds, steps };
