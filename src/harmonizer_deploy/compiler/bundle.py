@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.conversion.inputs import make_inputs
-from harmonizer_deploy.core.artifacts import atomic_dir, sha256_file
+from harmonizer_deploy.core.artifacts import atomic_dir, check_output_dir, sha256_file
 from harmonizer_deploy.core.errors import HarmonizerError
 
 BUNDLE_FORMAT = 1  # part of compile's cache key: a bundle layout change rebuilds cached artifacts
@@ -85,6 +85,8 @@ def make_bundle(artifact_dir: str | Path, output: str | Path | None = None) -> d
     from harmonizer_deploy.core.manifest import integrity_problems, read_manifest
 
     artifact_dir = Path(artifact_dir)
+    destination = Path(output) if output else artifact_dir / BUNDLE_DIR
+    check_output_dir(destination)  # before any work: never replace a folder holding anything but our bundle
     manifest = read_manifest(artifact_dir)
     if problems := integrity_problems(artifact_dir, manifest):
         raise HarmonizerError(f"artifact {artifact_dir} is damaged ({', '.join(problems)})", "recompile it")
@@ -92,7 +94,7 @@ def make_bundle(artifact_dir: str | Path, output: str | Path | None = None) -> d
     if not onnx_path.is_file() or sha256_file(onnx_path) != manifest["model"]["sha256"]:
         raise HarmonizerError(f"the ONNX model of {artifact_dir} is missing or changed: {onnx_path}",
                               "re-run convert and compile")
-    with atomic_dir(Path(output) if output else artifact_dir / BUNDLE_DIR) as tmp:
+    with atomic_dir(destination) as tmp:
         return write_bundle(artifact_dir, manifest, onnx_path, tmp)
 
 

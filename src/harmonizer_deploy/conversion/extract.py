@@ -13,12 +13,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from harmonizer_deploy.core.artifacts import atomic_dir
+from harmonizer_deploy.core.artifacts import atomic_dir, check_output_dir
 from harmonizer_deploy.core.errors import HarmonizerError
 
 MAX_MEMBER_BYTES = 2 * 1024**3
 MAX_TOTAL_BYTES = 8 * 1024**3
 MAX_MEMBERS = 100_000
+EXTRACT_FIX = "extract into a new or empty directory"
 
 
 @dataclass
@@ -118,14 +119,15 @@ def extract(archive: str | Path, destination: str | Path) -> list[str]:
     archive, destination = Path(archive), Path(destination)
     if not archive.is_file():
         raise HarmonizerError(f"archive not found: {archive}", "pass a .tar.gz, .tgz, .tar or .zip file")
-    if destination.exists() and any(destination.iterdir()):
-        raise HarmonizerError(f"destination {destination} is not empty", "extract into a new directory")
+    if destination.resolve() in archive.resolve().parents:
+        raise HarmonizerError(f"destination {destination} holds the archive itself", EXTRACT_FIX)
+    check_output_dir(destination, EXTRACT_FIX)
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 members = _zip_members(zf)
                 check_members(archive, members)
-                with atomic_dir(destination) as tmp:
+                with atomic_dir(destination, EXTRACT_FIX) as tmp:
                     for m in members:
                         if m.kind == "symlink":
                             (tmp / m.name).parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +142,7 @@ def extract(archive: str | Path, destination: str | Path) -> list[str]:
             with tarfile.open(archive) as tar:
                 members = _tar_members(archive, tar)
                 check_members(archive, members)
-                with atomic_dir(destination) as tmp:
+                with atomic_dir(destination, EXTRACT_FIX) as tmp:
                     tar.extractall(tmp, filter="data")  # second line of defence after our own checks
         else:
             raise HarmonizerError(f"{archive} is not a tar or zip archive", "pass a .tar.gz, .tgz, .tar or .zip file")

@@ -26,7 +26,7 @@ def tvmjs_bundle(install: bool = True) -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise HarmonizerError("npm is not installed (needed once to fetch TVM's JS runtime)", NPM_FIX)
-    with atomic_dir(prefix) as tmp:
+    with atomic_dir(prefix, f"delete {prefix} (a broken cache folder) and retry") as tmp:
         (tmp / "package.json").write_text('{"name": "harmonizer-deploy-web-deps", "private": true}\n')
         proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix", str(tmp),
                                f"{TVMJS_PACKAGE}@{TVMJS_VERSION}"], capture_output=True, text=True, timeout=600)

@@ -1,0 +1,65 @@
+"""Issue 15 §1 through the CLI: a command that writes a directory never replaces a folder it did not make."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from harmonizer_deploy.cli import app
+from harmonizer_deploy.core.errors import EXIT_USER_ERROR
+
+runner = CliRunner()
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
+
+
+def _assert_refused(result, *fragments):
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith("error:") and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) <= 2, result.output  # one logical line (rich may wrap it)
+    for fragment in fragments:
+        assert fragment in text, result.output
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    proj = tmp_path / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "src" / "main.py").write_text("code\n")
+    (proj / "model.onnx").write_bytes(b"not even onnx")
+    monkeypatch.chdir(proj)
+    return proj
+
+
+def test_compile_into_the_current_folder_refuses_and_changes_nothing(project):
+    before = _snapshot(project)
+    result = runner.invoke(app, ["compile", "model.onnx", "--target", "cpu", "-o", str(project)])
+    _assert_refused(result, "not empty and was not written by harmonizer-deploy")
+    assert _snapshot(project) == before
+    assert sorted(p.name for p in project.parent.iterdir()) == ["proj"]
+
+
+def test_compile_into_the_folder_holding_the_model_refuses(project):
+    (project / "build").mkdir()
+    (project / "build" / "model.json").write_text("{}")
+    before = _snapshot(project)
+    result = runner.invoke(app, ["compile", "model.onnx", "-o", "build"])
+    _assert_refused(result, "build is not empty")
+    assert _snapshot(project) == before
+
+
+def test_output_naming_an_existing_file_is_one_line(project):
+    result = runner.invoke(app, ["compile", "model.onnx", "-o", "src/main.py"])
+    _assert_refused(result, "exists and is not a directory")
+    assert (project / "src" / "main.py").read_text() == "code\n"
+
+
+def test_bundle_into_a_user_folder_refuses(project):
+    (project / "keep").mkdir()
+    (project / "keep" / "file.txt").write_text("keep")
+    result = runner.invoke(app, ["bundle", "build/cpu", "-o", "keep"])
+    _assert_refused(result, "keep is not empty")
+    assert (project / "keep" / "file.txt").read_text() == "keep"
