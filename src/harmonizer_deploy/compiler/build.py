@@ -21,7 +21,7 @@ from harmonizer_deploy.compiler.pipelines import get_pipeline
 from harmonizer_deploy.compiler.targets import TargetSpec, load_target
 from harmonizer_deploy.compiler.versions import tvm_versions
 from harmonizer_deploy.conversion.convert import check_onnx_file, sidecar_path_for
-from harmonizer_deploy.core.artifacts import atomic_dir, check_output_dir, scratch_dir, sha256_file, sha256_text
+from harmonizer_deploy.core.artifacts import atomic_dir, check_output_dir, sha256_file, sha256_text
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.params import PARAMS_FILE, save_params
 from harmonizer_deploy.core.version import __version__
@@ -193,6 +193,8 @@ def compile(
     and uses tuned records when some match this CPU (see `harmonizer-deploy tune`); without them it accepts any
     batch and length. `fix_dims` fixes named input dims so shape computations fold away before TVM import. `arch`
     picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected."""
+    import contextlib
+
     from harmonizer_deploy.compiler.tuning import find_records
 
     start = time.perf_counter()
@@ -212,16 +214,6 @@ def compile(
     key = cache_key(model_sha, spec, fix_dims, tuning)
     if not force and (manifest := _cached_manifest(out_dir, key)):
         return CompileResult(out_dir, manifest, True, time.perf_counter() - start)
-
-    with scratch_dir(out_dir):  # TVM's and the C compiler's temp files (lib0.o) live and die next to the output
-        return _compile_into(out_dir, model, onnx_model, model_sha, spec, key, fix_dims, shape, records, tuning,
-                             why, start)
-
-
-def _compile_into(out_dir: Path, model: Path, onnx_model: Any, model_sha: str, spec: TargetSpec, key: str,
-                  fix_dims: dict[str, int], shape: tuple[int, int] | None, records: Any, tuning: dict | None,
-                  why: str, start: float) -> CompileResult:
-    import contextlib
 
     mod, names, arrays, prepare_report = import_onnx(onnx_model, fix_dims or None)
     tvm_target = spec.tvm_target()

@@ -13,6 +13,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,14 +259,16 @@ def atomic_dir(path: str | os.PathLike[str], fix: str = OUTPUT_FIX) -> Iterator[
 
     `path` must be new, empty or this tool's own (see `check_output_dir`; checked again under the lock just before
     the swap). Writers of one path are serialised by `output_lock`; the swap is atomic where Linux allows, so
-    readers never find the path missing, and the previous version is deleted after it."""
+    readers never find the path missing, and the previous version is deleted after it. Temp files made inside
+    the block go to a `scratch_dir` next to `path`."""
     final = Path(path)
     check_output_dir(final, fix)
     ensure_writable_dir(final.parent)
     clean_stale_temps(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
     try:
-        yield tmp
+        with scratch_dir(final):  # e.g. TVM's export_library: /tmp/tmpXXXX/lib0.o of a killed compile stayed
+            yield tmp
         _write_marker(tmp)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
         with output_lock(final):
@@ -285,26 +288,39 @@ def atomic_dir(path: str | os.PathLike[str], fix: str = OUTPUT_FIX) -> Iterator[
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+_SCRATCH_LOCK = threading.Lock()
+_SCRATCH: dict[str, Any] = {"users": 0}  # one redirect per process: tempfile.tempdir and $TMPDIR are global
+
+
 @contextlib.contextmanager
 def scratch_dir(near: str | os.PathLike[str]) -> Iterator[Path]:
     """Point `tempfile` (and child processes, via $TMPDIR) at a private folder next to `near` for the block, and
     delete it afterwards: libraries' temp files (TVM's lib0.o, TF autograph modules) never pile up in /tmp, and
-    a killed run's folder is found by `clean_stale_temps` on the next run."""
+    a killed run's folder is found by `clean_stale_temps` on the next run. Concurrent blocks (threads) share the
+    first one's folder, deleted when the last leaves."""
     final = Path(near)
     ensure_writable_dir(final.parent)
-    clean_stale_temps(final)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".work", dir=final.parent))
-    saved_dir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
-    tempfile.tempdir, os.environ["TMPDIR"] = str(work), str(work)
+    with _SCRATCH_LOCK:
+        if _SCRATCH["users"] == 0:
+            clean_stale_temps(final)
+            work = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".work", dir=final.parent))
+            _SCRATCH.update(work=work, saved=(tempfile.tempdir, os.environ.get("TMPDIR")))
+            tempfile.tempdir, os.environ["TMPDIR"] = str(work), str(work)
+        _SCRATCH["users"] += 1
+        work = _SCRATCH["work"]
     try:
         yield work
     finally:
-        tempfile.tempdir = saved_dir
-        if saved_env is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved_env
-        shutil.rmtree(work, ignore_errors=True)
+        with _SCRATCH_LOCK:
+            _SCRATCH["users"] -= 1
+            if _SCRATCH["users"] == 0:
+                saved_dir, saved_env = _SCRATCH["saved"]
+                tempfile.tempdir = saved_dir
+                if saved_env is None:
+                    os.environ.pop("TMPDIR", None)
+                else:
+                    os.environ["TMPDIR"] = saved_env
+                shutil.rmtree(work, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
