@@ -161,6 +161,6 @@ def test_extract_into_a_file_or_the_archive_folder_is_one_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(HarmonizerError, match="not a directory"):
         extract(good, tmp_path / "file")
-    with pytest.raises(HarmonizerError, match="not empty|holds the archive"):
+    with pytest.raises(HarmonizerError, match=r"not empty|holds the archive"):
         extract(good, tmp_path)
     assert (tmp_path / "file").read_text() == "x"
