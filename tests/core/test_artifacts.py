@@ -236,3 +236,20 @@ def test_scratch_dir_holds_library_temp_files_and_goes_away(tmp_path):
         path.write_bytes(b"obj")
         assert work in path.parents and os.environ["TMPDIR"] == str(work)
     assert not work.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_dot_output_in_an_empty_folder_fills_it_in_place(tmp_path, monkeypatch):
+    here = tmp_path / "proj"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    inode = here.stat().st_ino
+    with atomic_dir(".") as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert here.stat().st_ino == inode  # the same folder (the shell's cwd stays valid)
+    assert sorted(p.name for p in here.iterdir()) == [OWNER_MARKER, "manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".proj.lock", "proj"]
+    (here / "mine.txt").write_text("x")
+    with pytest.raises(HarmonizerError, match="not empty"), atomic_dir(".") as tmp:
+        pass
+    with pytest.raises(HarmonizerError, match="root"):
+        check_output_dir("/")

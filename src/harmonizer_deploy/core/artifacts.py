@@ -158,6 +158,8 @@ def check_output_dir(path: str | os.PathLike[str], fix: str = OUTPUT_FIX) -> Non
 
     Allowed: a path that does not exist, an empty directory, or this tool's own artifact."""
     final = Path(path)
+    if not Path(os.path.abspath(final)).name:
+        raise HarmonizerError(f"output {final} is the file system root", fix)
     if final.is_symlink():
         raise HarmonizerError(f"output {final} is a symbolic link", fix)
     if not final.exists():
@@ -253,6 +255,15 @@ def _write_marker(directory: Path) -> None:
                                                       "entries": names}, indent=1) + "\n")
 
 
+def _fill_empty(tmp: Path, final: Path) -> None:
+    """Move the new output's entries into the empty folder `final` (manifest and marker last: a reader that
+    finds them finds everything), then drop `tmp`."""
+    last = ("manifest.json", OWNER_MARKER)
+    for name in sorted(_entries(tmp), key=lambda n: (n in last, last.index(n) if n in last else 0, n)):
+        os.rename(tmp / name, final / name)
+    tmp.rmdir()
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], fix: str = OUTPUT_FIX) -> Iterator[Path]:
     """Yield a fresh temporary directory; it replaces `path` as a whole only if the block succeeds.
@@ -261,8 +272,8 @@ def atomic_dir(path: str | os.PathLike[str], fix: str = OUTPUT_FIX) -> Iterator[
     the swap). Writers of one path are serialised by `output_lock`; the swap is atomic where Linux allows, so
     readers never find the path missing, and the previous version is deleted after it. Temp files made inside
     the block go to a `scratch_dir` next to `path`."""
-    final = Path(path)
-    check_output_dir(final, fix)
+    check_output_dir(path, fix)
+    final = Path(os.path.abspath(path))  # `-o .` has a name and a parent, like any other output
     ensure_writable_dir(final.parent)
     clean_stale_temps(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
@@ -273,7 +284,9 @@ def atomic_dir(path: str | os.PathLike[str], fix: str = OUTPUT_FIX) -> Iterator[
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
         with output_lock(final):
             check_output_dir(final, fix)
-            if final.exists() and _exchange(tmp, final):
+            if final.is_dir() and not _entries(final):
+                _fill_empty(tmp, final)  # keeps the folder itself (e.g. the shell's current directory)
+            elif final.exists() and _exchange(tmp, final):
                 shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous version
             elif final.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".old",
@@ -298,7 +311,7 @@ def scratch_dir(near: str | os.PathLike[str]) -> Iterator[Path]:
     delete it afterwards: libraries' temp files (TVM's lib0.o, TF autograph modules) never pile up in /tmp, and
     a killed run's folder is found by `clean_stale_temps` on the next run. Concurrent blocks (threads) share the
     first one's folder, deleted when the last leaves."""
-    final = Path(near)
+    final = Path(os.path.abspath(near))
     ensure_writable_dir(final.parent)
     with _SCRATCH_LOCK:
         if _SCRATCH["users"] == 0:
