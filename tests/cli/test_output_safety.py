@@ -24,12 +24,22 @@ def _assert_refused(result, *fragments):
         assert fragment in text, result.output
 
 
+def _tiny_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     proj = tmp_path / "proj"
     (proj / "src").mkdir(parents=True)
     (proj / "src" / "main.py").write_text("code\n")
-    (proj / "model.onnx").write_bytes(b"not even onnx")
+    _tiny_onnx(proj / "model.onnx")  # a real model: before the fix, compile went on and replaced the folder
     monkeypatch.chdir(proj)
     return proj
 
@@ -57,9 +67,9 @@ def test_output_naming_an_existing_file_is_one_line(project):
     assert (project / "src" / "main.py").read_text() == "code\n"
 
 
-def test_bundle_into_a_user_folder_refuses(project):
+def test_bundle_into_a_user_folder_refuses(project, built):
     (project / "keep").mkdir()
     (project / "keep" / "file.txt").write_text("keep")
-    result = runner.invoke(app, ["bundle", "build/cpu", "-o", "keep"])
+    result = runner.invoke(app, ["bundle", str(built / "cpu"), "-o", "keep"])
     _assert_refused(result, "keep is not empty")
     assert (project / "keep" / "file.txt").read_text() == "keep"

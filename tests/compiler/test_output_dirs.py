@@ -47,3 +47,32 @@ def test_compile_refuses_a_folder_that_gained_a_user_file(build_copy):
     with pytest.raises(HarmonizerError, match="not empty and was not written"):
         compile(build_copy / "model.onnx", "cpu", build_copy / "cpu", force=True)
     assert (build_copy / "cpu" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_a_killed_compile_leaves_only_its_own_temp_folders_and_the_next_run_removes_them(built, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from harmonizer_deploy.core.artifacts import clean_stale_temps
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "cpu"
+    code = "import sys; from harmonizer_deploy.compiler.build import compile; compile(sys.argv[1], 'cpu', sys.argv[2])"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(built / "model.onnx"), str(out)],
+                            env={**os.environ, "PYTHONPATH": str(repo / "src")})
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob(".cpu.*.work")) and proc.poll() is None:
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        pytest.skip("the compile finished before it could be killed")
+    proc.send_signal(signal.SIGKILL)  # during export: scratch folder (TVM's lib0.o) and the half-made output
+    proc.wait()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left and all(name.startswith(f".cpu.{proc.pid}.") or name == ".cpu.lock" for name in left), left
+    removed = clean_stale_temps(out)
+    assert sorted(p.name for p in removed) == [n for n in left if n != ".cpu.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], [".cpu.lock"])
