@@ -73,3 +73,11 @@ def test_bundle_into_a_user_folder_refuses(project, built):
     result = runner.invoke(app, ["bundle", str(built / "cpu"), "-o", "keep"])
     _assert_refused(result, "keep is not empty")
     assert (project / "keep" / "file.txt").read_text() == "keep"
+
+
+def test_bundle_over_its_own_artifact_refuses(built, tmp_path):
+    before = _snapshot(built / "cpu")
+    _assert_refused(runner.invoke(app, ["bundle", str(built / "cpu"), "-o", str(built / "cpu")]),
+                    "would replace the artifact")
+    _assert_refused(runner.invoke(app, ["bundle", str(built / "cpu"), "-o", str(built)]), "would replace the artifact")
+    assert _snapshot(built / "cpu") == before

@@ -86,6 +86,9 @@ def make_bundle(artifact_dir: str | Path, output: str | Path | None = None) -> d
 
     artifact_dir = Path(artifact_dir)
     destination = Path(output) if output else artifact_dir / BUNDLE_DIR
+    if destination.resolve() in (artifact_dir.resolve(), *artifact_dir.resolve().parents):
+        raise HarmonizerError(f"bundle output {destination} would replace the artifact {artifact_dir} itself",
+                              "choose a new directory with -o/--output")
     check_output_dir(destination)  # before any work: never replace a folder holding anything but our bundle
     manifest = verified_manifest(artifact_dir)
     onnx_path = Path(manifest["model"]["path"])
