@@ -225,9 +225,13 @@ def test_stale_temp_folders_of_dead_processes_are_cleaned(tmp_path):
     os.utime(legacy, (time.time() - 3600, time.time() - 3600))
     user = tmp_path / ".cpu.notes"
     user.mkdir()
+    half_file = tmp_path / f".cpu.{pid}.q1w2e3r4.tmp"  # a killed atomic_file's temp file
+    half_file.write_bytes(b"half")
+    user_file = tmp_path / ".cpu.1.keep.txt"
+    user_file.write_text("mine")
     removed = artifacts.clean_stale_temps(tmp_path / "cpu")
-    assert sorted(removed) == sorted([*stale, legacy])
-    assert live.is_dir() and user.is_dir()
+    assert sorted(removed) == sorted([*stale, legacy, half_file])
+    assert live.is_dir() and user.is_dir() and user_file.is_file()
 
 
 def test_scratch_dir_holds_library_temp_files_and_goes_away(tmp_path):

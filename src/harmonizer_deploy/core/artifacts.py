@@ -61,7 +61,8 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
     final = Path(path)
     ensure_writable_dir(final.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    clean_stale_temps(final)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -223,20 +224,27 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temps(final: Path) -> list[Path]:
-    """Remove the temporary folders of earlier runs for `final` whose process is gone (killed compiles), and
-    empty ones older versions left; in-progress ones of live processes are kept. Returns what was removed."""
+    """Remove the temporary folders (and `atomic_file` temp files) of earlier runs for `final` whose process is
+    gone (killed compiles), and empty folders older versions left; in-progress ones of live processes are kept.
+    Returns what was removed."""
     own = re.compile(rf"^\.{re.escape(final.name)}\.(\d+)\.[A-Za-z0-9_]+\.(tmp|old|work)$")
     old_pid = re.compile(rf"^\.{re.escape(final.name)}\.old-(\d+)$")
     legacy = re.compile(rf"^\.{re.escape(final.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
     removed = []
     try:
         with os.scandir(final.parent) as it:
-            candidates = [e for e in it if e.is_dir(follow_symlinks=False)]
+            candidates = [e for e in it if e.name.startswith(f".{final.name}.")]
     except OSError:
         return removed
     for entry in candidates:
         path = Path(entry.path)
-        if (m := own.match(entry.name) or old_pid.match(entry.name)) and not _pid_alive(int(m.group(1))):
+        if not entry.is_dir(follow_symlinks=False):
+            if entry.is_file(follow_symlinks=False) and (m := own.match(entry.name)) and m.group(2) == "tmp" \
+                    and not _pid_alive(int(m.group(1))):
+                path.unlink(missing_ok=True)  # a killed atomic_file's half-written file
+            else:
+                continue
+        elif (m := own.match(entry.name) or old_pid.match(entry.name)) and not _pid_alive(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True)
         elif legacy.match(entry.name) and time.time() - entry.stat(follow_symlinks=False).st_mtime > \
                 _LEGACY_TMP_AGE_S:
