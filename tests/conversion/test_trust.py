@@ -109,3 +109,29 @@ def test_garbage_saved_model_pb_is_one_clear_error(tmp_path):
     (tmp_path / "m" / "saved_model.pb").write_bytes(b"\xff\xfe not a protobuf")
     with pytest.raises(HarmonizerError, match="SavedModel"):
         load_source(tmp_path / "m")
+
+
+def test_convert_leaves_no_autograph_files_in_the_system_temp_folder(tmp_path, small_keras, monkeypatch):
+    import tempfile
+
+    from harmonizer_deploy.conversion.convert import convert
+
+    system_tmp = tmp_path / "system-tmp"  # stands in for /tmp
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    seen: list[str] = []
+    real = tempfile.NamedTemporaryFile
+
+    def spy(*args, **kwargs):
+        handle = real(*args, **kwargs)
+        seen.append(handle.name)
+        return handle
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", spy)
+    convert(small_keras, tmp_path / "out" / "model.onnx")
+    autograph = [name for name in seen if "__autograph_generated_file" in name]
+    assert autograph, "TensorFlow wrote no autograph module: the test no longer checks anything"
+    assert all(Path(name).parent.parent == tmp_path / "out" for name in autograph)
+    assert list(system_tmp.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.json", "model.onnx"]
+    assert tempfile.tempdir == str(system_tmp)  # restored
