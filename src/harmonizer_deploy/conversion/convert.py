@@ -184,6 +184,8 @@ def convert(
     decompose; None = each op's preferred one; "none" = registry off, plain tf2onnx). A SavedModel with
     side-effect ops (file I/O, PyFunc, ...) is refused unless `trust_model`.
     """
+    if not 13 <= opset <= 21:  # before the scratch folder: a bad argument creates nothing
+        raise HarmonizerError(f"opset {opset} is outside the supported range", "choose an opset from 13 to 21")
     with scratch_dir(Path(output)):  # TF autograph's generated modules: next to the output, deleted after
         return _convert(model, output, opset, seed, custom_op_strategy, trust_model)
 
