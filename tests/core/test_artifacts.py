@@ -257,3 +257,12 @@ def test_dot_output_in_an_empty_folder_fills_it_in_place(tmp_path, monkeypatch):
         pass
     with pytest.raises(HarmonizerError, match="root"):
         check_output_dir("/")
+
+
+def test_scratch_dir_removes_the_parents_it_created_when_left_empty(tmp_path):
+    with pytest.raises(RuntimeError), artifacts.scratch_dir(tmp_path / "a" / "b" / "model.onnx"):
+        raise RuntimeError("bad model")
+    assert list(tmp_path.iterdir()) == []
+    with artifacts.scratch_dir(tmp_path / "a" / "b" / "model.onnx"):
+        (tmp_path / "a" / "b" / "model.onnx").write_text("onnx")
+    assert (tmp_path / "a" / "b" / "model.onnx").is_file()

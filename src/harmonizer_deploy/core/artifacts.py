@@ -318,8 +318,10 @@ def scratch_dir(near: str | os.PathLike[str]) -> Iterator[Path]:
     """Point `tempfile` (and child processes, via $TMPDIR) at a private folder next to `near` for the block, and
     delete it afterwards: libraries' temp files (TVM's lib0.o, TF autograph modules) never pile up in /tmp, and
     a killed run's folder is found by `clean_stale_temps` on the next run. Concurrent blocks (threads) share the
-    first one's folder, deleted when the last leaves."""
+    first one's folder, deleted when the last leaves. Parent folders it had to create are removed again if the
+    block left them empty (a failed command creates nothing)."""
     final = Path(os.path.abspath(near))
+    created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]  # deepest first
     ensure_writable_dir(final.parent)
     with _SCRATCH_LOCK:
         if _SCRATCH["users"] == 0:
@@ -342,6 +344,11 @@ def scratch_dir(near: str | os.PathLike[str]) -> Iterator[Path]:
                 else:
                     os.environ["TMPDIR"] = saved_env
                 shutil.rmtree(work, ignore_errors=True)
+        for folder in created:
+            try:
+                folder.rmdir()  # only if empty: the output (or anything else) keeps it
+            except OSError:
+                break
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
