@@ -112,26 +112,26 @@ def test_garbage_saved_model_pb_is_one_clear_error(tmp_path):
 
 
 def test_convert_leaves_no_autograph_files_in_the_system_temp_folder(tmp_path, small_keras, monkeypatch):
+    """TF writes `__autograph_generated_file*.py` to tempfile's folder while tracing (only the first time a
+    function's code is traced in a process, so the test checks where tempfile points while convert traces)."""
     import tempfile
 
-    from harmonizer_deploy.conversion.convert import convert
+    from harmonizer_deploy.conversion import convert as convert_module
 
     system_tmp = tmp_path / "system-tmp"  # stands in for /tmp
     system_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
-    seen: list[str] = []
-    real = tempfile.NamedTemporaryFile
+    during: list[Path] = []
+    real = convert_module.to_onnx
 
     def spy(*args, **kwargs):
-        handle = real(*args, **kwargs)
-        seen.append(handle.name)
-        return handle
+        during.append(Path(tempfile.gettempdir()))
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(tempfile, "NamedTemporaryFile", spy)
-    convert(small_keras, tmp_path / "out" / "model.onnx")
-    autograph = [name for name in seen if "__autograph_generated_file" in name]
-    assert autograph, "TensorFlow wrote no autograph module: the test no longer checks anything"
-    assert all(Path(name).parent.parent == tmp_path / "out" for name in autograph)
+    monkeypatch.setattr(convert_module, "to_onnx", spy)
+    convert_module.convert(small_keras, tmp_path / "out" / "model.onnx")
+    assert len(during) == 1 and during[0].parent == tmp_path / "out" and during[0].name.startswith(".model.onnx.")
+    assert not during[0].exists()
     assert list(system_tmp.iterdir()) == []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.json", "model.onnx"]
     assert tempfile.tempdir == str(system_tmp)  # restored
