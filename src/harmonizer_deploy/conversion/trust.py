@@ -17,7 +17,8 @@ from typing import Any
 
 from harmonizer_deploy.core.errors import HarmonizerError
 
-TRUST_FIX = "only convert models from a source you trust; if you do, pass --trust-model"
+TRUST_FIX = ("use a model from a source you trust; if you trust this one, `convert --trust-model` runs it (other "
+             "commands never run such a model)")
 
 # Ops that touch files, run Python, print to files or reach the network: refused wherever they appear.
 SIDE_EFFECT_OPS = frozenset({
