@@ -266,3 +266,12 @@ def test_scratch_dir_removes_the_parents_it_created_when_left_empty(tmp_path):
     with artifacts.scratch_dir(tmp_path / "a" / "b" / "model.onnx"):
         (tmp_path / "a" / "b" / "model.onnx").write_text("onnx")
     assert (tmp_path / "a" / "b" / "model.onnx").is_file()
+
+
+def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (tmp_path / ".cpu.lock").symlink_to(victim)
+    with pytest.raises(HarmonizerError, match="lock file"), atomic_dir(tmp_path / "cpu") as tmp:
+        (tmp / "a").write_text("1")
+    assert victim.read_text() == "keep" and not (tmp_path / "cpu").exists()

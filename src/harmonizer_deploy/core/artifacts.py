@@ -205,7 +205,11 @@ def _exchange(a: Path, b: Path) -> bool:
 def output_lock(final: Path) -> Iterator[None]:
     """An exclusive lock (fcntl) on `.NAME.lock` next to `final`: one writer at a time swaps it in."""
     lock = final.with_name(f".{final.name}.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666 & ~_umask())
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666 & ~_umask())
+    except OSError as exc:  # e.g. a symbolic link planted in its place (O_NOFOLLOW)
+        raise HarmonizerError(f"cannot open the lock file {lock}: {exc.strerror}",
+                              "remove it if nothing else is writing this output, then retry") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
