@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harmonizer_deploy.cli import app
+from harmonizer_deploy.core.artifacts import sha256_file
 from harmonizer_deploy.core.errors import EXIT_USER_ERROR, EXIT_VERIFY_FAILED
 
 runner = CliRunner()
@@ -64,8 +65,14 @@ def test_verify_table_and_failure_exit_code(build_copy):
         arrays = {k: data[k] * (-1.0 if data[k].ndim == 4 and data[k].shape[0] == 4 else 1.0) for k in data.files}
     np.savez(params, **arrays)
     result = run("verify", str(build_copy / "cpu"), "--num-inputs", "1", "--time", "8")
+    assert_one_line_error(result, "params.npz modified since compile")  # refused before loading (issue 15)
+    manifest_path = build_copy / "cpu" / "manifest.json"  # as if compile had produced these params
+    manifest = json.loads(manifest_path.read_text())
+    manifest["artifacts"]["params.npz"]["sha256"] = sha256_file(params)
+    manifest_path.write_text(json.dumps(manifest))
+    result = run("verify", str(build_copy / "cpu"), "--num-inputs", "1", "--time", "8")
     assert result.exit_code == EXIT_VERIFY_FAILED
-    assert "FAILED" in result.output and "params.npz modified since compile" in result.output
+    assert "FAILED" in result.output
 
 
 def test_doctor_reports_packages_and_targets():

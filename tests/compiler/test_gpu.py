@@ -328,6 +328,19 @@ def test_runtime_only_runner_bench_and_failed_verify(cpu_bundle, tmp_path):
     (logits,) = [k for k, a in arrays.items() if a.ndim == 4 and a.shape[0] == 4]
     arrays[logits] = -arrays[logits]
     np.savez(broken / "params.npz", **arrays)
+    proc = subprocess.run([sys.executable, str(broken / "run.py"), "verify"], capture_output=True, text=True,
+                          timeout=300)  # refused by the hash check before anything is loaded (issue 15)
+    assert proc.returncode == 2 and "bundle file params.npz is missing or modified" in proc.stderr, proc.stderr
+    from harmonizer_deploy.core.artifacts import sha256_file
+
+    info = json.loads((broken / "bundle.json").read_text())  # as if the bundle had been built that way
+    info["files"]["params.npz"]["sha256"] = sha256_file(broken / "params.npz")
+    (broken / "bundle.json").write_text(json.dumps(info))
     proc = run_bundle(broken, "verify")
     assert proc.returncode == 3, proc.stderr
     assert json.loads(proc.stdout)["passed"] is False
+    runtime = broken / "lib" / "libtvm_runtime.so"  # a damaged runtime library never reaches dlopen either
+    runtime.write_bytes(runtime.read_bytes()[:-4096] + b"\xff" * 4096)
+    proc = subprocess.run([sys.executable, str(broken / "run.py"), "verify"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "bundle file lib/libtvm_runtime.so is missing or modified" in proc.stderr

@@ -86,3 +86,81 @@ def test_not_an_archive_and_nonempty_destination(tmp_path):
     good = _tar(tmp_path / "g.tar.gz", [("a", "file", b"a")])
     with pytest.raises(HarmonizerError, match="not empty"):
         extract(good, tmp_path / "full")
+
+
+# --- issue 15 §2: every escape form, zip and tar; nothing is written anywhere -----------------------------------
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, kind, payload in members:
+            if kind == "symlink":
+                info = zipfile.ZipInfo(name)
+                info.external_attr = 0o120777 << 16
+                zf.writestr(info, payload)
+            else:
+                zf.writestr(name, payload)
+    return path
+
+
+CHAIN = [("sub/link", "symlink", ".."), ("sub/link/link2", "symlink", ".."),
+         ("sub/link/link2/evil.txt", "file", b"evil")]
+ESCAPES = [
+    pytest.param(CHAIN, "goes through a link|symbolic link", id="chained-symlinks"),
+    pytest.param(CHAIN[:1] + CHAIN[2:], "goes through a link|symbolic link", id="file-through-symlink"),
+    pytest.param([("/abs/evil.txt", "file", b"evil")], "absolute path", id="absolute-name"),
+    pytest.param([("../evil.txt", "file", b"evil")], "contains '..'", id="dotdot-name"),
+    pytest.param([("a/../../evil.txt", "file", b"evil")], "contains '..'", id="inner-dotdot-name"),
+    pytest.param([("link", "symlink", "/tmp")], "pointing outside|symbolic link", id="symlink-to-absolute"),
+    pytest.param([("link", "symlink", "../..")], "pointing outside|symbolic link", id="symlink-up"),
+]
+
+
+def _nothing_escaped(tmp_path, out):
+    assert not out.exists()
+    assert not list(tmp_path.rglob("evil.txt"))
+    assert not (tmp_path.parent / "evil.txt").exists() and not (tmp_path.parent.parent / "evil.txt").exists()
+
+
+@pytest.mark.parametrize(("members", "why"), ESCAPES)
+def test_zip_escape_forms_are_refused(tmp_path, members, why):
+    archive = _zip(tmp_path / "evil.zip", [("model/a.txt", "file", b"a"), *members])
+    with pytest.raises(HarmonizerError, match=why):
+        extract(archive, tmp_path / "dest" / "out")
+    _nothing_escaped(tmp_path, tmp_path / "dest" / "out")
+
+
+@pytest.mark.parametrize(("members", "why"), ESCAPES)
+def test_tar_escape_forms_are_refused(tmp_path, members, why):
+    archive = _tar(tmp_path / "evil.tar.gz", [("model/a.txt", "file", b"a"), *members])
+    with pytest.raises(HarmonizerError, match=why):
+        extract(archive, tmp_path / "dest" / "out")
+    _nothing_escaped(tmp_path, tmp_path / "dest" / "out")
+
+
+def test_zip_never_creates_symlinks_even_inside(tmp_path):
+    archive = _zip(tmp_path / "m.zip", [("model/saved_model.pb", "file", b"pb"),
+                                        ("model/latest", "symlink", "saved_model.pb")])
+    with pytest.raises(HarmonizerError, match="symbolic link"):
+        extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    plain = _zip(tmp_path / "ok.zip", [("model/saved_model.pb", "file", b"pb"), ("model/variables/", "dir", b"")])
+    assert extract(plain, tmp_path / "out2") == ["model/saved_model.pb", "model/variables/"]
+    assert (tmp_path / "out2" / "model" / "saved_model.pb").read_bytes() == b"pb"
+
+
+def test_an_archive_cannot_forge_the_ownership_marker(tmp_path):
+    from harmonizer_deploy.core.artifacts import OWNER_MARKER
+
+    archive = _zip(tmp_path / "m.zip", [(OWNER_MARKER, "file", b'{"tool": "harmonizer-deploy", "entries": []}')])
+    with pytest.raises(HarmonizerError, match="marker"):
+        extract(archive, tmp_path / "out")
+
+
+def test_extract_into_a_file_or_the_archive_folder_is_one_clear_error(tmp_path):
+    good = _tar(tmp_path / "g.tar.gz", [("a", "file", b"a")])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(HarmonizerError, match="not a directory"):
+        extract(good, tmp_path / "file")
+    with pytest.raises(HarmonizerError, match=r"not empty|holds the archive"):
+        extract(good, tmp_path)
+    assert (tmp_path / "file").read_text() == "x"

@@ -81,11 +81,18 @@ def test_verify_catches_a_corrupted_parameter(build_copy):
     (logits_kernel,) = [k for k, a in arrays.items() if a.ndim == 4 and a.shape[0] == 4]
     arrays[logits_kernel] = -arrays[logits_kernel]
     np.savez(params, **arrays)
+    with pytest.raises(HarmonizerError, match=r"params\.npz modified since compile"):  # refused before loading
+        hd.verify(build_copy / "cpu", "cpu", num_inputs=2, batch=1, time_steps=16)
+    from harmonizer_deploy.core.artifacts import sha256_file
+
+    manifest_path = build_copy / "cpu" / "manifest.json"  # as if compile itself had produced these params
+    manifest = json.loads(manifest_path.read_text())
+    manifest["artifacts"]["params.npz"]["sha256"] = sha256_file(params)
+    manifest_path.write_text(json.dumps(manifest))
     report = hd.verify(build_copy / "cpu", "cpu", num_inputs=2, batch=1, time_steps=16)
     assert not report.passed
     assert not report.outputs[0]["passed"], "the numeric comparison itself must fail"
     assert report.outputs[0]["max_abs_err"] > 1e-4
-    assert report.integrity == ["params.npz modified since compile"]
 
 
 def test_verify_rejects_wrong_target_and_stale_model(build_copy):

@@ -27,13 +27,16 @@ def convert(
     custom_op_strategy: Annotated[str, typer.Option(
         "--custom-op-strategy", help="How registered custom layers/ops are converted: auto (each op's preferred "
         "strategy), rewrite, custom-op, decompose, or none (registry off).")] = "auto",
+    trust_model: Annotated[bool, typer.Option("--trust-model", help="Run a SavedModel even if its graph has ops "
+                                              "with side effects (file I/O, PyFunc, ...): only for models you "
+                                              "trust.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a TensorFlow/Keras harmonizer to ONNX (tf2onnx), then check it against TensorFlow."""
     from harmonizer_deploy.conversion.convert import convert as run
 
     with spinner("converting with tf2onnx and checking against TensorFlow…", not as_json):
-        result = run(model, output, opset, custom_op_strategy=custom_op_strategy)
+        result = run(model, output, opset, custom_op_strategy=custom_op_strategy, trust_model=trust_model)
     if as_json:
         emit_json(result.to_dict())
         return

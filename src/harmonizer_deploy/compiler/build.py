@@ -21,7 +21,7 @@ from harmonizer_deploy.compiler.scheduling import ScheduleReport
 from harmonizer_deploy.compiler.targets import TargetSpec, load_target
 from harmonizer_deploy.compiler.versions import tvm_versions
 from harmonizer_deploy.conversion.convert import check_onnx_file, sidecar_path_for
-from harmonizer_deploy.core.artifacts import atomic_dir, sha256_file, sha256_text
+from harmonizer_deploy.core.artifacts import atomic_dir, check_output_dir, sha256_file, sha256_text
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.params import PARAM_TRANSFORM, PARAMS_FILE, save_params
 from harmonizer_deploy.core.version import __version__
@@ -135,6 +135,7 @@ def compile(
     spec.check_buildable()
     model = Path(model)
     out_dir = Path(output) if output else Path("build") / spec.name
+    check_output_dir(out_dir)  # before any work: never replace a folder holding anything but our artifact
     onnx_model = check_onnx_file(model)
     model_sha = sha256_file(model)
     fix_dims = static_dims(batch, time_steps, fix_dims)

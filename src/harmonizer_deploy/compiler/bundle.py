@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.conversion.inputs import make_inputs
-from harmonizer_deploy.core.artifacts import atomic_dir, sha256_file
+from harmonizer_deploy.core.artifacts import atomic_dir, check_output_dir, sha256_file
 from harmonizer_deploy.core.errors import HarmonizerError
 
 BUNDLE_FORMAT = 2  # part of compile's cache key: a bundle layout change rebuilds cached artifacts
@@ -83,17 +83,20 @@ def _ffi_version() -> str:
 def make_bundle(artifact_dir: str | Path, output: str | Path | None = None) -> dict[str, Any]:
     """A bundle of an existing artifact (any target), written atomically to `output` (default
     `<artifact_dir>/bundle`); compile writes one itself for targets with `[options] bundle = true`."""
-    from harmonizer_deploy.core.manifest import integrity_problems, read_manifest
+    from harmonizer_deploy.core.manifest import verified_manifest
 
     artifact_dir = Path(artifact_dir)
-    manifest = read_manifest(artifact_dir)
-    if problems := integrity_problems(artifact_dir, manifest):
-        raise HarmonizerError(f"artifact {artifact_dir} is damaged ({', '.join(problems)})", "recompile it")
+    destination = Path(output) if output else artifact_dir / BUNDLE_DIR
+    if destination.resolve() in (artifact_dir.resolve(), *artifact_dir.resolve().parents):
+        raise HarmonizerError(f"bundle output {destination} would replace the artifact {artifact_dir} itself",
+                              "choose a new directory with -o/--output")
+    check_output_dir(destination)  # before any work: never replace a folder holding anything but our bundle
+    manifest = verified_manifest(artifact_dir)
     onnx_path = Path(manifest["model"]["path"])
     if not onnx_path.is_file() or sha256_file(onnx_path) != manifest["model"]["sha256"]:
         raise HarmonizerError(f"the ONNX model of {artifact_dir} is missing or changed: {onnx_path}",
                               "re-run convert and compile")
-    with atomic_dir(Path(output) if output else artifact_dir / BUNDLE_DIR) as tmp:
+    with atomic_dir(destination) as tmp:
         return write_bundle(artifact_dir, manifest, onnx_path, tmp)
 
 
@@ -130,6 +133,9 @@ def write_bundle(artifact_dir: Path, manifest: dict, onnx_path: Path, out: Path)
         "params": "params.npz", "onnx": "model.onnx", "reference": "reference.npz", "input_name": input_name,
         "static_shape": manifest.get("static_shape"), "tolerance": manifest["tolerance"],
         "runtime_libs": [lib.name for lib in libs], "versions": manifest["versions"],
+        # run.py checks what it loads against these before loading anything
+        "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                  for p in sorted(out.rglob("*")) if p.is_file()},
     }
     (out / BUNDLE_JSON).write_text(json.dumps(info, indent=2) + "\n")
     files = {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}

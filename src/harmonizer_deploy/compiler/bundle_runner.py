@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import json
 import os
 import statistics
@@ -48,7 +49,46 @@ def read_bundle(bundle_dir: Path) -> dict:
     path = bundle_dir / BUNDLE_JSON
     if not path.is_file():
         raise BundleError(f"{bundle_dir} is not a deploy bundle (no {BUNDLE_JSON})")
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise BundleError(f"{path} is not a bundle description (not a JSON object)")
+    return info
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_files(bundle_dir: Path, info: dict) -> None:
+    """Every file this runner loads must match the hash recorded when the bundle was written, checked before
+    anything is loaded: a damaged library must not reach dlopen (it can die with SIGILL/SIGBUS, no message).
+
+    Bundles from before `files` was recorded: the library and params against manifest.json's hashes."""
+    try:
+        expected = info.get("files")
+        loaded = [info["library"], info["params"]]
+        if expected is None:
+            artifacts = json.loads((bundle_dir / "manifest.json").read_text())["artifacts"]
+            expected = {name: artifacts[name] for name in loaded}
+        else:
+            loaded += [f"lib/{name}" for name in info["runtime_libs"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{bundle_dir} has no usable file hashes ({type(exc).__name__}: {exc})") from exc
+    for name in loaded:
+        entry = expected.get(name) if isinstance(expected, dict) else None
+        path = bundle_dir / str(name)
+        if not isinstance(entry, dict) or not isinstance(name, str) or ".." in name.split("/"):
+            raise BundleError(f"bundle file {name} has no recorded hash; rebuild the bundle")
+        if path.is_symlink() or not path.is_file() or _sha256(path) != entry.get("sha256"):
+            raise BundleError(f"bundle file {name} is missing or modified since the bundle was written; "
+                              "copy the bundle again")
 
 
 def load_runtime(bundle_dir: Path, info: dict) -> Any:
@@ -78,6 +118,7 @@ class BundleModel:
     def __init__(self, bundle_dir: str | Path) -> None:
         self.dir = Path(bundle_dir)
         self.info = read_bundle(self.dir)
+        check_files(self.dir, self.info)
         if self.info["device"] == "cpu":  # TVM's x86 default is half the vCPUs (it assumes SMT): use them all
             os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
         self.ffi = ffi = load_runtime(self.dir, self.info)

@@ -61,6 +61,7 @@ def keep_winning_records(tasks: list[Any], path: Path, target: Any,
     """
     import os
     import shutil
+    import tempfile
 
     from tvm.s_tir import meta_schedule as ms
 
@@ -86,17 +87,18 @@ def keep_winning_records(tasks: list[Any], path: Path, target: Any,
         if decision["kept"]:
             winners.append((mod, record))
     winners += _best_records_of_other_workloads(database, [task.dispatched[0] for task in tasks])
-    staging = path.with_name(path.name + ".pruning")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    pruned = ms.database.JSONDatabase(str(staging / WORKLOADS), str(staging / RECORDS), allow_missing=True)
-    for mod, record in winners:
-        pruned.commit_tuning_record(ms.database.TuningRecord(
-            record.trace, pruned.commit_workload(mod), record.run_secs, record.target, record.args_info))
-    for name in (WORKLOADS, RECORDS):
-        (staging / name).touch()
-        os.replace(staging / name, path / name)
-    shutil.rmtree(staging)
+    # a folder of our own (never a fixed name someone else's folder could have), removed on every path
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    try:
+        pruned = ms.database.JSONDatabase(str(staging / WORKLOADS), str(staging / RECORDS), allow_missing=True)
+        for mod, record in winners:
+            pruned.commit_tuning_record(ms.database.TuningRecord(
+                record.trace, pruned.commit_workload(mod), record.run_secs, record.target, record.args_info))
+        for name in (WORKLOADS, RECORDS):
+            (staging / name).touch()
+            os.replace(staging / name, path / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return decisions
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from harmonizer_deploy.conversion.source import SourceModel, _keras_call, input_signature, load_source
-from harmonizer_deploy.core.artifacts import atomic_file, sha256_file, write_json
+from harmonizer_deploy.core.artifacts import atomic_file, scratch_dir, sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.onnxruntime import ort_session
 from harmonizer_deploy.core.version import __version__
@@ -176,19 +176,29 @@ def convert(
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     custom_op_strategy: str | None = None,
+    trust_model: bool = False,
 ) -> ConvertResult:
     """Convert MODEL (bundled name, .keras file or SavedModel dir) to ONNX and check it against TensorFlow.
 
     Custom layers/ops found in the registry are converted with `custom_op_strategy` (rewrite, custom-op,
-    decompose; None = each op's preferred one; "none" = registry off, plain tf2onnx).
+    decompose; None = each op's preferred one; "none" = registry off, plain tf2onnx). A SavedModel with
+    side-effect ops (file I/O, PyFunc, ...) is refused unless `trust_model`.
     """
+    if not 13 <= opset <= 21:  # before the scratch folder: a bad argument creates nothing
+        raise HarmonizerError(f"opset {opset} is outside the supported range", "choose an opset from 13 to 21")
+    with scratch_dir(Path(output)):  # TF autograph's generated modules: next to the output, deleted after
+        return _convert(model, output, opset, seed, custom_op_strategy, trust_model)
+
+
+def _convert(model: str | Path | None, output: str | Path, opset: int, seed: int, custom_op_strategy: str | None,
+             trust_model: bool) -> ConvertResult:
     import onnx
 
     if not 13 <= opset <= 21:
         raise HarmonizerError(f"opset {opset} is outside the supported range", "choose an opset from 13 to 21")
     output = Path(output)
     strategy = check_strategy(custom_op_strategy)
-    source = load_source(model)
+    source = load_source(model, trust_model)
     plan = None if strategy == "none" else plan_conversion(source, strategy, output)
     convert_source = source
     if plan and plan.rewritten_model is not None:

@@ -1,7 +1,9 @@
 """Unpack a model archive (.tar.gz / .tgz / .tar / .zip) safely: a downloaded archive is untrusted input.
 
-Refuses absolute paths, `..` components, links (symbolic or hard) that point outside the destination, device
-files, and members or totals over the size limits — before anything is written. Output appears atomically.
+Refuses absolute paths, `..` components, links (symbolic or hard) that point outside the destination, members
+whose path goes through a link (`sub/link -> ..` then `sub/link/x`), symbolic links in zip archives (zip has no
+safe extraction filter: they are never created), device files, and members or totals over the size limits —
+before anything is written. Output appears atomically.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from harmonizer_deploy.core.artifacts import atomic_dir
+from harmonizer_deploy.core.artifacts import OWNER_MARKER, atomic_dir, check_output_dir
 from harmonizer_deploy.core.errors import HarmonizerError
 
 MAX_MEMBER_BYTES = 2 * 1024**3
 MAX_TOTAL_BYTES = 8 * 1024**3
 MAX_MEMBERS = 100_000
+EXTRACT_FIX = "extract into a new or empty directory"
 
 
 @dataclass
@@ -95,8 +98,13 @@ def check_members(archive: Path, members: list[Member]) -> None:
         raise HarmonizerError(f"refusing to extract {archive}: {len(members)} members (limit {MAX_MEMBERS})",
                               "the archive is unsafe or corrupt")
     total = 0
+    links = {_check_path(archive, m.name).parts for m in members if m.kind in ("symlink", "hardlink")}
     for m in members:
         path = _check_path(archive, m.name)
+        if path.parts and path.parts[0] == OWNER_MARKER:
+            raise _refuse(archive, m.name, "has the name of harmonizer-deploy's own marker file")
+        if any(path.parts[:i] in links for i in range(1, len(path.parts))):
+            raise _refuse(archive, m.name, "has a path that goes through a link in the archive")
         if m.kind == "other":
             raise _refuse(archive, m.name, "is a device, fifo or other special file")
         if m.kind == "symlink" and not _inside(path, m.link_target):
@@ -113,34 +121,44 @@ def check_members(archive: Path, members: list[Member]) -> None:
                               "the archive is unsafe or corrupt")
 
 
+def _inside_dir(archive: Path, root: Path, name: str) -> Path:
+    """Where member `name` goes under `root`, resolved on disk: a second line of defence after the checks."""
+    target = root / _check_path(archive, name)
+    real_root = root.resolve()
+    if not target.resolve().is_relative_to(real_root):
+        raise _refuse(archive, name, "resolves outside the destination")
+    return target
+
+
 def extract(archive: str | Path, destination: str | Path) -> list[str]:
     """Extract `archive` into `destination` (created; must not exist or be empty). Returns the member names."""
     archive, destination = Path(archive), Path(destination)
     if not archive.is_file():
         raise HarmonizerError(f"archive not found: {archive}", "pass a .tar.gz, .tgz, .tar or .zip file")
-    if destination.exists() and any(destination.iterdir()):
-        raise HarmonizerError(f"destination {destination} is not empty", "extract into a new directory")
+    if destination.resolve() in archive.resolve().parents:
+        raise HarmonizerError(f"destination {destination} holds the archive itself", EXTRACT_FIX)
+    check_output_dir(destination, EXTRACT_FIX)
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 members = _zip_members(zf)
                 check_members(archive, members)
-                with atomic_dir(destination) as tmp:
+                if link := next((m for m in members if m.kind == "symlink"), None):
+                    raise _refuse(archive, link.name, "is a symbolic link (never created from a zip archive)")
+                with atomic_dir(destination, EXTRACT_FIX) as tmp:
                     for m in members:
-                        if m.kind == "symlink":
-                            (tmp / m.name).parent.mkdir(parents=True, exist_ok=True)
-                            (tmp / m.name).symlink_to(m.link_target)
-                        elif m.kind == "dir":
-                            (tmp / m.name).mkdir(parents=True, exist_ok=True)
+                        target = _inside_dir(archive, tmp, m.name)
+                        if m.kind == "dir":
+                            target.mkdir(parents=True, exist_ok=True)
                         else:
-                            (tmp / m.name).parent.mkdir(parents=True, exist_ok=True)
-                            with zf.open(m.name) as src, open(tmp / m.name, "wb") as dst:
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            with zf.open(m.name) as src, open(target, "xb") as dst:
                                 shutil.copyfileobj(src, dst)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tar:
                 members = _tar_members(archive, tar)
                 check_members(archive, members)
-                with atomic_dir(destination) as tmp:
+                with atomic_dir(destination, EXTRACT_FIX) as tmp:
                     tar.extractall(tmp, filter="data")  # second line of defence after our own checks
         else:
             raise HarmonizerError(f"{archive} is not a tar or zip archive", "pass a .tar.gz, .tgz, .tar or .zip file")

@@ -61,8 +61,10 @@ def _keras_call(model: Any) -> Callable:
     return call
 
 
-def load_source(model: str | Path | None = None) -> SourceModel:
-    """Resolve MODEL as the CLI takes it: None/bundled name, a `.keras` file, or a SavedModel directory."""
+def load_source(model: str | Path | None = None, trust_model: bool = False) -> SourceModel:
+    """Resolve MODEL as the CLI takes it: None/bundled name, a `.keras` file, or a SavedModel directory.
+
+    A SavedModel whose graph has side effects (file I/O, PyFunc, ...) is refused unless `trust_model`."""
     name = str(model) if model is not None else BUNDLED_MODEL
     path = Path(name)
     if model is None or (not path.exists() and name in bundled_models()):
@@ -90,7 +92,7 @@ def load_source(model: str | Path | None = None) -> SourceModel:
         _check_keras_io(keras_model, path)
         return SourceModel("keras", str(path), _hash_paths([path]), _keras_call(keras_model), keras_model=keras_model)
     if path.is_dir() and (path / "saved_model.pb").is_file():
-        return _load_saved_model(path)
+        return _load_saved_model(path, trust_model)
     raise HarmonizerError(
         f"unrecognised model {path}", "pass a .keras file or a SavedModel directory (one with saved_model.pb)"
     )
@@ -106,9 +108,12 @@ def _check_keras_io(keras_model: Any, path: Path) -> None:
         )
 
 
-def _load_saved_model(path: Path) -> SourceModel:
+def _load_saved_model(path: Path, trust_model: bool = False) -> SourceModel:
     import tensorflow as tf
 
+    from harmonizer_deploy.conversion.trust import check_saved_model
+
+    check_saved_model(path, trust_model)  # before TensorFlow loads (and later runs) any of it
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,9 @@ def load_params(path: Path, expected: int | None = None) -> list[np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = [data[k] for k in sorted(data.files)]
-    except (OSError, ValueError) as exc:
-        raise HarmonizerError(f"cannot read parameters {path}: {exc}", "recompile the artifact") from exc
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise HarmonizerError(f"cannot read parameters {path}: {type(exc).__name__}: {str(exc)[:200]}",
+                              "recompile the artifact") from exc
     if expected is not None and len(arrays) != expected:
         raise HarmonizerError(f"{path} holds {len(arrays)} parameters, the manifest lists {expected}",
                               "recompile the artifact")

@@ -118,7 +118,7 @@ def load_music21_chorales(progress=None) -> list[np.ndarray]:
         if progress:
             progress(n, len(paths))
         try:
-            score = corpus.parse(path)
+            score = corpus.parse(path, forceSource=True)  # never music21's pickle cache (see midi.py)
         except Exception:  # a corpus file music21 itself cannot parse is skipped, not fatal
             continue
         if not hasattr(score, "parts"):

@@ -86,7 +86,9 @@ def read_musicxml_melody(path: Path) -> tuple[list[Note], float]:
     except ImportError as exc:
         raise HarmonizerError("reading MusicXML needs music21", "pip install music21==10.5.1") from exc
     try:
-        score = converter.parse(str(path))
+        # forceSource/storePickle: never load (or leave) music21's pickle cache in its world-writable scratch
+        # folder: a planted pickle runs code, and a stale one (older mtime on the MusicXML) is the wrong melody
+        score = converter.parse(str(path), format="musicxml", forceSource=True, storePickle=False)
     except Exception as exc:  # music21 raises many kinds on malformed files
         raise HarmonizerError(f"{path} is not readable MusicXML ({str(exc)[:200]})", "pass a valid MusicXML") from exc
     parts = list(getattr(score, "parts", [])) or [score]

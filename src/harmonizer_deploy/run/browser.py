@@ -13,7 +13,7 @@ import numpy as np
 
 from harmonizer_deploy.core.compare import max_abs_error
 from harmonizer_deploy.core.errors import HarmonizerError
-from harmonizer_deploy.core.manifest import read_manifest
+from harmonizer_deploy.core.manifest import read_manifest, verified_manifest
 from harmonizer_deploy.core.onnxruntime import ort_session
 from harmonizer_deploy.web.browser import chromium
 from harmonizer_deploy.web.jsdeps import tvmjs_bundle
@@ -71,7 +71,7 @@ def run_job(artifact_dir: str | Path, inputs: list[np.ndarray], warmup: int = 0,
             timeout_s: float = DEFAULT_TIMEOUT_S) -> BrowserRun:
     """Run a web artifact on `inputs` in headless Chromium (TVM's JS runtime); outputs + timings."""
     artifact_dir = Path(artifact_dir)
-    manifest = read_manifest(artifact_dir)
+    manifest = verified_manifest(artifact_dir)  # the browser loads exactly what compile wrote, or nothing
     if "web_params" not in manifest:
         raise HarmonizerError(f"{artifact_dir} is not a web artifact (target {manifest.get('target')})",
                               "compile with --target webgpu or --target wasm")

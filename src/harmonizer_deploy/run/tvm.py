@@ -9,7 +9,7 @@ import numpy as np
 
 from harmonizer_deploy.core.cpus import use_all_cpu_cores
 from harmonizer_deploy.core.errors import DeviceUnavailable, HarmonizerError
-from harmonizer_deploy.core.manifest import read_manifest
+from harmonizer_deploy.core.manifest import verified_manifest
 from harmonizer_deploy.core.params import PARAM_TRANSFORM, PARAMS_FILE, load_params
 
 DEVICE_NEEDS = {"cuda": "an NVIDIA GPU with its driver", "vulkan": "a Vulkan device (a GPU, or Mesa's lavapipe: "
@@ -62,7 +62,7 @@ class CompiledModel:
         from tvm import relax
 
         self.dir = Path(artifact_dir)
-        self.manifest = read_manifest(self.dir)
+        self.manifest = verified_manifest(self.dir)  # hashes checked before the library reaches dlopen
         if self.manifest.get("runner") != "local":
             raise HarmonizerError(
                 f"artifact {self.dir} (target {self.manifest.get('target')}) does not run in this process",

@@ -19,7 +19,7 @@ from harmonizer_deploy.core.compare import (
     validate_stats,
 )
 from harmonizer_deploy.core.errors import HarmonizerError
-from harmonizer_deploy.core.manifest import integrity_problems, read_manifest
+from harmonizer_deploy.core.manifest import check_integrity, read_manifest
 from harmonizer_deploy.music.encoding import OUTPUT_NAME
 from harmonizer_deploy.run.runners import RUNNERS
 
@@ -126,6 +126,7 @@ def verify(
             f"{artifact_dir} holds a {manifest.get('target')!r} artifact, not {spec.name!r}",
             f"pass --target {manifest.get('target')} or the right directory",
         )
+    check_integrity(artifact_dir, manifest)  # before anything is loaded: a damaged model.so must not reach dlopen
     if manifest.get("runner", "local") == "local":  # say "no GPU here" before spending time on the reference
         from harmonizer_deploy.run.tvm import tvm_device
 
@@ -157,8 +158,8 @@ def verify(
         save_inputs(save_inputs_to, inputs)
 
     runner = RUNNERS.lookup(manifest.get("runner", "local"))
-    integrity = integrity_problems(artifact_dir, manifest)
-    notes = [f"artifact file {p}: the artifact on disk is not what compile produced" for p in integrity]
+    integrity: list[str] = []  # a damaged artifact was refused above; kept in the report for its readers
+    notes: list[str] = []
     common = {"target": spec.name, "backend": manifest["backend"], "artifact_dir": str(artifact_dir),
               "seed": used_seed, "integrity": integrity, "notes": notes,
               "input_ranges": [[float(x.min()), float(x.max())] for x in inputs]}

@@ -30,7 +30,7 @@ def _npm_package(package: str, version: str, wanted: str, install: bool) -> Path
     npm = shutil.which("npm")
     if npm is None:
         raise HarmonizerError(f"npm is not installed (needed once to fetch {package})", fix)
-    with atomic_dir(prefix) as tmp:
+    with atomic_dir(prefix, f"delete {prefix} (a broken cache folder) and retry") as tmp:
         (tmp / "package.json").write_text('{"name": "harmonizer-deploy-web-deps", "private": true}\n')
         proc = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix", str(tmp),
                                f"{package}@{version}"], capture_output=True, text=True, timeout=600)

@@ -148,7 +148,7 @@ def runtime_home() -> Path:
     dist = home / "web" / "dist" / "wasm"
     if all((dist / f"{n}.bc").is_file() for n in RUNTIME_SOURCES):
         return home
-    with atomic_dir(home) as tmp:
+    with atomic_dir(home, f"delete {home} (a broken cache folder) and retry") as tmp:
         build_runtime_objects(tmp)
     return home
 
