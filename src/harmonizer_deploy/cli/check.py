@@ -131,7 +131,7 @@ def bench(
     from harmonizer_deploy.benchmark import bench as b
 
     if readme_table is not None:
-        table = b.readme_table(b.read_result(readme_table))
+        table = b.readme_table(b.read_result(readme_table), str(readme_table))
         if readme is not None:
             b.update_readme(readme, table)
             out.print(f"updated the Performance table in {readme} from {readme_table}", highlight=False)
