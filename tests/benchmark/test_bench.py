@@ -29,7 +29,8 @@ def _result(p50s: dict[tuple[str, int], float], harmonize: dict[str, float] | No
     return {"rows": rows, "harmonize": [{"backend": n, "melody": "two-bars.mid", "gibbs_steps": 96, "time_steps": 32,
                                          "p50_s": v, "min_s": v, "repeats": 1} for n, v in (harmonize or {}).items()],
             "machine": {"cpu": "test cpu", "cores": 2, "peak_gflops_matmul_f32": 100.0},
-            "versions": {"onnxruntime": "1.0", "tvm": "0.1"}, "config": {"time_steps": 32}}
+            "versions": {"onnxruntime": "1.0", "tvm": "0.1"},
+            "config": {"time_steps": 32, "repeats": 3, "warmup": 1, "threads_requested": 2}}
 
 
 BASE = {("onnxruntime", 1): 3.0, ("tvm-cpu", 1): 2.0, ("onnxruntime", 8): 24.0, ("tvm-cpu", 8): 12.0}
@@ -108,7 +109,7 @@ def test_rows_record_threads_as_measured_error_spread_and_provenance(built, tmp_
     rows = {(r["backend"], r["batch"]): r for r in result["rows"]}
     assert set(rows) == {(n, bt) for n in ("onnxruntime", "openvino", "openvino-bf16", "tvm-cpu") for bt in (1, 2)}
     for r in rows.values():
-        assert r["threads"] == 1 and r["threads_source"]
+        assert r["threads"] == 1 and r["threads_source"] and r["cpu_p50_ms"] >= 0
         assert r["stdev_ms"] >= 0 and r["iqr_ms"] >= 0 and r["min_ms"] <= r["p50_ms"] <= r["p90_ms"]
     assert rows[("onnxruntime", 1)]["max_abs_err_vs_onnxruntime"] == 0.0
     assert rows[("tvm-cpu", 1)]["max_abs_err_vs_onnxruntime"] < 1e-4
@@ -190,6 +191,15 @@ def test_readme_table_is_generated_from_results_and_replaces_only_its_block(tmp_
                               str(tmp_path / "plain.md")])
     assert out.exit_code == EXIT_USER_ERROR and "no generated bench table block" in " ".join(out.output.split())
     assert (tmp_path / "plain.md").read_text() == "no markers\n"
+
+
+def test_markdown_warns_when_the_machine_was_busy():
+    idle = _result(BASE)
+    idle["machine"] |= {"load_average": [0.5, 0.5, 0.5], "cpus_allowed": 2}
+    assert "machine was busy" not in b.markdown_table(idle)
+    busy = copy.deepcopy(idle)
+    busy["machine"]["load_average"] = [9.0, 7.0, 5.0]
+    assert "machine was busy** (1-minute load average 9.0 on 2 CPUs)" in b.markdown_table(busy)
 
 
 def _write(path, data: dict):

@@ -254,6 +254,7 @@ def bench(
         raise HarmonizerError("bench needs repeats >= 1, warmup >= 0, batch >= 1, time >= 1", "fix the options")
     if threads is not None and threads < 1:
         raise HarmonizerError(f"--threads must be >= 1, got {threads}", "pass a positive thread count")
+    load_at_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     requested = backends or default_backends(build_dir)
     skipped = [] if backends else skipped_backends(build_dir, requested)
     in_browser = {n: p for n in requested if (p := _browser_artifact(n, build_dir)) is not None}
@@ -272,7 +273,7 @@ def bench(
         expected = np.asarray(reference.run(x)) if reference is not None else None
         # a static-shape (tuned) artifact only runs the shape it was compiled for
         runnable = [n for n in names if getattr(opened[n], "accepts", lambda b, t: True)(batch, time_steps)]
-        first, error, samples = {}, {}, {n: [] for n in runnable}
+        first, error, samples, cpu_ms = {}, {}, {n: [] for n in runnable}, {n: [] for n in runnable}
         for n in runnable:
             t0 = time.perf_counter()
             y = np.asarray(opened[n].run(x))
@@ -285,9 +286,10 @@ def bench(
                 progress(done, total)
         for _ in range(repeats):
             for n in runnable:
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 opened[n].run(x)
                 samples[n].append((time.perf_counter() - t0) * 1e3)
+                cpu_ms[n].append((time.process_time() - c0) * 1e3)
                 time.sleep(SETTLE_S)
                 done += 1
             if progress:
@@ -295,6 +297,7 @@ def bench(
         for n in runnable:
             settings = _settings(opened[n])
             rows.append({"backend": n, "batch": batch, "time_steps": time_steps, **latency_stats(samples[n]),
+                         "cpu_p50_ms": statistics.median(cpu_ms[n]),
                          "first_run_ms": first[n], "load_ms": load_ms[n], "repeats": repeats, "warmup": warmup,
                          "max_abs_err_vs_onnxruntime": error[n],
                          **{k: v for k, v in settings.items() if k != "versions"}})
@@ -324,6 +327,7 @@ def bench(
               "created": datetime.now(UTC).isoformat(timespec="seconds"),
               "config": {"batches": list(batches), "time_steps": time_steps, "warmup": warmup, "repeats": repeats,
                          "seed": seed, "build_dir": str(build_dir), "interleaved": True,
+                         "load_average_at_start": load_at_start,
                          "threads_requested": threads, "argv": sys.argv[1:]}}
     if out_dir is not None:
         write_results(result, Path(out_dir), name)
@@ -407,16 +411,18 @@ def markdown_table(result: dict) -> str:
         "onnxruntime's output on the timed inputs.",
         "",
         *provenance_lines(result),
+        *busy_warning(result),
         "",
-        "| backend | batch | threads | precision | p50 ms | min ms | p90 ms | stdev ms | IQR ms | first run ms "
-        "| load ms | GFLOP/s | × onnxruntime | max abs err |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | batch | threads | precision | p50 ms | min ms | p90 ms | stdev ms | IQR ms | CPU ms (p50) "
+        "| first run ms | load ms | GFLOP/s | × onnxruntime | max abs err |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         label = f"{r['backend']} ({r['where']}, {r['repeats']} repeats)" if r.get("where") else r["backend"]
         lines.append(f"| {label} | {r['batch']} | {r.get('threads', '–')} | {r.get('precision', '–')} "
                      f"| {r['p50_ms']:.2f} | {r['min_ms']:.2f} | {r['p90_ms']:.2f} | {_fmt(r.get('stdev_ms'), '.2f')} "
-                     f"| {_fmt(r.get('iqr_ms'), '.2f')} | {r['first_run_ms']:.1f} | {r['load_ms']:.0f} "
+                     f"| {_fmt(r.get('iqr_ms'), '.2f')} | {_fmt(r.get('cpu_p50_ms'), '.2f')} "
+                     f"| {r['first_run_ms']:.1f} | {r['load_ms']:.0f} "
                      f"| {_fmt(r.get('gflops_per_s'), '.1f')} | {_fmt(r.get('ratio_to_onnxruntime'), '.2f')} "
                      f"| {_fmt(r.get('max_abs_err_vs_onnxruntime'), '.1e')} |")
     if result.get("harmonize"):
@@ -434,6 +440,20 @@ def markdown_table(result: dict) -> str:
         lines.append(f"\nNot benchmarked: {s['backend']} ({s['reason']}" + (f"; {s['install']})" if s.get("install")
                                                                             else ")"))
     return "\n".join(lines) + "\n"
+
+
+def busy_warning(result: dict) -> list[str]:
+    """A warning when other work had the CPUs: on an oversubscribed machine every runtime waits for the scheduler
+    at each parallel region, latencies inflate by different factors and ratios stop meaning much. Process CPU
+    time (the `CPU` columns) is the load-robust view of the work each backend did."""
+    m, config = result.get("machine", {}), result.get("config", {})
+    loads = [v[0] for v in (config.get("load_average_at_start"), m.get("load_average")) if v]
+    cpus = m.get("cpus_allowed") or m.get("cores") or 1
+    if not loads or max(loads) <= cpus:
+        return []
+    return ["", f"**Warning: the machine was busy** (1-minute load average {max(loads)} on {cpus} CPUs): other "
+            "processes competed for the cores, so latencies are inflated, unevenly across runtimes; compare CPU "
+            "time, or rerun on an idle machine."]
 
 
 def wins_markdown(result: dict) -> list[str]:
