@@ -136,7 +136,10 @@ def test_tensorflow_threads_are_read_back_not_echoed(built):
 
     backend = open_backend("tensorflow", built, threads=1)
     reported = tf.config.threading.get_intra_op_parallelism_threads()
-    assert backend.runtime_settings()["threads"] == (reported or len(__import__("os").sched_getaffinity(0)))
+    settings = backend.runtime_settings()
+    assert settings["threads"] == (reported or len(__import__("os").sched_getaffinity(0)))
+    (digest,) = settings["artifact_sha256"].values()  # the .keras it ran, hashed
+    assert len(digest) == 64 and settings["model"].endswith(".keras")
 
 
 class _Fake:

@@ -89,18 +89,24 @@ class TensorFlowBackend:
             with contextlib.suppress(RuntimeError):
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
         self.source = load_source(model)
+        self.model_path = model
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.source.run(np.asarray(x, dtype=np.float32))[OUTPUT_NAME]
 
     def runtime_settings(self) -> dict:
-        """Intra-op threads as TensorFlow reports them (0 = its default: one per logical CPU)."""
+        """Intra-op threads as TensorFlow reports them (0 = its default: one per logical CPU), and which model
+        it ran (the hash when that is one file)."""
         import tensorflow as tf
 
+        from harmonizer_deploy.core.artifacts import sha256_file
+
         threads = tf.config.threading.get_intra_op_parallelism_threads()
+        path = Path(self.model_path) if self.model_path is not None else None
         return {"threads": threads or len(os.sched_getaffinity(0)), "threads_source": "tf intra_op_parallelism"
                 + ("" if threads else " = 0 (default: logical CPUs)"), "precision": "f32",
-                "versions": {"tensorflow": tf.__version__}}
+                "versions": {"tensorflow": tf.__version__}, "model": str(path) if path else "bundled",
+                "artifact_sha256": {path.name: sha256_file(path)} if path is not None and path.is_file() else {}}
 
 
 class OpenVinoBackend:
