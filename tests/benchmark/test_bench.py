@@ -86,9 +86,24 @@ def test_missing_openvino_is_skipped_with_the_extra_to_install(built, monkeypatc
     assert {r["backend"] for r in result["rows"]} == {"onnxruntime"}
     skipped = {s["backend"]: s for s in result["skipped"]}
     assert set(skipped) == {"openvino", "openvino-bf16"}
-    assert all("harmonizer-deploy[peers]" in s["install"] for s in skipped.values())
+    assert all("harmonizer-deploy[peers]" in s["fix"] for s in skipped.values())
     assert "harmonizer-deploy[peers]" in b.markdown_table(result)
     assert "openvino" in b.default_backends(built)  # the default bench lists it too, to be skipped the same way
+
+
+def test_a_model_openvino_cannot_compile_is_skipped_with_the_reason(built, monkeypatch):
+    ov = pytest.importorskip("openvino")
+
+    class Refusing:
+        def compile_model(self, *args, **kwargs):
+            raise RuntimeError("Unsupported operation: Foo\nmore detail")
+
+    monkeypatch.setattr(ov, "Core", Refusing)
+    result = b.bench(batches=(1,), time_steps=8, warmup=0, repeats=1, build_dir=built, out_dir=None,
+                     harmonize_repeats=0, backends=["onnxruntime", "openvino"])
+    assert [r["backend"] for r in result["rows"]] == ["onnxruntime"]
+    (skipped,) = result["skipped"]
+    assert skipped["backend"] == "openvino" and "Unsupported operation: Foo" in skipped["reason"]
 
 
 def test_rows_record_threads_as_measured_error_spread_and_provenance(built, tmp_path):

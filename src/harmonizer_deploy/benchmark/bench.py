@@ -30,7 +30,7 @@ from harmonizer_deploy.music.harmonize import SAMPLES_DIR
 from harmonizer_deploy.run.backends import (
     DEFAULT_BUILD_DIR,
     OnnxRuntimeBackend,
-    PeerMissing,
+    PeerUnavailable,
     built_tvm_targets,
     open_backend,
 )
@@ -212,14 +212,15 @@ def latency_stats(samples_ms: list[float]) -> dict:
 
 
 def _open_all(names: list[str], build_dir: Path, threads: int | None) -> tuple[dict, dict, list[dict]]:
-    """Open each backend; a peer runtime that is not installed becomes a skipped entry, never an error."""
+    """Open each backend; a peer runtime that is not installed (or cannot run the model) becomes a skipped entry
+    with the reason and the fix, never an error."""
     opened, load_ms, skipped = {}, {}, []
     for backend_name in names:
         t0 = time.perf_counter()
         try:
             opened[backend_name] = open_backend(backend_name, build_dir, threads=threads)
-        except PeerMissing as e:
-            skipped.append({"backend": backend_name, "reason": e.problem, "install": e.fix})
+        except PeerUnavailable as e:
+            skipped.append({"backend": backend_name, "reason": e.problem, "fix": e.fix})
             continue
         load_ms[backend_name] = (time.perf_counter() - t0) * 1e3
     return opened, load_ms, skipped
@@ -437,7 +438,7 @@ def markdown_table(result: dict) -> str:
                          f"| {_fmt(r.get('ratio_to_onnxruntime'), '.2f')} |")
     lines += wins_markdown(result)
     for s in result.get("skipped", []):
-        lines.append(f"\nNot benchmarked: {s['backend']} ({s['reason']}" + (f"; {s['install']})" if s.get("install")
+        lines.append(f"\nNot benchmarked: {s['backend']} ({s['reason']}" + (f"; {s['fix']})" if s.get("fix")
                                                                             else ")"))
     return "\n".join(lines) + "\n"
 

@@ -152,9 +152,9 @@ def bench(
     else:
         out.print(b.markdown_table(result), highlight=False)
         for skipped in result.get("skipped", []):
-            install = f"; {skipped['install']}" if skipped.get("install") else ""
+            fix = f"; {skipped['fix']}" if skipped.get("fix") else ""
             out.print(f"[yellow]not benchmarked:[/] {escape(skipped['backend'])} ({escape(skipped['reason'])}"
-                      f"{escape(install)})", highlight=False)
+                      f"{escape(fix)})", highlight=False)
         out.print(f"results: {out_dir}/{name}.json, .md, .png")
         if changes is not None:
             print_changes(changes, compare, threshold)

@@ -24,8 +24,12 @@ PEERS_EXTRA = "pip install 'harmonizer-deploy[peers]'"
 OPENVINO_PRECISIONS = {"openvino": "f32", "openvino-bf16": "bf16"}
 
 
-class PeerMissing(HarmonizerError):
-    """A peer runtime (OpenVINO, ...) that is only an optional extra is not installed: bench skips its row."""
+class PeerUnavailable(HarmonizerError):
+    """A peer runtime (OpenVINO, ...) cannot run this model here: bench skips its row with this reason."""
+
+
+class PeerMissing(PeerUnavailable):
+    """The peer is only an optional extra and is not installed (the fix names the extra)."""
 
 
 class Backend(Protocol):
@@ -112,8 +116,8 @@ class TensorFlowBackend:
 class OpenVinoBackend:
     """OpenVINO's CPU plugin on the same model.onnx, at a stated precision.
 
-    Why the explicit precision: on a CPU with AVX512-BF16 OpenVINO silently runs in bf16 by default (measured
-    here: 1.5e-2 max abs error against onnxruntime), which is not a like-for-like comparison with f32 runtimes.
+    Why the explicit precision: on a CPU with AVX512-BF16 OpenVINO silently runs in bf16 by default (issue 25
+    measured 1.5e-2 max abs error against onnxruntime that way), not a like-for-like comparison with f32 runtimes.
     """
 
     def __init__(self, onnx_path: Path, precision: str = "f32", threads: int | None = None,
@@ -129,7 +133,12 @@ class OpenVinoBackend:
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
+        try:
+            self.compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
+        except RuntimeError as e:  # a model OpenVINO cannot read or compile: its limitation, not the user's input
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise PeerUnavailable(f"OpenVINO cannot compile {onnx_path}: {first}",
+                                  "bench the other backends (leave out --backend openvino)") from e
         self.request = self.compiled.create_infer_request()
         self.version = ov.get_version().split("-")[0]  # "2026.4.1-22982-<hash>-releases/..." → "2026.4.1"
 
