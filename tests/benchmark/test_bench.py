@@ -223,3 +223,17 @@ def test_markdown_warns_when_the_machine_was_busy():
 def _write(path, data: dict):
     path.write_text(json.dumps(data))
     return path
+
+
+def test_git_commit_only_for_a_checkout_that_tracks_the_package(tmp_path, monkeypatch):
+    import subprocess
+
+    here = b.git_commit()
+    assert here is None or len(here["commit"]) == 40
+    fake = tmp_path / "repo" / "bench.py"
+    fake.parent.mkdir()
+    fake.write_text("")
+    monkeypatch.setattr(b, "__file__", str(fake))
+    assert b.git_commit() is None  # not a git checkout
+    subprocess.run(["git", "init", "-q", str(fake.parent)], check=True)
+    assert b.git_commit() is None  # a repository, but one that does not track this file (a venv inside it)

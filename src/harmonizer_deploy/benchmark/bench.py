@@ -182,6 +182,9 @@ def git_commit() -> dict | None:
     package lives in a git checkout; None for an installed wheel or without git."""
     where = Path(__file__).resolve().parent
     try:
+        # this very file must be tracked there: a venv inside some other repository is not our checkout
+        subprocess.run(["git", "-C", str(where), "ls-files", "--error-unmatch", Path(__file__).name],
+                       capture_output=True, timeout=10, check=True)
         head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True,
