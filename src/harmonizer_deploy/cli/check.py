@@ -138,6 +138,8 @@ def bench(
         else:
             out.print(table, highlight=False, soft_wrap=True)
         return
+    if readme is not None:
+        raise HarmonizerError("--readme only goes with --readme-table", "add --readme-table bench/results/RUN.json")
     baseline = b.read_result(compare) if compare is not None else None  # a bad baseline fails before any work
     if threshold < 0:
         raise HarmonizerError(f"--threshold must be >= 0, got {threshold}", "pass a percentage such as 10")
