@@ -493,6 +493,8 @@ def readme_table(result: dict, source: str | None = None) -> str:
         caption += f", load average at the end {m['load_average'][0]}"
     if m.get("peak_gflops_matmul_f32"):
         caption += f", measured matmul peak {m['peak_gflops_matmul_f32']} GFLOP/s"
+    if busy_warning(result):
+        caption += " — **the machine was busy: every number is inflated, unevenly; not a fair comparison**"
     batches = sorted({r["batch"] for r in result["rows"]})
     harmonize = {r["backend"]: r for r in result.get("harmonize", [])}
     versions = result.get("versions", {})
