@@ -11,7 +11,7 @@ from rich.table import Table
 
 from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_range, parse_tolerance
 from harmonizer_deploy.cli.progress import progress_bar
-from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
+from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED, HarmonizerError
 
 check_app = typer.Typer()
 
@@ -101,33 +101,78 @@ def _print_compare(report: Any) -> None:
 def bench(
     batch: Annotated[list[int] | None, typer.Option("--batch", help="Batch size (repeatable).")] = None,
     backend: Annotated[list[str] | None, typer.Option("--backend", help="Backend (repeatable; default: "
-                                                      "tensorflow, onnxruntime and every built local TVM target).")]
+                                                      "tensorflow, onnxruntime, openvino and every built local TVM "
+                                                      "target; also openvino-bf16).")]
     = None,
     time_steps: Annotated[int, typer.Option("--time", help="Time steps per input.")] = 32,
     warmup: Annotated[int, typer.Option(help="Warm-up runs per backend.")] = 2,
     repeats: Annotated[int, typer.Option(help="Timed runs per backend (interleaved).")] = 10,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads for every backend (TVM_NUM_THREADS, "
+                                                "onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS, TensorFlow "
+                                                "intra-op); default: each runtime's own.")] = None,
     build_dir: Annotated[Path, typer.Option(help="Where model.onnx and the artifacts are.")] = Path("build"),
     out_dir: Annotated[Path, typer.Option(help="Where to write results (json, md, png).")] = Path("bench/results"),
     name: Annotated[str, typer.Option(help="Base name of the result files.")] = "bench",
     harmonize_repeats: Annotated[int, typer.Option(help="End-to-end harmonizations of the two-bar sample (96 Gibbs "
                                                    "steps) per local backend; 0 skips them.")] = 3,
+    compare: Annotated[Path | None, typer.Option("--compare", help="Baseline bench JSON: print each row's change "
+                                                 "and exit 3 when one is slower by more than --threshold.")] = None,
+    threshold: Annotated[float, typer.Option(help="Slowdown in percent that --compare calls a regression.")] = 10.0,
+    readme_table: Annotated[Path | None, typer.Option("--readme-table", help="Don't run: print the README "
+                                                      "Performance table generated from this bench JSON.")] = None,
+    readme: Annotated[Path | None, typer.Option(help="With --readme-table: replace the generated table block in "
+                                                "this README instead of printing it.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Latency of every available backend on the same inputs (min / p50 / p90, first run, GFLOP/s, ratio to
-    onnxruntime in the same run), and end-to-end harmonize time per backend."""
-    from harmonizer_deploy.benchmark.bench import bench as run
-    from harmonizer_deploy.benchmark.bench import markdown_table
+    """Latency of every available backend on the same inputs (min / p50 / p90, stdev, IQR, first run, GFLOP/s,
+    ratio to onnxruntime in the same run, max abs error against onnxruntime, threads as each runtime reports
+    them), and end-to-end harmonize time per backend."""
+    from harmonizer_deploy.benchmark import bench as b
 
+    if readme_table is not None:
+        table = b.readme_table(b.read_result(readme_table), str(readme_table))
+        if readme is not None:
+            b.update_readme(readme, table)
+            out.print(f"updated the Performance table in {readme} from {readme_table}", highlight=False)
+        else:
+            out.print(table, highlight=False, soft_wrap=True)
+        return
+    if readme is not None:
+        raise HarmonizerError("--readme only goes with --readme-table", "add --readme-table bench/results/RUN.json")
+    baseline = b.read_result(compare) if compare is not None else None  # a bad baseline fails before any work
+    if threshold < 0:
+        raise HarmonizerError(f"--threshold must be >= 0, got {threshold}", "pass a percentage such as 10")
     with progress_bar("benchmarking", not as_json) as update:
-        result = run(backend or None, tuple(batch or [1]), time_steps, warmup, repeats, 0, build_dir, out_dir, name,
-                     update, harmonize_repeats)
+        result = b.bench(backend or None, tuple(batch or [1]), time_steps, warmup, repeats, 0, build_dir, out_dir,
+                         name, update, harmonize_repeats, threads)
+    changes = b.compare(result, baseline, threshold) if baseline is not None else None
+    if changes is not None:
+        result["compare"] = {"baseline": str(compare), "threshold_pct": threshold, "rows": changes}
     if as_json:
         emit_json(result)
-        return
-    out.print(markdown_table(result), highlight=False)
-    for skipped in result.get("skipped", []):
-        out.print(f"[yellow]not benchmarked:[/] {skipped['backend']} ({skipped['reason']})", highlight=False)
-    out.print(f"results: {out_dir}/{name}.json, .md, .png")
+    else:
+        out.print(b.markdown_table(result), highlight=False)
+        for skipped in result.get("skipped", []):
+            fix = f"; {skipped['fix']}" if skipped.get("fix") else ""
+            out.print(f"[yellow]not benchmarked:[/] {escape(skipped['backend'])} ({escape(skipped['reason'])}"
+                      f"{escape(fix)})", highlight=False)
+        out.print(f"results: {out_dir}/{name}.json, .md, .png")
+        if changes is not None:
+            print_changes(changes, compare, threshold)
+    if changes and any(c["regressed"] for c in changes):
+        raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+def print_changes(changes: list[dict], baseline: Path | None, threshold: float) -> None:
+    """One line per row present in both runs: baseline → now, change, and REGRESSED past the threshold."""
+    out.print(f"\nchange against {baseline} (regression: more than {threshold:g}% slower):", highlight=False)
+    if not changes:
+        out.print("[yellow]no row of this run is in the baseline[/]")
+    for c in changes:
+        what = f"{c['backend']} batch {c['batch']}" if c["kind"] == "latency" else f"harmonize {c['backend']}"
+        flag = " [bold red]REGRESSED[/]" if c["regressed"] else ""
+        out.print(f"{escape(what)}: {c['baseline']:.3f} → {c['current']:.3f} {c['unit']} "
+                  f"({c['change_pct']:+.1f}%){flag}", highlight=False)
 
 
 @check_app.command()

@@ -1,11 +1,15 @@
-"""One interface over every way to run the harmonizer: TensorFlow, onnxruntime, and each TVM artifact.
+"""One interface over every way to run the harmonizer: TensorFlow, onnxruntime, OpenVINO and each TVM artifact.
 
 `open_backend("tvm-cpu")` etc. Bench, verify and the sampler all use this, so adding a backend is one place.
+Each backend can also say how it ended up configured (`runtime_settings()`: threads and precision read back from
+the runtime), so a benchmark records what ran, not what was asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +20,16 @@ from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.music.encoding import INPUT_NAME, OUTPUT_NAME
 
 DEFAULT_BUILD_DIR = Path("build")
+PEERS_EXTRA = "pip install 'harmonizer-deploy[peers]'"
+OPENVINO_PRECISIONS = {"openvino": "f32", "openvino-bf16": "bf16"}
+
+
+class PeerUnavailable(HarmonizerError):
+    """A peer runtime (OpenVINO, ...) cannot run this model here: bench skips its row with this reason."""
+
+
+class PeerMissing(PeerUnavailable):
+    """The peer is only an optional extra and is not installed (the fix names the extra)."""
 
 
 class Backend(Protocol):
@@ -36,28 +50,104 @@ class OnnxRuntimeBackend:
     onnx_path: Path
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     name: str = "onnxruntime"
+    threads: int | None = None  # intra-op threads; None: onnxruntime's default (one per physical core)
 
     def __post_init__(self) -> None:
         from harmonizer_deploy.conversion.convert import check_onnx_file
         from harmonizer_deploy.core.onnxruntime import ort_session
 
         check_onnx_file(Path(self.onnx_path))
-        self.session = ort_session(self.onnx_path, providers=self.providers, spinning=False)
+        self.session = ort_session(self.onnx_path, providers=self.providers, spinning=False, threads=self.threads)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(x, dtype=np.float32)})[0]
+
+    def runtime_settings(self) -> dict:
+        """Intra-op threads as the session holds them (0 = onnxruntime's default: one per physical core)."""
+        import onnxruntime as ort
+
+        from harmonizer_deploy.core.cpus import physical_cores
+
+        threads = self.session.get_session_options().intra_op_num_threads
+        return {"threads": threads or physical_cores(), "threads_source": "session intra_op_num_threads"
+                + ("" if threads else " = 0 (default: physical cores)"), "precision": "f32",
+                "versions": {"onnxruntime": ort.__version__}}
 
 
 class TensorFlowBackend:
     name = "tensorflow"
 
-    def __init__(self, model: str | Path | None = None) -> None:
+    def __init__(self, model: str | Path | None = None, threads: int | None = None) -> None:
         from harmonizer_deploy.conversion.source import load_source
 
+        if threads is not None:
+            import tensorflow as tf
+
+            # only possible before TensorFlow's runtime starts; runtime_settings() then tells the truth
+            with contextlib.suppress(RuntimeError):
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
         self.source = load_source(model)
+        self.model_path = model
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.source.run(np.asarray(x, dtype=np.float32))[OUTPUT_NAME]
+
+    def runtime_settings(self) -> dict:
+        """Intra-op threads as TensorFlow reports them (0 = its default: one per logical CPU), and which model
+        it ran (the hash when that is one file)."""
+        import tensorflow as tf
+
+        from harmonizer_deploy.core.artifacts import sha256_file
+
+        threads = tf.config.threading.get_intra_op_parallelism_threads()
+        path = Path(self.model_path) if self.model_path is not None else None
+        return {"threads": threads or len(os.sched_getaffinity(0)), "threads_source": "tf intra_op_parallelism"
+                + ("" if threads else " = 0 (default: logical CPUs)"), "precision": "f32",
+                "versions": {"tensorflow": tf.__version__}, "model": str(path) if path else "bundled",
+                "artifact_sha256": {path.name: sha256_file(path)} if path is not None and path.is_file() else {}}
+
+
+class OpenVinoBackend:
+    """OpenVINO's CPU plugin on the same model.onnx, at a stated precision.
+
+    Why the explicit precision: on a CPU with AVX512-BF16 OpenVINO silently runs in bf16 by default (issue 25
+    measured 1.5e-2 max abs error against onnxruntime that way), not a like-for-like comparison with f32 runtimes.
+    """
+
+    def __init__(self, onnx_path: Path, precision: str = "f32", threads: int | None = None,
+                 name: str = "openvino") -> None:
+        try:
+            import openvino as ov
+        except ImportError as e:
+            raise PeerMissing(f"{name} needs OpenVINO, which is not installed ({e})", PEERS_EXTRA) from e
+        from harmonizer_deploy.conversion.convert import check_onnx_file
+
+        check_onnx_file(Path(onnx_path))
+        self.name = name
+        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
+        except RuntimeError as e:  # a model OpenVINO cannot read or compile: its limitation, not the user's input
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise PeerUnavailable(f"OpenVINO cannot compile {onnx_path}: {first}",
+                                  "bench the other backends (leave out --backend openvino)") from e
+        self.request = self.compiled.create_infer_request()
+        self.version = ov.get_version().split("-")[0]  # "2026.4.1-22982-<hash>-releases/..." → "2026.4.1"
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer({INPUT_NAME: np.asarray(x, dtype=np.float32)})
+        return np.array(self.request.get_tensor(OUTPUT_NAME).data)
+
+    def runtime_settings(self) -> dict:
+        """Threads and precision as the compiled model reports them."""
+        precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        short = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+        return {"threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+                "threads_source": "compiled model INFERENCE_NUM_THREADS",
+                "precision": next((v for k, v in short.items() if k in precision), precision),
+                "versions": {"openvino": self.version}}
 
 
 class TvmBackend:
@@ -72,6 +162,28 @@ class TvmBackend:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.model.run(x)
+
+    def runtime_settings(self) -> dict:
+        """Workers of TVM's thread pool for this thread (started by the first run; TVM_NUM_THREADS sizes it)."""
+        import tvm
+        import tvm_ffi
+
+        return {"threads": int(tvm.runtime.num_threads()), "threads_source": "tvm.runtime.num_threads()",
+                "precision": "f32", "versions": {"tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__},
+                "artifact_sha256": {f: a["sha256"] for f, a in self.model.manifest.get("artifacts", {}).items()}}
+
+
+def set_tvm_threads(threads: int) -> None:
+    """Size TVM's CPU pool: TVM_NUM_THREADS is read when the pool starts, and an already started pool of this
+    thread is reconfigured (runtime.config_threadpool) so the count holds either way."""
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    import sys
+
+    if "tvm" in sys.modules:
+        import tvm
+
+        if tvm.runtime.num_threads() != threads:
+            tvm.get_global_func("runtime.config_threadpool")(1, threads)
 
 
 def onnxruntime_cuda_available() -> bool:
@@ -99,24 +211,34 @@ def built_tvm_targets(build_dir: Path = DEFAULT_BUILD_DIR) -> list[str]:
     return sorted(p.parent.name for p in Path(build_dir).glob("*/manifest.json"))
 
 
-def open_backend(name: str, build_dir: str | Path = DEFAULT_BUILD_DIR, model: str | Path | None = None) -> Backend:
-    """Open a backend by report name: tensorflow, onnxruntime, or tvm-<artifact dir under build_dir>."""
+def open_backend(name: str, build_dir: str | Path = DEFAULT_BUILD_DIR, model: str | Path | None = None,
+                 threads: int | None = None) -> Backend:
+    """Open a backend by report name: tensorflow, onnxruntime, openvino, openvino-bf16, or tvm-<artifact dir
+    under build_dir>. `threads` sets the intra-op thread count of whichever runtime it is (None: its default)."""
     build_dir = Path(build_dir)
     onnx_path = build_dir / "model.onnx"
+    if threads is not None and threads < 1:
+        raise HarmonizerError(f"--threads must be >= 1, got {threads}", "pass a positive thread count")
     if name == "tensorflow":
-        return TensorFlowBackend(model if model is not None else source_of_onnx(onnx_path))
+        return TensorFlowBackend(model if model is not None else source_of_onnx(onnx_path), threads)
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(onnx_path)
+        return OnnxRuntimeBackend(onnx_path, threads=threads)
+    if name in OPENVINO_PRECISIONS:
+        return OpenVinoBackend(onnx_path, OPENVINO_PRECISIONS[name], threads, name)
     if name == "onnxruntime-cuda":
         if not onnxruntime_cuda_available():
             from harmonizer_deploy.core.errors import DeviceUnavailable
 
             raise DeviceUnavailable("onnxruntime's CUDA provider needs onnxruntime-gpu and an NVIDIA GPU",
                                     "pip install onnxruntime-gpu on a GPU machine, or bench --backend onnxruntime")
-        return OnnxRuntimeBackend(onnx_path, ("CUDAExecutionProvider", "CPUExecutionProvider"), "onnxruntime-cuda")
+        return OnnxRuntimeBackend(onnx_path, ("CUDAExecutionProvider", "CPUExecutionProvider"), "onnxruntime-cuda",
+                                  threads)
     if name.startswith("tvm-"):
+        if threads is not None:
+            set_tvm_threads(threads)
         return TvmBackend(build_dir / name.removeprefix("tvm-"))
     raise HarmonizerError(
         f"unknown backend {name!r}",
-        "use tensorflow, onnxruntime, onnxruntime-cuda or tvm-<dir> for an artifact compiled into build/<dir>",
+        "use tensorflow, onnxruntime, onnxruntime-cuda, openvino, openvino-bf16 or tvm-<dir> for an artifact "
+        "compiled into build/<dir>",
     )
