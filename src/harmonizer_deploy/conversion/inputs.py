@@ -62,7 +62,10 @@ def load_inputs(path: str | Path) -> list[np.ndarray]:
 
 FLOAT_RANGE = (-1.0, 1.0)  # seeded floats: the range a normalised activation or feature lives in
 INT_RANGE = (0, 9)  # seeded ints without an embedding table to size them (inclusive); --val-range overrides
-PASS_THROUGH = {"Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
+PASS_THROUGH = {"Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}  # index → index (input 0)
+# elementwise index arithmetic between an int input and a Gather, e.g. Keras' take(): where(i < 0, i + n, i)
+INDEX_ARITHMETIC = {"Add", "Sub", "Mul", "Where", "Less", "Greater", "Not", "Equal", "Mod", "Min", "Max", "Clip",
+                    "Abs", "Neg"}
 SAMPLE_SEP = "#"  # npz key NAME#k: input NAME of sample k (several samples in one file)
 
 
@@ -94,7 +97,9 @@ def index_ranges(onnx_model: Any) -> dict[str, tuple[int, int]]:
         while frontier:
             tensor = frontier.pop()
             for node in consumers.get(tensor, []):
-                if node.op_type in PASS_THROUGH and node.input[0] == tensor and node.output[0] not in seen:
+                follows = (node.op_type in PASS_THROUGH and node.input[0] == tensor) or \
+                    node.op_type in INDEX_ARITHMETIC
+                if follows and node.output[0] not in seen:
                     seen.add(node.output[0])
                     frontier.append(node.output[0])
                 elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == tensor \
