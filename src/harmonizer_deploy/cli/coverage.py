@@ -91,8 +91,9 @@ def coverage_command(
 def _zoo_table(markdown: Path, zoo_dir: Path, wasm: bool, as_json: bool) -> None:
     """Run the zoo through the chain and rewrite COVERAGE.md's models table from it."""
     from harmonizer_deploy.coverage.zoo import STAGES, write_zoo_section, zoo_coverage
+    from harmonizer_deploy.verification.verify import verify
 
-    rows = zoo_coverage(zoo_dir, wasm=wasm)
+    rows = zoo_coverage(zoo_dir, verify, wasm=wasm)
     write_zoo_section(markdown, rows)
     if as_json:
         typer.echo(json.dumps({"markdown": str(markdown), "models": rows}))

@@ -170,13 +170,17 @@ def _first_line(exc: BaseException) -> str:
     return (text.strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-def zoo_coverage(work_dir: Path, names: list[str] | None = None, wasm: bool = False) -> list[dict[str, Any]]:
+def zoo_coverage(work_dir: Path, verify: Callable[..., Any], names: list[str] | None = None, wasm: bool = False
+                 ) -> list[dict[str, Any]]:
     """Run each zoo model through convert → TVM import → compile cpu → verify cpu (→ wasm when asked): one row
-    per model, `pass`/`fail`/`not run` per stage, and the first error line; a failed stage stops its model."""
+    per model, `pass`/`fail`/`not run` per stage, and the first error line; a failed stage stops its model.
+
+    `verify` is `harmonizer_deploy.verify` (passed in: verification is a sibling layer of coverage)."""
     import onnx
 
-    import harmonizer_deploy as hd
+    from harmonizer_deploy.compiler.build import compile as compile_model
     from harmonizer_deploy.compiler.build import import_onnx
+    from harmonizer_deploy.conversion.convert import convert
 
     rows = []
     for name in names or sorted(ZOO):
@@ -185,15 +189,15 @@ def zoo_coverage(work_dir: Path, names: list[str] | None = None, wasm: bool = Fa
         dims = COMPILE_DIMS.get(name)
         onnx_path = work / "model.onnx"
         steps = [
-            ("convert", lambda n=name, w=work, p=onnx_path: hd.convert(save_zoo_model(n, w), p)),
+            ("convert", lambda n=name, w=work, p=onnx_path: convert(save_zoo_model(n, w), p)),
             ("TVM import", lambda p=onnx_path, d=dims: import_onnx(onnx.load(str(p)), d)),
-            ("compile cpu", lambda p=onnx_path, w=work, d=dims: hd.compile(p, "cpu", w / "cpu", fix_dims=d)),
-            ("verify cpu", lambda w=work: _passed(hd.verify(w / "cpu", "cpu", num_inputs=2, batch=2, time_steps=8))),
+            ("compile cpu", lambda p=onnx_path, w=work, d=dims: compile_model(p, "cpu", w / "cpu", fix_dims=d)),
+            ("verify cpu", lambda w=work: _passed(verify(w / "cpu", "cpu", num_inputs=2, batch=2, time_steps=8))),
         ]
         if wasm:
             steps += [("wasm", lambda p=onnx_path, w=work, d=dims: (
-                hd.compile(p, "wasm", w / "wasm", fix_dims=d),
-                _passed(hd.verify(w / "wasm", "wasm", num_inputs=1, batch=2, time_steps=8))))]
+                compile_model(p, "wasm", w / "wasm", fix_dims=d),
+                _passed(verify(w / "wasm", "wasm", num_inputs=1, batch=2, time_steps=8))))]
         row: dict[str, Any] = {"model": name, "fix_dims": dims or {}, **{s: NOT_RUN for s in STAGES},
                                "first_error": ""}
         for stage, step in steps:
