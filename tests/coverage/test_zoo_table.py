@@ -37,3 +37,13 @@ def test_section_is_replaced_and_the_rest_kept(tmp_path):
     text = md.read_text()
     assert text.startswith("# ops\n\nop table\n") and text.count(ZOO_BEGIN) == 1 and text.count(ZOO_END) == 1
     assert "fail" not in text.split(ZOO_BEGIN)[1]
+
+
+def test_op_report_rerun_keeps_the_zoo_section(tmp_path):
+    from harmonizer_deploy.coverage.report import _zoo_section
+
+    md = tmp_path / "COVERAGE.md"
+    assert _zoo_section(md) == ""
+    write_zoo_section(md, [_row("gru")])
+    kept = _zoo_section(md)
+    assert kept.strip().startswith(ZOO_BEGIN) and kept.strip().endswith(ZOO_END) and "| gru |" in kept

@@ -196,7 +196,8 @@ def import_failure(exc: Exception, onnx_model: Any, fix_dims: dict[str, int] | N
         fixes.append("fix the dynamic dims so shape computations fold to constants: "
                      + " ".join(f"--fix-dim {d}=N" for d in dynamic))
     op = node.op_type if node is not None else "the op"
-    fixes.append(f"or give {op} a TVM converter through a custom-op registry strategy (docs/custom-ops.md)")
+    fixes.append(f"{'or ' if fixes else ''}give {op} a TVM converter through a custom-op registry strategy "
+                 "(docs/custom-ops.md)")
     return HarmonizerError(f"TVM cannot import {where}: {first}", "; ".join(fixes))
 
 
