@@ -113,3 +113,20 @@ def test_two_inputs_one_int32_verify_generated_and_loaded(zoo_dir, tmp_path):
     assert res.exit_code == 2 and "features" in res.output and "Traceback" not in res.output
     res = cli.invoke(app, ["verify", str(work / "cpu"), "--val-range", "nosuch=0,1"])
     assert res.exit_code == 2 and "nosuch" in res.output
+
+
+def test_music_and_debug_commands_refuse_another_model_in_one_line(zoo_dir, tmp_path):
+    """harmonize/evaluate need the harmonizer's signature; debug localize feeds its one input: one line, exit 2."""
+    from pathlib import Path
+
+    work = _chain("two_inputs_two_outputs", zoo_dir)
+    melody = Path(hd.__file__).parent / "music" / "samples" / "two-bars.mid"
+    res = cli.invoke(app, ["harmonize", str(melody), "-o", str(tmp_path / "out.mid"), "--backend", "tensorflow",
+                           "--model", str(work / "two_inputs_two_outputs.keras")])
+    assert res.exit_code == 2 and "needs the harmonizer" in res.output and "features" in res.output
+    assert not (tmp_path / "out.mid").exists()
+    res = cli.invoke(app, ["harmonize", str(melody), "-o", str(tmp_path / "out.mid"), "--backend", "tvm-cpu",
+                           "--build-dir", str(work)])
+    assert res.exit_code == 2 and "needs the harmonizer" in res.output
+    res = cli.invoke(app, ["debug", "localize", str(work / "cpu")])
+    assert res.exit_code == 2 and "debug verify" in res.output and "Traceback" not in res.output
