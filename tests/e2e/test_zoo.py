@@ -116,7 +116,8 @@ def test_two_inputs_one_int32_verify_generated_and_loaded(zoo_dir, tmp_path):
 
 
 def test_music_and_debug_commands_refuse_another_model_in_one_line(zoo_dir, tmp_path):
-    """harmonize/evaluate need the harmonizer's signature; debug localize feeds its one input: one line, exit 2."""
+    """harmonize/evaluate need the harmonizer's signature; bench and debug localize feed its one input: one line,
+    exit 2."""
     from pathlib import Path
 
     work = _chain("two_inputs_two_outputs", zoo_dir)
@@ -128,5 +129,9 @@ def test_music_and_debug_commands_refuse_another_model_in_one_line(zoo_dir, tmp_
     res = cli.invoke(app, ["harmonize", str(melody), "-o", str(tmp_path / "out.mid"), "--backend", "tvm-cpu",
                            "--build-dir", str(work)])
     assert res.exit_code == 2 and "needs the harmonizer" in res.output
+    res = cli.invoke(app, ["bench", "--build-dir", str(work), "--backend", "onnxruntime", "--backend", "tvm-cpu",
+                           "--out-dir", str(tmp_path / "bench")])
+    assert res.exit_code == 2 and "bench times the harmonizer's input" in res.output
+    assert not (tmp_path / "bench").exists()
     res = cli.invoke(app, ["debug", "localize", str(work / "cpu")])
     assert res.exit_code == 2 and "debug verify" in res.output and "Traceback" not in res.output

@@ -90,8 +90,10 @@ def backend_signature(backend: Backend) -> tuple[list[dict], int]:
     return [{"name": INPUT_NAME, "shape": [None, None, 46, 8]}], 1
 
 
-def open_harmonizer(name: str, build_dir: str | Path, model: str | Path | None, command: str) -> Backend:
-    """`open_backend` for the music commands: refuses, in one line, a model without the harmonizer's signature."""
+def open_harmonizer(name: str, build_dir: str | Path, model: str | Path | None, command: str,
+                    fix: str | None = None) -> Backend:
+    """`open_backend` for the music commands (and bench, which times the pianoroll input): refuses, in one line,
+    a model without the harmonizer's signature."""
     from harmonizer_deploy.conversion.inputs import is_harmonizer_io
 
     backend = open_backend(name, build_dir, model)
@@ -101,7 +103,7 @@ def open_harmonizer(name: str, build_dir: str | Path, model: str | Path | None, 
         raise HarmonizerError(
             f"`{command}` needs the harmonizer (one input {INPUT_NAME}[batch, time, 46, 8] → {OUTPUT_NAME}); "
             f"the {backend.name} model takes {takes} and has {outputs} output(s)",
-            "use convert/compile/verify/bench for this model; harmonize with a Coconet model (bundled, a .keras "
+            fix or "use convert/compile/verify for this model; harmonize with a Coconet model (bundled, a .keras "
             "built from a model config, or its build directory)",
         )
     return backend
