@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_range, parse_tolerance
+from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_tolerance
 from harmonizer_deploy.cli.progress import progress_bar
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED, HarmonizerError
 
@@ -39,17 +39,24 @@ def verify(
     validate: Annotated[bool, typer.Option(help="Only check the artifact's outputs for NaN/Inf (no reference).")]
     = False,
     histogram: Annotated[Path | None, typer.Option(help="Write a PNG histogram of the abs error here.")] = None,
-    val_range: Annotated[str | None, typer.Option(help="Seeded uniform inputs in LOW,HIGH instead of realistic "
-                                                       "pianorolls.")] = None,
+    val_range: Annotated[list[str] | None, typer.Option(
+        help="Seeded uniform inputs in LOW,HIGH (every input; for the harmonizer instead of realistic pianorolls), "
+             "or NAME=LOW,HIGH for one input; repeatable.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch."""
+    from harmonizer_deploy.conversion.inputs import parse_value_ranges
+    from harmonizer_deploy.verification.verify import VerifyOptions
     from harmonizer_deploy.verification.verify import verify as run
 
+    options = VerifyOptions(
+        num_inputs=num_inputs, seed=seed, batch=batch, time_steps=time_steps, save_inputs_to=save_inputs,
+        load_inputs_from=load_inputs, atol=parse_tolerance(atol, "atol"), rtol=parse_tolerance(rtol, "rtol"),
+        check_error_stat=check_error_stat, fail_fast=fail_fast, validate=validate, histogram=histogram,
+        value_range=parse_value_ranges(val_range) or None,
+    )
     with progress_bar(f"verifying {target} against onnxruntime", not as_json) as update:
-        report = run(artifact_dir, target, num_inputs, seed, batch, time_steps, save_inputs, load_inputs,
-                     parse_tolerance(atol, "atol"), parse_tolerance(rtol, "rtol"), update, check_error_stat,
-                     fail_fast, validate, histogram, parse_range(val_range))
+        report = run(artifact_dir, target, options=options, progress=update)
     if as_json:
         emit_json(report.to_dict())
     else:

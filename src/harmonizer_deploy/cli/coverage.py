@@ -40,8 +40,14 @@ def coverage_command(
         typer.Option("--model", help=f"ONNX model(s) for a per-model section (default: {DEFAULT_MODEL} if present)."),
     ] = None,
     with_models: Annotated[
-        bool, typer.Option("--models/--no-models", help="Include (or skip) the per-model sections.")
-    ] = True,
+        bool | None, typer.Option("--models/--no-models", help="--models alone: run only the zoo models table "
+                                  "(convert → TVM import → compile cpu → verify cpu [→ wasm]) and update it in "
+                                  "COVERAGE.md; --no-models: skip the per-model sections of the op run.")
+    ] = None,
+    wasm: Annotated[bool, typer.Option("--wasm", help="With --models: also compile and verify each zoo model for "
+                                                      "wasm (needs emscripten and Chromium; slow).")] = False,
+    zoo_dir: Annotated[Path, typer.Option(help="With --models: where the zoo models are built.")]
+    = Path("build/zoo"),
     compare: Annotated[
         Path | None, typer.Option("--compare", help="Baseline coverage.json; exit non-zero on any regression.")
     ] = None,
@@ -61,8 +67,11 @@ def coverage_command(
         else:
             typer.echo(" ".join(f"{k}={v['pass'] if isinstance(v, dict) else v}" for k, v in data.items()))
         return
+    if with_models and not model:
+        _zoo_table(output.with_name("COVERAGE.md"), zoo_dir, wasm, as_json)
+        return
     baseline = read_json(compare, "baseline coverage report", "pass a coverage.json") if compare else None
-    models = model if with_models else []
+    models = model if with_models is not False else []
     report = generate(filters or (), jobs or None, timeout, output, journal, fresh, models)
     found = regressions(baseline, report) if baseline else []
     changed = changes(baseline, report) if baseline else []
@@ -77,3 +86,19 @@ def coverage_command(
             typer.echo(f"REGRESSION {line}")
     if found:
         raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+def _zoo_table(markdown: Path, zoo_dir: Path, wasm: bool, as_json: bool) -> None:
+    """Run the zoo through the chain and rewrite COVERAGE.md's models table from it."""
+    from harmonizer_deploy.coverage.zoo import STAGES, write_zoo_section, zoo_coverage
+    from harmonizer_deploy.verification.verify import verify
+
+    rows = zoo_coverage(zoo_dir, verify, wasm=wasm)
+    write_zoo_section(markdown, rows)
+    if as_json:
+        typer.echo(json.dumps({"markdown": str(markdown), "models": rows}))
+        return
+    for row in rows:
+        typer.echo(f"{row['model']:<28} " + " ".join(f"{s}={row[s]}" for s in STAGES)
+                   + (f"  {row['first_error']}" if row["first_error"] else ""))
+    typer.echo(f"wrote the zoo models table to {markdown}")

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harmonizer_deploy.compiler import relax_import
 from harmonizer_deploy.compiler.executable import build_executable
 from harmonizer_deploy.compiler.exporters import get_exporter, write_web_params
@@ -206,6 +208,12 @@ def compile(
 def _io(values: Any, exclude: set[str] | None = None, fix_dims: dict[str, int] | None = None) -> list[dict]:
     exclude = exclude or set()
     fix_dims = fix_dims or {}
-    return [{"name": v.name, "dtype": "float32",
+    from onnx import helper
+
+    def dtype(v: Any) -> str:
+        elem = v.type.tensor_type.elem_type
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name if elem else "float32"
+
+    return [{"name": v.name, "dtype": dtype(v),
              "shape": [fix_dims.get(d.dim_param, d.dim_param) or d.dim_value for d in v.type.tensor_type.shape.dim]}
             for v in values if v.name not in exclude]

@@ -21,6 +21,36 @@ get_pipeline = PIPELINES.lookup
 CPU_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
 
 
+def _calls_ops(mod: Any, names: set[str]) -> bool:
+    """Whether any Relax function of `mod` calls one of the ops `names` (e.g. "relax.nn.conv2d")."""
+    import tvm
+    from tvm import relax
+
+    found = []
+
+    def visit(expr: Any) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in names:
+            found.append(expr)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function) and not found:
+            relax.analysis.post_order_visit(func.body, visit)
+    return bool(found)
+
+
+def _convert_layout_where_needed() -> Any:
+    """ConvertLayout to NHWC only for a module with convolutions: TVM 0.27's pass fails with `tvm::String index
+    out of bounds` on some conv-free models (a Keras GRU unrolled by the converter pack), which need no layout."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name="ConvertLayoutWhereConvs")
+    def convert(mod: Any, _ctx: Any) -> Any:
+        return relax.transform.ConvertLayout(CPU_LAYOUTS)(mod) if _calls_ops(mod, set(CPU_LAYOUTS)) else mod
+
+    return convert
+
+
 def cpu_front_passes(target: Any, winograd: bool = False) -> list[Any]:
     """Layout, parameter lifting, legalization and fusion: what `tune` extracts tasks from and `compile` applies
     records to, so both see the same kernels.
@@ -37,7 +67,7 @@ def cpu_front_passes(target: Any, winograd: bool = False) -> list[Any]:
     from harmonizer_deploy.compiler.cpu.winograd import rewrite_conv2d
 
     fast_convolutions = [rewrite_conv2d()] if winograd else []
-    return [relax.transform.ConvertLayout(CPU_LAYOUTS), relax.transform.Normalize(), *fast_convolutions,
+    return [_convert_layout_where_needed(), relax.transform.Normalize(), *fast_convolutions,
             relax.transform.LiftTransformParams(), *cpu.library_dispatch_passes(target),
             *cpu.legalize_passes(target)]
 

@@ -3,10 +3,15 @@ weights detached as parameters (they ship separately, as params.npz)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import sys
 from typing import Any
 
 import numpy as np
+
+from harmonizer_deploy.core.errors import HarmonizerError
 
 
 def with_identifier_weight_names(onnx_model: Any) -> Any:
@@ -41,6 +46,50 @@ def with_identifier_weight_names(onnx_model: Any) -> Any:
 
 
 
+def _dynamic_dims(onnx_model: Any) -> list[str]:
+    """Names of the dynamic dims of the graph inputs (what `--fix-dim` can fix), in order of appearance."""
+    initializers = {t.name for t in onnx_model.graph.initializer}
+    names: list[str] = []
+    for value in onnx_model.graph.input:
+        if value.name not in initializers:
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.dim_param and dim.dim_param not in names:
+                    names.append(dim.dim_param)
+    return names
+
+
+def import_failure(exc: Exception, onnx_model: Any, fix_dims: dict[str, int] | None, printed: str = ""
+                   ) -> HarmonizerError:
+    """One line for a model TVM's ONNX frontend cannot take: the node it stopped at and what fixes it."""
+    text = str(exc).strip()
+    failing_op = re.search(r"Error converting operator (\w+)", printed)
+    first = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), type(exc).__name__)[:200]
+    constants = {t.name for t in onnx_model.graph.initializer}
+    constants |= {o for n in onnx_model.graph.node if n.op_type == "Constant" for o in n.output}
+    node = None
+    unsupported = re.search(r"not supported for frontend ONNX: ([\w, ]+)", text)
+    if unsupported:
+        ops = {op.strip() for op in unsupported.group(1).split(",")}
+        node = next((n for n in onnx_model.graph.node if n.op_type in ops), None)
+        first = f"TVM's ONNX frontend has no converter for {', '.join(sorted(ops))}"
+    elif "Reshape" in text:
+        node = next((n for n in onnx_model.graph.node if n.op_type == "Reshape" and n.input[1] not in constants),
+                    None)
+        first = "its target shape is computed at run time from a dynamic dim, and TVM's Reshape needs it static"
+    if node is None and failing_op:
+        node = next((n for n in onnx_model.graph.node if n.op_type == failing_op.group(1)), None)
+    where = f"node {node.name or '?'} ({node.op_type})" if node is not None else "the model"
+    dynamic = [d for d in _dynamic_dims(onnx_model) if d not in (fix_dims or {})]
+    fixes = []
+    if dynamic:
+        fixes.append("fix the dynamic dims so shape computations fold to constants: "
+                     + " ".join(f"--fix-dim {d}=N" for d in dynamic))
+    op = node.op_type if node is not None else "the op"
+    fixes.append(f"{'or ' if fixes else ''}give {op} a TVM converter through a custom-op registry strategy "
+                 "(docs/custom-ops.md)")
+    return HarmonizerError(f"TVM cannot import {where}: {first}", "; ".join(fixes))
+
+
 def import_onnx(
     onnx_model: Any, fix_dims: dict[str, int] | None = None
 ) -> tuple[Any, list[str], list[np.ndarray], Any]:
@@ -56,7 +105,18 @@ def import_onnx(
     from harmonizer_deploy.custom_ops.tvm_prepare import import_relax, prepare_for_tvm
 
     onnx_model, report = prepare_for_tvm(with_identifier_weight_names(onnx_model), fix_dims=fix_dims)
-    mod = import_relax(onnx_model, default_registry().tvm_converters(), keep_params_in_input=True)
+    printed = io.StringIO()  # TVM's frontend prints "Error converting operator X, with inputs: …" to stdout
+    try:
+        with contextlib.redirect_stdout(printed):
+            mod = import_relax(onnx_model, default_registry().tvm_converters(), keep_params_in_input=True)
+    except HarmonizerError:
+        raise
+    except Exception as exc:  # TVM's frontend raises TypeError, OpNotImplemented, TVMError… without a node name
+        raise import_failure(exc, onnx_model, fix_dims, printed.getvalue()) from exc
+    finally:
+        noise = [ln for ln in printed.getvalue().splitlines() if not ln.startswith("Error converting operator")]
+        if noise:  # whatever else TVM printed goes on, to stderr: stdout is for our own results
+            sys.stderr.write("\n".join(noise) + "\n")
     mod, params = relax.frontend.detach_params(mod)
     arrays = [p.numpy() for p in params.get("main", [])]
     names = [str(v.name) for v in mod["main"].params[-len(arrays):]] if arrays else []

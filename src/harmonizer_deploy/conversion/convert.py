@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from harmonizer_deploy.conversion.source import SourceModel, _keras_call, input_signature, load_source
+from harmonizer_deploy.conversion.source import SourceModel, _keras_call, load_source
 from harmonizer_deploy.core.artifacts import atomic_file, scratch_dir, sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.onnxruntime import ort_session
@@ -17,13 +20,15 @@ from harmonizer_deploy.core.version import __version__
 from harmonizer_deploy.custom_ops.emit import attach_functions
 from harmonizer_deploy.custom_ops.plan import ConversionPlan, missing_strategy_message, plan_conversion
 from harmonizer_deploy.custom_ops.registry import check_strategy
-from harmonizer_deploy.music.encoding import ENCODING, INPUT_NAME, OUTPUT_NAME, realistic_inputs
+from harmonizer_deploy.music.encoding import ENCODING
 
 DEFAULT_OPSET = 17
 CONVERSION_ATOL = 1e-4
 # Shapes checked after conversion: different batch and time sizes exercise the dynamic axes.
 CHECK_SHAPES = ((1, 32), (3, 16))
 DYNAMIC_DIMS = ("batch", "time")
+# function attributes that stop grappler from inlining a nested function (see `frozen_graph`)
+INLINE_BLOCKERS = ("_noinline", "_XlaMustCompile", "_XlaCompile", "_XlaScope")
 
 
 @dataclass
@@ -59,13 +64,27 @@ def sidecar_path_for(onnx_path: Path) -> Path:
     return onnx_path.with_suffix(".json")
 
 
-def _name_dynamic_dims(model) -> None:
-    """tf2onnx names dynamic dims `unk__N`; call them batch and time so every tool shows the same names."""
-    for value in list(model.graph.input) + list(model.graph.output):
+def _name_dynamic_dims(model, harmonizer: bool = True) -> None:
+    """tf2onnx names dynamic dims `unk__N`; name them so every tool (and `--fix-dim`) shows the same names.
+
+    The harmonizer: batch and time on input and output. Any other model: on the inputs, axis 0 is `batch`,
+    axis 1 of a rank ≥ 3 input `time` (sequence models), any other dynamic axis `<input>_dim<axis>`."""
+    if harmonizer:
+        for value in list(model.graph.input) + list(model.graph.output):
+            dims = value.type.tensor_type.shape.dim
+            for dim, name in zip(dims, DYNAMIC_DIMS, strict=False):
+                if not dim.HasField("dim_value"):
+                    dim.dim_param = name
+        return
+    initializers = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
         dims = value.type.tensor_type.shape.dim
-        for dim, name in zip(dims, DYNAMIC_DIMS, strict=False):
+        for axis, dim in enumerate(dims):
             if not dim.HasField("dim_value"):
-                dim.dim_param = name
+                dim.dim_param = "batch" if axis == 0 else "time" if axis == 1 and len(dims) >= 3 else \
+                    f"{value.name}_dim{axis}"
 
 
 def _unknown_ops(model) -> list[str]:
@@ -79,17 +98,109 @@ def _unknown_ops(model) -> list[str]:
     return sorted(set(bad))
 
 
-def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET, plan: ConversionPlan | None = None):
-    """Convert with tf2onnx (with the plan's custom-op handlers); raise if it reported or left unsupported ops."""
+def _native_dilations(strides: Any, data_format: str | None, dilations: Any) -> list[int] | None:
+    """NHWC dilations for DepthwiseConv2dNative when the call is a stride-1 NHWC dilated conv, else None."""
+    if dilations is None or (data_format or "NHWC") != "NHWC":
+        return None
+    rates = [int(d) for d in ([dilations] * 2 if isinstance(dilations, int) else list(dilations))]
+    steps = [int(s) for s in ([strides] * 4 if isinstance(strides, int) else list(strides))]
+    if len(rates) != 2 or max(rates) == 1 or any(s != 1 for s in steps):
+        return None
+    return [1, *rates, 1]
+
+
+@contextmanager
+def native_dilated_convs() -> Iterator[None]:
+    """While tracing for ONNX: dilated depthwise/separable convs as one DepthwiseConv2dNative with `dilations`.
+
+    `tf.nn.depthwise_conv2d` emulates dilation with SpaceToBatchND/BatchToSpaceND around an undilated conv;
+    with a dynamic input shape tf2onnx cannot fold that back, so the Doodle's dilated layers would reach ONNX
+    and TVM as pads, reshapes and transposes. The native op takes the dilations itself (same result; `convert`
+    still checks the ONNX model against the original TensorFlow function), and tf2onnx maps it to one Conv."""
+    import tensorflow as tf
+
+    depthwise, separable = tf.nn.depthwise_conv2d, tf.nn.separable_conv2d
+
+    def dilated(x: Any, kernel: Any, padding: str, rates: list[int], name: str | None) -> Any:
+        # SAME as explicit pads: onnxruntime rejects auto_pad=SAME together with dilations
+        pads = [0, 0]
+        for size, rate in zip(kernel.shape[:2], rates[1:3], strict=True):
+            total = 0 if padding == "VALID" else rate * (int(size) - 1)
+            pads += [total // 2, total - total // 2]
+        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1], padding="EXPLICIT",
+                                                explicit_paddings=[*pads, 0, 0], dilations=rates, name=name)
+
+    def depthwise_conv2d(input, filter, strides, padding, data_format=None, dilations=None, name=None):
+        rates = _native_dilations(strides, data_format, dilations) if isinstance(padding, str) else None
+        if rates is None:
+            return depthwise(input, filter, strides, padding, data_format=data_format, dilations=dilations,
+                             name=name)
+        return dilated(input, filter, padding, rates, name)
+
+    def separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding,
+                         data_format=None, dilations=None, name=None):
+        rates = _native_dilations(strides, data_format, dilations) if isinstance(padding, str) else None
+        if rates is None:
+            return separable(input, depthwise_filter, pointwise_filter, strides, padding, data_format=data_format,
+                             dilations=dilations, name=name)
+        deep = dilated(input, depthwise_filter, padding, rates, None)
+        return tf.nn.conv2d(deep, pointwise_filter, [1, 1, 1, 1], "VALID", name=name)
+
+    tf.nn.depthwise_conv2d, tf.nn.separable_conv2d = depthwise_conv2d, separable_conv2d
+    try:
+        yield
+    finally:
+        tf.nn.depthwise_conv2d, tf.nn.separable_conv2d = depthwise, separable
+
+
+def frozen_graph(call: Any) -> tuple[Any, list[str], list[str], dict[str, str]]:
+    """The tf.function's graph with variables frozen and every nested function inlined, for tf2onnx.
+
+    Keras wraps some ops in their own tf.functions marked `_noinline` (grouped convolutions run under
+    `jit_compile=True`, a CPU workaround); grappler keeps those as StatefulPartitionedCall, which no ONNX op
+    matches. The marks are compile hints, not semantics, so they are dropped before grappler inlines.
+    Returns (graph_def, input tensor names, output tensor names, {tensor name: signature name})."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    # a fresh trace, so that the native dilated convs apply even if `call` was traced before
+    with native_dilated_convs():
+        concrete = tf.function(call.python_function, input_signature=call.input_signature).get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
+    graph_def = frozen.graph.as_graph_def(add_shapes=True)
+    calls = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+    for holder in [*graph_def.library.function, *calls]:  # the marks sit on functions and on call nodes
+        for hint in INLINE_BLOCKERS:
+            if hint in holder.attr:
+                del holder.attr[hint]
+    inputs = [t.name for t in frozen.inputs if t.dtype != tf.dtypes.resource]
+    outputs = [t.name for t in frozen.outputs if t.dtype != tf.dtypes.resource]
+    specs = [s for s in tf.nest.flatten(concrete.structured_input_signature) if isinstance(s, tf.TensorSpec)]
+    rename = {t: s.name for t, s in zip(inputs, specs, strict=True)}
+    structured = concrete.structured_outputs
+    if isinstance(structured, dict):  # tf.nest flattens a dict in sorted key order, as concrete.outputs are
+        rename.update(zip(outputs, sorted(structured), strict=True))
+    return graph_def, inputs, outputs, rename
+
+
+def tf2onnx_convert(call: Any, opset: int, **kwargs: Any) -> Any:
+    """tf2onnx on the inlined, frozen graph of `call` (see `frozen_graph`); returns the ModelProto."""
     import tf2onnx
 
+    graph_def, inputs, outputs, rename = frozen_graph(call)
+    model_proto, _ = tf2onnx.convert.from_graph_def(graph_def, name="model", input_names=inputs,
+                                                    output_names=outputs, opset=opset, tensors_to_rename=rename,
+                                                    **kwargs)
+    return model_proto
+
+
+def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET, plan: ConversionPlan | None = None):
+    """Convert with tf2onnx (with the plan's custom-op handlers); raise if it reported or left unsupported ops."""
     collector = _UnsupportedOpCollector()
     logger = logging.getLogger("tf2onnx")
     logger.addHandler(collector)
     try:
-        model_proto, _ = tf2onnx.convert.from_function(
-            source.call, input_signature=input_signature(), opset=opset, **(plan.extensions.kwargs() if plan else {})
-        )
+        model_proto = tf2onnx_convert(source.call, opset, **(plan.extensions.kwargs() if plan else {}))
     except HarmonizerError:
         raise
     except Exception as exc:
@@ -108,7 +219,7 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET, plan: ConversionPla
         )
     if plan and plan.extensions.emitted:
         attach_functions(model_proto, plan.extensions.emitted, opset)
-    _name_dynamic_dims(model_proto)
+    _name_dynamic_dims(model_proto, source.is_harmonizer or not source.inputs)
     return model_proto
 
 
@@ -146,15 +257,61 @@ def check_onnx_file(path: Path):
     return model
 
 
-def compare_with_tensorflow(source: SourceModel, onnx_bytes: bytes, seed: int = 0) -> float:
-    """Max abs difference between TensorFlow and onnxruntime on seeded realistic inputs of several shapes."""
+def onnx_io(values: Any, initializers: set[str] | None = None) -> list[dict]:
+    """name, numpy dtype and shape (a size, or the dim's name when dynamic) of ONNX graph inputs/outputs."""
+    from onnx import helper
+
+    out = []
+    for v in values:
+        if initializers and v.name in initializers:
+            continue
+        elem = v.type.tensor_type.elem_type
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name if elem else "float32"
+        out.append({"name": v.name, "dtype": dtype,
+                    "shape": [d.dim_param or d.dim_value or None for d in v.type.tensor_type.shape.dim]})
+    return out
+
+
+def check_feeds(source: SourceModel, proto: Any, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Seeded inputs at shapes the model accepts: its fixed dims as declared, each dynamic dim at two sizes
+    (batch 1 and 3, other dynamic axes 32 and 16); integer indices inside their embedding tables."""
+    from harmonizer_deploy.conversion.inputs import index_ranges, make_feeds
+
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = onnx_io(proto.graph.input, initializers)
+    ranges = index_ranges(proto)
+    return [make_feeds(inputs, seed + k, 1, batch, steps, int_ranges=ranges)[0]
+            for k, (batch, steps) in enumerate(CHECK_SHAPES)]
+
+
+def compare_with_tensorflow(source: SourceModel, onnx_bytes: bytes, seed: int = 0, proto: Any = None) -> float:
+    """Max abs difference between TensorFlow and onnxruntime, over every output, on seeded inputs of two shapes."""
+    import onnx
+
+    proto = proto if proto is not None else onnx.load_from_string(onnx_bytes)
     session = ort_session(onnx_bytes)
+    out_names = [o.name for o in session.get_outputs()]
     worst = 0.0
-    for k, (batch, steps) in enumerate(CHECK_SHAPES):
-        x = realistic_inputs(seed + k, batch, steps)
-        expected = source.run(x)[OUTPUT_NAME]
-        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
-        worst = max(worst, float(np.max(np.abs(actual - expected))))
+    for feeds in check_feeds(source, proto, seed):
+        shapes = {k: list(v.shape) for k, v in feeds.items()}
+        try:
+            expected = source.run(feeds)
+        except Exception as exc:  # TF raises many types for inputs the model rejects
+            raise HarmonizerError(
+                f"TensorFlow rejects the check inputs {shapes}: {str(exc).strip().splitlines()[0][:200]}",
+                "declare the sizes the model needs in its input signature (fixed dims are respected)",
+            ) from exc
+        try:
+            actual = session.run(None, feeds)
+        except Exception as exc:
+            raise HarmonizerError(
+                f"onnxruntime cannot run the converted model at {shapes}: {str(exc).strip().splitlines()[0][:240]}",
+                "try another --opset, or `harmonizer-deploy ops scan` to find the layer",
+            ) from exc
+        keys = out_names if set(out_names) <= set(expected) else list(expected)
+        for key, got in zip(keys, actual, strict=True):
+            diff = np.abs(np.asarray(got, np.float64) - np.asarray(expected[key], np.float64))
+            worst = max(worst, float(np.max(diff)) if diff.size else 0.0)
     return worst
 
 
@@ -204,7 +361,8 @@ def _convert(model: str | Path | None, output: str | Path, opset: int, seed: int
     if plan and plan.rewritten_model is not None:
         # convert the rewritten model; it is still checked against the original TensorFlow model below
         convert_source = SourceModel("keras", str(plan.rewritten_path), source.sha256,
-                                     _keras_call(plan.rewritten_model), keras_model=plan.rewritten_model)
+                                     _keras_call(plan.rewritten_model, source.inputs, source.outputs),
+                                     source.inputs, source.outputs, keras_model=plan.rewritten_model)
     proto = to_onnx(convert_source, opset, plan)
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -228,7 +386,7 @@ def _convert(model: str | Path | None, output: str | Path, opset: int, seed: int
             ) from exc
         raise HarmonizerError(f"converted model fails the ONNX checker: {first}", "report this conversion bug") from exc
     data = proto.SerializeToString()
-    err = compare_with_tensorflow(source, data, seed)
+    err = compare_with_tensorflow(source, data, seed, proto)
     if not err <= CONVERSION_ATOL:
         raise HarmonizerError(
             f"ONNX output differs from TensorFlow by {err:.3g} (allowed {CONVERSION_ATOL})",
@@ -245,18 +403,18 @@ def _convert(model: str | Path | None, output: str | Path, opset: int, seed: int
         key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
         op_types[key] = op_types.get(key, 0) + 1
 
-    def io(values):
-        return [{"name": v.name, "dtype": "float32",
-                 "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]} for v in values]
+    from harmonizer_deploy.conversion.inputs import index_ranges
 
     sidecar = sidecar_path_for(output)
     write_json(sidecar, {
         "format_version": 1,
         "onnx": {"path": output.name, "sha256": sha256_file(output), "opset": opset, "num_nodes": len(proto.graph.node),
                  "op_types": op_types},
-        "inputs": io(proto.graph.input),
-        "outputs": io(proto.graph.output),
-        "encoding": ENCODING,
+        "inputs": onnx_io(proto.graph.input, {t.name for t in proto.graph.initializer}),
+        "outputs": onnx_io(proto.graph.output),
+        "signature": source.signature(),  # as the TensorFlow model declares it (None = dynamic)
+        "index_ranges": {k: list(v) for k, v in index_ranges(proto).items()},
+        "encoding": ENCODING if source.is_harmonizer else None,
         "source": source.describe(),
         "conversion_check": {"max_abs_err": err, "atol": CONVERSION_ATOL,
                              "shapes": [list(s) for s in CHECK_SHAPES], "seed": seed},

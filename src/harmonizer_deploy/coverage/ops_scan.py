@@ -204,10 +204,7 @@ def _tf_nodes(call: Any) -> list[tuple[str, str]]:
 def _plain_conversion(source: Any) -> tuple[Any, list[str]]:
     """tf2onnx with the registry off: the ONNX model (possibly holding unconverted TF ops) and the op types
     tf2onnx logged as unsupported."""
-    import tf2onnx
-
-    from harmonizer_deploy.conversion.convert import DEFAULT_OPSET
-    from harmonizer_deploy.conversion.source import input_signature
+    from harmonizer_deploy.conversion.convert import DEFAULT_OPSET, tf2onnx_convert
 
     unsupported: list[str] = []
 
@@ -221,8 +218,7 @@ def _plain_conversion(source: Any) -> tuple[Any, list[str]]:
     logger = logging.getLogger("tf2onnx")
     logger.addHandler(handler)
     try:
-        proto, _ = tf2onnx.convert.from_function(source.call, input_signature=input_signature(),
-                                                 opset=DEFAULT_OPSET)
+        proto = tf2onnx_convert(source.call, DEFAULT_OPSET)
     except Exception as exc:
         return None, [f"conversion failed: {str(exc).splitlines()[0][:160]}"]
     finally:

@@ -319,5 +319,16 @@ def generate(
     if filters:  # a partial run must not overwrite the committed full report
         output = output.with_name(output.stem + ".partial.json")
     write_json(output, report)
-    write_text(output.with_name("COVERAGE.md" if not filters else "COVERAGE.partial.md"), render_markdown(report))
+    markdown = output.with_name("COVERAGE.md" if not filters else "COVERAGE.partial.md")
+    write_text(markdown, render_markdown(report) + _zoo_section(markdown))
     return report
+
+
+def _zoo_section(markdown: Path) -> str:
+    """The zoo models table already in COVERAGE.md (`coverage --models` writes it), kept across op reruns."""
+    from harmonizer_deploy.coverage.zoo import ZOO_BEGIN, ZOO_END
+
+    text = markdown.read_text() if markdown.is_file() else ""
+    if ZOO_BEGIN not in text or ZOO_END not in text:
+        return ""
+    return "\n" + ZOO_BEGIN + text.split(ZOO_BEGIN, 1)[1].split(ZOO_END, 1)[0] + ZOO_END + "\n"

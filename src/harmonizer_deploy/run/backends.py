@@ -186,6 +186,37 @@ def set_tvm_threads(threads: int) -> None:
             tvm.get_global_func("runtime.config_threadpool")(1, threads)
 
 
+def backend_signature(backend: Backend) -> tuple[list[dict], int]:
+    """(inputs as {name, shape}, number of outputs) of an opened backend, whatever it runs."""
+    if isinstance(backend, TensorFlowBackend):
+        return [sig.to_dict() for sig in backend.source.inputs], len(backend.source.outputs)
+    if isinstance(backend, OnnxRuntimeBackend):
+        return ([{"name": i.name, "shape": list(i.shape)} for i in backend.session.get_inputs()],
+                len(backend.session.get_outputs()))
+    if isinstance(backend, TvmBackend):
+        return list(backend.model.manifest.get("inputs", [])), len(backend.model.manifest.get("outputs", []) or [1])
+    return [{"name": INPUT_NAME, "shape": [None, None, 46, 8]}], 1
+
+
+def open_harmonizer(name: str, build_dir: str | Path, model: str | Path | None, command: str,
+                    fix: str | None = None, threads: int | None = None) -> Backend:
+    """`open_backend` for the music commands (and bench, which times the pianoroll input): refuses, in one line,
+    a model without the harmonizer's signature."""
+    from harmonizer_deploy.conversion.inputs import is_harmonizer_io
+
+    backend = open_backend(name, build_dir, model, threads=threads)
+    inputs, outputs = backend_signature(backend)
+    if not is_harmonizer_io(inputs) or outputs != 1:
+        takes = ", ".join(f"{i['name']}{list(i['shape'])}" for i in inputs)
+        raise HarmonizerError(
+            f"`{command}` needs the harmonizer (one input {INPUT_NAME}[batch, time, 46, 8] → {OUTPUT_NAME}); "
+            f"the {backend.name} model takes {takes} and has {outputs} output(s)",
+            fix or "use convert/compile/verify for this model; harmonize with a Coconet model (bundled, a .keras "
+            "built from a model config, or its build directory)",
+        )
+    return backend
+
+
 def onnxruntime_cuda_available() -> bool:
     """onnxruntime-gpu installed *and* an NVIDIA GPU present (the provider is listed even without one)."""
     import onnxruntime as ort

@@ -17,7 +17,7 @@ from harmonizer_deploy.music.evaluate import evaluate
 from harmonizer_deploy.music.harmonize import backend_window, harmonize_notes, musical_problems
 from harmonizer_deploy.music.midi import read_melody, write_chorale_midi, write_pianoroll_png
 from harmonizer_deploy.music.sampling import GibbsSettings
-from harmonizer_deploy.run.backends import open_backend
+from harmonizer_deploy.run.backends import open_harmonizer
 
 
 def harmonize_file(melody_path: str | Path, out_path: str | Path, backend: str = "tensorflow",
@@ -26,7 +26,7 @@ def harmonize_file(melody_path: str | Path, out_path: str | Path, backend: str =
                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Read a melody, harmonize it on `backend` (see backends.open_backend), write MIDI (and a PNG)."""
     notes, bpm = read_melody(melody_path)
-    runner = open_backend(backend, build_dir, model=model)
+    runner = open_harmonizer(backend, build_dir, model, "harmonize")
     settings = GibbsSettings(steps=steps, window=backend_window(runner))
     result = harmonize_notes(notes, runner.run, seed, settings, progress)
     problems = musical_problems(result.melody + result.shift, result.model_frame)
@@ -50,7 +50,7 @@ def evaluate_dataset(dataset: str | Path, split: str = "test", backend: str = "t
                      progress: Callable[[int, int], None] | None = None) -> dict:
     """Evaluate a model (through any backend) on a dataset split."""
     pieces = load_dataset(dataset, split)[:limit] if limit else load_dataset(dataset, split)
-    runner = open_backend(backend, build_dir, model=model)
+    runner = open_harmonizer(backend, build_dir, model, "evaluate")
     result = evaluate(runner.run, pieces, masks, seed, batch, progress)
     return {"dataset": str(dataset), "split": split, "backend": runner.name,
             "model": str(model) if model else "bundled:default", **result}

@@ -87,6 +87,21 @@ class CompiledModel:
         static = self.manifest.get("static_shape")
         return static is None or list(static) == [batch, time_steps]
 
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Any signature: {input name: array} in, every output (in the manifest's order) out."""
+        import tvm
+
+        missing = [i["name"] for i in self.manifest["inputs"] if i["name"] not in feeds]
+        if missing:
+            raise HarmonizerError(f"no value for input(s) {', '.join(missing)} of {self.dir}",
+                                  "pass every input the model takes")
+        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[i["name"]], dtype=i.get("dtype", "float32")),
+                                   self.device) for i in self.manifest["inputs"]]
+        result = self.main(*args, *self.params)
+        if isinstance(result, tvm.runtime.Tensor):
+            return [result.numpy()]
+        return [r.numpy() for r in result]
+
     def run(self, x: np.ndarray) -> np.ndarray:
         import tvm
 

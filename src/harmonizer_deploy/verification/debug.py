@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.compiler.targets import TargetSpec, load_target
-from harmonizer_deploy.conversion.inputs import load_inputs, make_inputs
+from harmonizer_deploy.conversion.inputs import is_harmonizer_io, load_inputs, make_inputs
 from harmonizer_deploy.core.artifacts import atomic_file, sha256_file, write_json
 from harmonizer_deploy.core.compare import Tolerances, error_stats, max_abs_error
 from harmonizer_deploy.core.errors import HarmonizerError
@@ -291,6 +291,13 @@ def _artifact(artifact_dir: str | Path | None, target: str) -> tuple[TargetSpec,
     if manifest.get("target") != spec.name:
         raise HarmonizerError(f"{directory} holds a {manifest.get('target')!r} artifact, not {spec.name!r}",
                               f"pass --target {manifest.get('target')} or the right directory")
+    if manifest.get("inputs") and not is_harmonizer_io(manifest["inputs"]):
+        raise HarmonizerError(
+            f"debug localize/reduce feed the harmonizer's one input; {directory} takes "
+            f"{', '.join(i['name'] for i in manifest['inputs'])}",
+            "compare this model node by node with `harmonizer-deploy debug verify MODEL.onnx --inputs F.npz` "
+            "(npz keyed by input name, e.g. from `verify --num-inputs 1 --save-inputs F.npz`)",
+        )
     return spec, directory, manifest
 
 

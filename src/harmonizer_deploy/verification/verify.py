@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from harmonizer_deploy.compiler.targets import load_target
-from harmonizer_deploy.conversion.inputs import load_inputs, make_inputs, save_inputs
+from harmonizer_deploy.conversion.inputs import index_ranges, is_harmonizer_io, load_feeds, make_feeds, save_feeds
 from harmonizer_deploy.core.artifacts import sha256_file
 from harmonizer_deploy.core.compare import (
     CHECK_ERROR_STATS,
@@ -20,7 +21,7 @@ from harmonizer_deploy.core.compare import (
 )
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.manifest import check_integrity, read_manifest
-from harmonizer_deploy.music.encoding import OUTPUT_NAME
+from harmonizer_deploy.music.encoding import INPUT_NAME, OUTPUT_NAME
 from harmonizer_deploy.run.runners import RUNNERS
 
 
@@ -95,29 +96,50 @@ def _reference_session(manifest: dict):
     return ort_session(onnx_path)  # custom-domain ops run from their model-local ONNX functions
 
 
-def verify(
-    artifact_dir: str | Path | None = None,
-    target: str = "cpu",
-    num_inputs: int | None = None,
-    seed: int = 0,
-    batch: int | None = None,
-    time_steps: int | None = None,
-    save_inputs_to: str | Path | None = None,
-    load_inputs_from: str | Path | None = None,
-    atol: float | dict[str, float] | None = None,
-    rtol: float | dict[str, float] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    check_error_stat: str = "max",
-    fail_fast: bool = False,
-    validate: bool = False,
-    histogram: str | Path | None = None,
-    value_range: tuple[float, float] | None = None,
-) -> VerifyReport:
-    """Run the artifact and onnxruntime on the same inputs; pass when every output is within tolerance.
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How `verify` picks its inputs and judges the artifact (the CLI's options, one field each).
 
     `atol`/`rtol`: a number or {output name: value}. `fail_fast` stops at the first input out of tolerance.
     `validate` skips onnxruntime and only checks the artifact's outputs for NaN/Inf. `histogram` writes a PNG of
     the abs error. `value_range` replaces the realistic pianorolls with seeded uniform values in [low, high]."""
+
+    num_inputs: int | None = None
+    seed: int = 0
+    batch: int | None = None
+    time_steps: int | None = None
+    save_inputs_to: str | Path | None = None
+    load_inputs_from: str | Path | None = None
+    atol: float | dict[str, float] | None = None
+    rtol: float | dict[str, float] | None = None
+    check_error_stat: str = "max"
+    fail_fast: bool = False
+    validate: bool = False
+    histogram: str | Path | None = None
+    value_range: tuple[float, float] | dict[str, tuple[float, float]] | None = None  # {input or "*": range}
+
+
+def verify(artifact_dir: str | Path | None = None, target: str = "cpu", *, options: VerifyOptions | None = None,
+           progress: Callable[[int, int], None] | None = None, **fields: Any) -> VerifyReport:
+    """Run the artifact and onnxruntime on the same inputs; pass when every output is within tolerance.
+
+    Everything after the target is keyword-only: an `options` object, or its fields by name
+    (`verify(d, "cpu", num_inputs=2)`); `progress(done, total)` is called as inputs finish."""
+    if fields:
+        unknown = sorted(set(fields) - set(VerifyOptions.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"verify() got unexpected keyword argument(s) {', '.join(unknown)}")
+        options = replace(options or VerifyOptions(), **fields)
+    return _verify(artifact_dir, target, options or VerifyOptions(), progress)
+
+
+def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions,
+            progress: Callable[[int, int], None] | None) -> VerifyReport:
+    num_inputs, seed, batch, time_steps = options.num_inputs, options.seed, options.batch, options.time_steps
+    save_inputs_to, load_inputs_from = options.save_inputs_to, options.load_inputs_from
+    atol, rtol, check_error_stat = options.atol, options.rtol, options.check_error_stat
+    fail_fast, validate, histogram, value_range = (options.fail_fast, options.validate, options.histogram,
+                                                   options.value_range)
     spec = load_target(target)
     artifact_dir = Path(artifact_dir) if artifact_dir else Path("build") / spec.name
     manifest = read_manifest(artifact_dir)
@@ -132,82 +154,121 @@ def verify(
 
         tvm_device(manifest["device"], artifact_dir)
     # input sizes: arguments, else the artifact's static shape, else the target's `[verify]` table (slow software
-    # devices use smaller inputs)
+    # devices use smaller inputs); fixed dims of the signature always win
     static = manifest.get("static_shape")
     num_inputs = num_inputs if num_inputs is not None else int(spec.verify.get("num_inputs", 4))
     batch = batch or (static[0] if static else int(spec.verify.get("batch", 2)))
     time_steps = time_steps or (static[1] if static else int(spec.verify.get("time_steps", 32)))
-    name = manifest["outputs"][0]["name"] if manifest.get("outputs") else OUTPUT_NAME
+    signature = manifest.get("inputs") or [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", "time",
+                                                                                              46, 8]}]
+    names = [o["name"] for o in manifest.get("outputs") or []] or [OUTPUT_NAME]
+    harmonizer = is_harmonizer_io(signature) and len(names) == 1
     # quantized web weights are held to the target's tolerance for that encoding (what the weights cost)
     web_weights = manifest.get("web_params", {}).get("encoding")
     weights_atol, weights_rtol = spec.tolerance_for(web_weights)
     spec = replace(spec, atol=weights_atol, rtol=weights_rtol)
-    tolerances = Tolerances.build(spec, atol, rtol, [name])
+    tolerances = Tolerances.build(spec, atol, rtol, names)
     if check_error_stat not in CHECK_ERROR_STATS:
         raise HarmonizerError(f"unknown --check-error-stat {check_error_stat!r}",
                               f"use one of {', '.join(CHECK_ERROR_STATS)}")
+    if not harmonizer and manifest.get("runner", "local") != "local":
+        raise HarmonizerError(
+            f"the {spec.name} runner feeds the harmonizer's one input; this model takes "
+            f"{', '.join(i['name'] for i in signature)}",
+            "verify this model on a target that runs in this process (cpu, cuda, vulkan)",
+        )
+    ranges = value_range if isinstance(value_range, dict) else {"*": value_range} if value_range else {}
     if load_inputs_from:
-        inputs = load_inputs(load_inputs_from)
+        feeds = load_feeds(load_inputs_from, signature)
         used_seed: int | None = None
     else:
         if num_inputs < 1 or batch < 1 or time_steps < 1:
             raise HarmonizerError("--num-inputs, --batch and --time must be positive", "pass positive values")
-        inputs = make_inputs(seed, num_inputs, batch, time_steps, value_range)
+        int_ranges = _index_ranges(manifest) if any(_is_int(i) for i in signature) else {}
+        feeds = make_feeds(signature, seed, num_inputs, batch, time_steps, ranges, int_ranges)
         used_seed = seed
     if save_inputs_to:
-        save_inputs(save_inputs_to, inputs)
+        save_feeds(save_inputs_to, feeds)
 
     runner = RUNNERS.lookup(manifest.get("runner", "local"))
     integrity: list[str] = []  # a damaged artifact was refused above; kept in the report for its readers
     notes: list[str] = []
+    arrays = [x for feed in feeds for x in feed.values()]
     common = {"target": spec.name, "backend": manifest["backend"], "artifact_dir": str(artifact_dir),
               "seed": used_seed, "integrity": integrity, "notes": notes,
-              "input_ranges": [[float(x.min()), float(x.max())] for x in inputs]}
+              "input_ranges": [[float(x.min()), float(x.max())] if x.size else [] for x in arrays]}
+    compiled: list[Any] = []
+
+    def run_artifact(group: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """Outputs per input set: the target's runner for the harmonizer, the in-process VM for any model."""
+        if harmonizer:
+            return [[a] for a in runner(artifact_dir, manifest, [f[signature[0]["name"]] for f in group])]
+        if not compiled:
+            from harmonizer_deploy.run.tvm import CompiledModel
+
+            compiled.append(CompiledModel(artifact_dir))
+        return [compiled[0].run_feeds(f) for f in group]
+
     if validate:
-        actual = runner(artifact_dir, manifest, inputs)
+        actual_sets = run_artifact(feeds)
         if progress:
             progress(1, 1)
-        output = {"name": name, **validate_stats(np.concatenate([a.ravel() for a in actual]))}
-        return VerifyReport(passed=output["passed"] and not integrity, outputs=[output], num_inputs=len(inputs),
-                            input_shapes=[list(x.shape) for x in inputs], mode="validate", reference="none",
-                            **common)
+        outputs = [{"name": n, **validate_stats(np.concatenate([a[k].ravel() for a in actual_sets]))}
+                   for k, n in enumerate(names)]
+        return VerifyReport(passed=all(o["passed"] for o in outputs) and not integrity, outputs=outputs,
+                            num_inputs=len(feeds), input_shapes=[list(x.shape) for x in arrays], mode="validate",
+                            reference="none", **common)
 
     session = _reference_session(manifest)
-    input_name = manifest["inputs"][0]["name"]
-    # one input at a time with --fail-fast (stop at the first miss), else all in one runner call
-    groups = [[x] for x in inputs] if fail_fast else [inputs]
-    o_atol, o_rtol = tolerances.get(name)
-    actual: list[np.ndarray] = []
-    expected: list[np.ndarray] = []
+    # one input set at a time with --fail-fast (stop at the first miss), else all in one runner call
+    groups = [[f] for f in feeds] if fail_fast else [feeds]
+    actual: list[list[np.ndarray]] = []
+    expected: list[list[np.ndarray]] = []
     done = 0
     for group in groups:
-        for x in group:
-            expected.append(session.run(None, {input_name: x})[0])
-        actual.extend(runner(artifact_dir, manifest, group))
+        for feed in group:
+            expected.append(list(session.run(None, feed)))
+        actual.extend(run_artifact(group))
         done += len(group)
         if progress:
-            progress(done, len(inputs))
-        if fail_fast and not error_stats(actual[-1], expected[-1], o_atol, o_rtol, check_error_stat)["passed"]:
-            if done < len(inputs):
-                notes.append(f"--fail-fast: stopped after input {done - 1} of {len(inputs)}, the first out of "
+            progress(done, len(feeds))
+        if fail_fast and not all(error_stats(actual[-1][k], expected[-1][k], *tolerances.get(n), check_error_stat)
+                                 ["passed"] for k, n in enumerate(names)):
+            if done < len(feeds):
+                notes.append(f"--fail-fast: stopped after input {done - 1} of {len(feeds)}, the first out of "
                              "tolerance")
             break
-    flat_actual = np.concatenate([a.ravel() for a in actual])
-    flat_expected = np.concatenate([e.ravel() for e in expected])
-    stats = error_stats(flat_actual, flat_expected, o_atol, o_rtol, check_error_stat)
-    output = {"name": name, **stats}
-    if name == OUTPUT_NAME:
-        per_input = [musical_agreement(a, e) for a, e in zip(actual, expected, strict=True)]
-        output["argmax_agreement"] = float(np.mean([m["argmax_agreement"] for m in per_input]))
-        output["kl_divergence"] = float(np.mean([m["kl_divergence"] for m in per_input]))
+    outputs = []
+    errors = {}
+    for k, name in enumerate(names):
+        flat_actual = np.concatenate([a[k].ravel() for a in actual])
+        flat_expected = np.concatenate([e[k].ravel() for e in expected])
+        output = {"name": name, **error_stats(flat_actual, flat_expected, *tolerances.get(name), check_error_stat)}
+        if name == OUTPUT_NAME and harmonizer:
+            per_input = [musical_agreement(a[k], e[k]) for a, e in zip(actual, expected, strict=True)]
+            output["argmax_agreement"] = float(np.mean([m["argmax_agreement"] for m in per_input]))
+            output["kl_divergence"] = float(np.mean([m["kl_divergence"] for m in per_input]))
+        outputs.append(output)
+        errors[name] = np.abs(flat_actual.astype(np.float64) - flat_expected.astype(np.float64))
     if histogram:
-        abs_err = np.abs(flat_actual.astype(np.float64) - flat_expected)
-        write_error_histogram(histogram, {name: abs_err}, tolerances,
+        write_error_histogram(histogram, errors, tolerances,
                               f"{manifest['backend']} vs onnxruntime, {len(actual)} inputs")
-    used = inputs[: len(actual)]
-    return VerifyReport(passed=output["passed"] and not integrity, outputs=[output], num_inputs=len(used),
-                        input_shapes=[list(x.shape) for x in used], histogram=str(histogram) if histogram else None,
-                        **common)
+    used = feeds[: len(actual)]
+    return VerifyReport(passed=all(o["passed"] for o in outputs) and not integrity, outputs=outputs,
+                        num_inputs=len(used), input_shapes=[list(x.shape) for f in used for x in f.values()],
+                        histogram=str(histogram) if histogram else None, **common)
+
+
+def _is_int(sig: dict) -> bool:
+    return np.issubdtype(np.dtype(sig.get("dtype", "float32")), np.integer)
+
+
+def _index_ranges(manifest: dict) -> dict[str, tuple[int, int]]:
+    """Embedding-table sizes of the ONNX model the artifact came from (see `index_ranges`)."""
+    import onnx
+
+    path = Path(manifest["model"]["path"])
+    return index_ranges(onnx.load(str(path))) if path.is_file() else {}
 
 
 # The browser runner (webgpu/wasm targets) registers itself on import; it needs no browser until it runs.
