@@ -44,8 +44,8 @@ convert compile verify bench harmonize: image
 	  make $@ target=$(target) arch=$(arch) runner=host VENV=/opt/venv BUILD=build
 else
 
-setup: $(VENV)/.installed ## create the virtualenv and install the pinned dependencies
-$(VENV)/.installed: pyproject.toml scripts/install.sh
+setup: $(VENV)/.installed ## create the virtualenv; install every extra at the tested versions (constraints.txt)
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
 	PYTHON=$(PYTHON) scripts/install.sh $(VENV)
 	@touch $@
 

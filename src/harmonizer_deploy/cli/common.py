@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harmonizer_deploy.core.errors import EXIT_INTERNAL, HarmonizerError
+from harmonizer_deploy.core.extras import missing_extra_error
 
 # Wide enough for the report tables when output goes to a file or CI log.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -42,6 +43,10 @@ def cli_command(fn):
         except typer.Exit:
             raise
         except Exception as exc:
+            missing = missing_extra_error(exc) if isinstance(exc, ImportError) else None
+            if missing is not None:  # a module of an extra that is not installed: say which extra
+                err.print(f"[bold red]error:[/] {escape(missing.one_line())}", highlight=False, soft_wrap=True)
+                raise typer.Exit(missing.exit_code) from None
             if os.environ.get("HARMONIZER_DEBUG"):
                 raise
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""

@@ -17,6 +17,7 @@ from typing import Any
 from harmonizer_deploy.compiler.targets import TargetSpec, load_target, targets_dir
 from harmonizer_deploy.core.artifacts import sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.extras import require
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -166,17 +167,12 @@ def tune(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Tune the model's fused kernels for `target` on this CPU; resumable (the JSON database accumulates)."""
-    import importlib.util
-
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     from harmonizer_deploy.compiler.build import import_onnx
 
-    missing = [m for m in ("cloudpickle", "xgboost") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise HarmonizerError(f"tuning needs {', '.join(missing)} (MetaSchedule's builder and cost model)",
-                              "pip install -e '.[tune]'")
+    require("tune (MetaSchedule's builder and cost model)", "cloudpickle", "xgboost")
     from harmonizer_deploy.conversion.convert import check_onnx_file
 
     spec = load_target(target)

@@ -12,6 +12,7 @@ import numpy as np
 from harmonizer_deploy.conversion.source import SourceModel, _keras_call, input_signature, load_source
 from harmonizer_deploy.core.artifacts import atomic_file, sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.core.onnxruntime import ort_session
 from harmonizer_deploy.core.version import __version__
 from harmonizer_deploy.custom_ops.emit import attach_functions
@@ -182,6 +183,7 @@ def convert(
     Custom layers/ops found in the registry are converted with `custom_op_strategy` (rewrite, custom-op,
     decompose; None = each op's preferred one; "none" = registry off, plain tf2onnx).
     """
+    require("convert", "tensorflow", "tf2onnx")
     import onnx
 
     if not 13 <= opset <= 21:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.music.encoding import INPUT_CHANNELS, INPUT_NAME, NUM_PITCHES, OUTPUT_NAME
 from harmonizer_deploy.music.model import BUNDLED_MODEL, bundled_models, bundled_paths, context_mask_layer, load_bundled
 
@@ -63,6 +64,7 @@ def _keras_call(model: Any) -> Callable:
 
 def load_source(model: str | Path | None = None) -> SourceModel:
     """Resolve MODEL as the CLI takes it: None/bundled name, a `.keras` file, or a SavedModel directory."""
+    require("loading a TensorFlow model", "tensorflow")
     name = str(model) if model is not None else BUNDLED_MODEL
     path = Path(name)
     if model is None or (not path.exists() and name in bundled_models()):
