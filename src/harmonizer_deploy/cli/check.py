@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_range
+from harmonizer_deploy.cli.common import JsonOpt, NoBuildOpt, TolOpt, cli_command, emit_json, out, parse_range, say
 from harmonizer_deploy.cli.progress import progress_bar
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
 
@@ -41,11 +41,17 @@ def verify(
     histogram: Annotated[Path | None, typer.Option(help="Write a PNG histogram of the abs error here.")] = None,
     val_range: Annotated[str | None, typer.Option(help="Seeded uniform inputs in LOW,HIGH instead of realistic "
                                                        "pianorolls.")] = None,
+    no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch."""
+    """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch. Without an
+    artifact directory, a missing build/<target> is built first (unless --no-build)."""
+    from harmonizer_deploy.run.ensure import ensure_artifact
     from harmonizer_deploy.verification.verify import parse_tolerance
     from harmonizer_deploy.verification.verify import verify as run
+
+    if artifact_dir is None and not no_build:
+        ensure_artifact(target, "build", say)
 
     with progress_bar(f"verifying {target} against onnxruntime", not as_json) as update:
         report = run(artifact_dir, target, num_inputs, seed, batch, time_steps, save_inputs, load_inputs,
@@ -112,13 +118,17 @@ def bench(
     name: Annotated[str, typer.Option(help="Base name of the result files.")] = "bench",
     harmonize_repeats: Annotated[int, typer.Option(help="End-to-end harmonizations of the two-bar sample (96 Gibbs "
                                                    "steps) per local backend; 0 skips them.")] = 3,
+    no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Latency of every available backend on the same inputs (min / p50 / p90, first run, GFLOP/s, ratio to
     onnxruntime in the same run), and end-to-end harmonize time per backend."""
     from harmonizer_deploy.benchmark.bench import bench as run
     from harmonizer_deploy.benchmark.bench import markdown_table
+    from harmonizer_deploy.run.ensure import ensure_bench
 
+    if not no_build:
+        ensure_bench(backend or None, build_dir, say)
     with progress_bar("benchmarking", not as_json) as update:
         result = run(backend or None, tuple(batch or [1]), time_steps, warmup, repeats, 0, build_dir, out_dir, name,
                      update, harmonize_repeats)

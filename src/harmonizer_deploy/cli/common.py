@@ -23,6 +23,8 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+NoBuildOpt = Annotated[bool, typer.Option(
+    "--no-build", help="Fail instead of converting/compiling a missing model.onnx or artifact (for scripts).")]
 TolOpt = Annotated[list[str] | None, typer.Option(
     help="Tolerance override: a number for every tensor, or NAME=number for one (repeatable).")]
 
@@ -55,6 +57,11 @@ def cli_command(fn):
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
+
+
+def say(message: str) -> None:
+    """Progress a library call reports (e.g. building on first use): stderr, so stdout stays clean for --json."""
+    err.print(escape(message), highlight=False, soft_wrap=True)
 
 
 def emit_json(data: Any) -> None:

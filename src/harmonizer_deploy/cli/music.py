@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, err, out
+from harmonizer_deploy.cli.common import JsonOpt, NoBuildOpt, cli_command, emit_json, err, out, say
 from harmonizer_deploy.cli.progress import progress_bar
 
 music_app = typer.Typer()
@@ -68,10 +68,15 @@ def evaluate(
     masks: Annotated[int, typer.Option(min=1, help="Random orderless-NADE masks (orderings sampled) per piece.")] = 16,
     seed: Annotated[int, typer.Option()] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N pieces.")] = None,
+    no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Note-wise NLL on held-out chorales (orderless NADE estimate), next to Coconet's published figure."""
+    from harmonizer_deploy.run.ensure import ensure_backend
     from harmonizer_deploy.run.jobs import evaluate_dataset
+
+    if not no_build:
+        ensure_backend(backend, build_dir, say)
 
     with progress_bar(f"scoring {split} pieces", not as_json) as update:
         result = evaluate_dataset(dataset, split, backend, build_dir, model, masks, seed, limit=limit,
@@ -96,10 +101,16 @@ def harmonize(
     seed: Annotated[int, typer.Option(help="Same seed + backend → same chorale.")] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Gibbs steps (the Bach Doodle uses 96).")] = 96,
     png: Annotated[Path | None, typer.Option(help="Also draw the pianoroll to this PNG.")] = None,
+    no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Harmonize a melody into a four-part chorale (soprano = the melody, kept exactly)."""
+    """Harmonize a melody into a four-part chorale (soprano = the melody, kept exactly); builds a missing
+    model.onnx or tvm-<target> artifact in --build-dir first (unless --no-build)."""
+    from harmonizer_deploy.run.ensure import ensure_backend
     from harmonizer_deploy.run.jobs import harmonize_file
+
+    if not no_build:
+        ensure_backend(backend, build_dir, say)
 
     with progress_bar(f"Gibbs sampling on {backend}", not as_json) as update:
         result = harmonize_file(melody, output, backend, build_dir, model, seed, steps, png, progress=update)
