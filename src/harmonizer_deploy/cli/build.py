@@ -20,7 +20,8 @@ build_app = typer.Typer()
 @cli_command
 def compile_(
     model: Annotated[Path, typer.Argument(help="The ONNX model.")] = Path("build/model.onnx"),
-    target: Annotated[str, typer.Option("--target", "-t", help="A target in targets/ (see `targets`).")] = "cpu",
+    target: Annotated[str, typer.Option("--target", "-t", help="A target name (see `targets`) or the path of a "
+                                        "target TOML.")] = "cpu",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Artifact directory (default build/T).")]
     = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the cached artifact matches.")] = False,
@@ -32,6 +33,9 @@ def compile_(
     fix_dim: Annotated[list[str] | None, typer.Option("--fix-dim", help="NAME=SIZE: compile for a fixed input "
                                                       "dim (batch, time) so shape computations fold "
                                                       "(repeatable).")] = None,
+    tuning_records: Annotated[Path | None, typer.Option("--tuning-records", help="Tuned records folder to use "
+                                                        "(written by `tune -o`; default: the user cache's, then "
+                                                        "the ones shipped with the target).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compile an ONNX model with TVM Relax for a target: library + params + manifest (+ deploy bundle)."""
@@ -39,7 +43,7 @@ def compile_(
 
     dims = parse_dims(fix_dim or [])
     with spinner(f"compiling for {target} with TVM…", not as_json):
-        result = run(model, target, output, force, batch, time_steps, arch, dims or None)
+        result = run(model, target, output, force, batch, time_steps, arch, dims or None, tuning_records)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -81,18 +85,22 @@ def tune(
     trials: Annotated[int, typer.Option(help="MetaSchedule trials in total (this run).")] = 256,
     time_budget: Annotated[float | None, typer.Option("--time-budget", help="Stop after this many minutes.")]
     = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Records folder (default: the user cache, "
+                                                "<cache>/tuning/<target>-<cpu>, where compile looks first).")]
+    = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """MetaSchedule-tune the model for this CPU; records go to targets/tuning/ and compile uses them."""
+    """MetaSchedule-tune the model for this CPU; records go to the user cache (or -o DIR) and compile uses them."""
     from harmonizer_deploy.compiler.tuning import tune as run
 
     with progress_bar(f"tuning for {target}", not as_json) as update:
-        result = run(model, target, batch, time_steps, trials, time_budget, progress=update)
+        result = run(model, target, batch, time_steps, trials, time_budget, progress=update, output=output)
     if as_json:
         emit_json(result)
         return
+    use = f" --tuning-records {output}" if output is not None else ""
     out.print(f"{result['records']}: {result['tasks']} tasks, {result['trials']} trials in total, "
-              f"{result['tuning_seconds']:.0f} s; compile with --batch {batch} --time {time_steps} to use them")
+              f"{result['tuning_seconds']:.0f} s; compile with --batch {batch} --time {time_steps}{use} to use them")
     shape = f"{batch}x{time_steps}/"
     for task, decision in sorted(result["records_vs_hand_schedules"].items()):
         if task.startswith(shape):

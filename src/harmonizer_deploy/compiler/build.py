@@ -186,13 +186,15 @@ def compile(
     time_steps: int | None = None,
     arch: str | None = None,
     fix_dims: dict[str, int] | None = None,
+    tuning_records: str | Path | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>).
 
     With `batch` and `time_steps` (shorthand for `fix_dims={"batch": B, "time": T}`) the artifact has static shapes
     and uses tuned records when some match this CPU (see `harmonizer-deploy tune`); without them it accepts any
     batch and length. `fix_dims` fixes named input dims so shape computations fold away before TVM import. `arch`
-    picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected."""
+    picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected.
+    `tuning_records` names the records folder to use (else the user's, then those shipped with the target)."""
     import contextlib
 
     from harmonizer_deploy.compiler.tuning import find_records
@@ -208,7 +210,7 @@ def compile(
     model_sha = sha256_file(model)
     fix_dims = static_dims(batch, time_steps, fix_dims)
     shape = (fix_dims["batch"], fix_dims["time"]) if {"batch", "time"} <= fix_dims.keys() else None
-    records, why = find_records(spec, shape)
+    records, why = find_records(spec, shape, tuning_records)
     tuning = records.describe() if records else None
     key = cache_key(model_sha, spec, fix_dims, tuning)
     if not force and (manifest := _cached_manifest(out_dir, key)):
