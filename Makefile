@@ -53,7 +53,7 @@ web-setup: setup ## Debian emscripten + chromium, TVM's JS runtime (npm) and web
 	scripts/install-web-deps.sh $(VENV)
 
 serve: setup ## the harmonizer page on http://127.0.0.1:8000 (needs make target=webgpu or target=wasm first)
-	$(HD) serve --build $(BUILD)
+	$(HD) serve --build-dir $(BUILD)
 
 convert: setup ## bundled Keras model → $(BUILD)/model.onnx, checked against TensorFlow
 	$(HD) convert -o $(BUILD)/model.onnx

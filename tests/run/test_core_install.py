@@ -63,7 +63,7 @@ def test_compile_verify_harmonize_bench_an_onnx_model_without_tensorflow(tmp_pat
         ["harmonize", str(SAMPLE), "-o", "tvm.mid", "--backend", "tvm-cpu", "--steps", "2", "--json"],
         ["verify", "--target", "cpu", "--num-inputs", "1", "--json"],
         ["harmonize", str(SAMPLE), "-o", "ort.mid", "--backend", "onnxruntime", "--steps", "2"],
-        ["bench", "--repeats", "1", "--warmup", "0", "--harmonize-repeats", "0", "--out-dir", "results", "--json"],
+        ["bench", "--repeats", "1", "--warmup", "0", "--harmonize-repeats", "0", "-o", "results", "--json"],
     )
     for r in results:
         assert r["exit"] == 0, r
@@ -86,7 +86,7 @@ def test_commands_needing_an_extra_name_it_in_one_line(tmp_path, built):
         ["convert", "-o", "m.onnx"],
         ["harmonize", str(SAMPLE), "-o", "x.mid", "--backend", "onnxruntime", "--build-dir", "empty"],
         ["harmonize", str(SAMPLE), "-o", "x.mid", "--backend", "tensorflow"],
-        ["train", "--steps", "1", "--out", "run"],
+        ["train", "--steps", "1", "-o", "run"],
     )
     extras = ["convert", "convert", "convert", "train"]
     for r, extra in zip(results, extras, strict=True):
@@ -139,7 +139,7 @@ def test_fresh_folder_harmonize_bench_verify_build_what_they_need(tmp_path):
     first = cli("harmonize", str(SAMPLE), "-o", "out.mid", "--backend", "tvm-cpu", "--steps", "4")
     assert first.returncode == 0, first.stderr
     assert "built build/model.onnx (first use" in first.stderr and "built build/cpu (first use" in first.stderr
-    bench = cli("bench", "--repeats", "1", "--warmup", "0", "--harmonize-repeats", "0", "--out-dir", "results")
+    bench = cli("bench", "--repeats", "1", "--warmup", "0", "--harmonize-repeats", "0", "-o", "results")
     assert bench.returncode == 0, bench.stderr
     verify = cli("verify", "--target", "cpu", "--num-inputs", "1")
     assert verify.returncode == 0, verify.stderr

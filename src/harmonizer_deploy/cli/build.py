@@ -10,10 +10,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, out, parse_dims
+from harmonizer_deploy.cli.common import HELP, JsonOpt, cli_command, emit_json, err, out, parse_dims
 from harmonizer_deploy.cli.progress import progress_bar, spinner
+from harmonizer_deploy.core.errors import EXIT_USER_ERROR
 
-build_app = typer.Typer()
+build_app = typer.Typer(context_settings=HELP)
 
 
 @build_app.command("compile")
@@ -133,36 +134,58 @@ def bundle_(
 
 @build_app.command()
 @cli_command
-def doctor(as_json: JsonOpt = False) -> None:
-    """What is installed and what each target needs, with the fix for each missing piece."""
+def doctor(
+    show_all: Annotated[bool, typer.Option("--all", help="Also check developer tools (docker, hadolint).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when something required is missing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """What is installed and what each target needs, with the fix for each missing piece; each check is
+    required (the core install) or optional."""
     from harmonizer_deploy.run.doctor import doctor as run
+    from harmonizer_deploy.run.doctor import required_missing
 
-    checks = run()
+    checks = run(developer=show_all)
     if as_json:
         emit_json([c.to_dict() for c in checks])
-        return
-    table = Table(title="harmonizer-deploy doctor")
-    for col in ("check", "", "detail", "fix"):
-        table.add_column(col)
-    for c in checks:
-        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]missing[/]", c.detail, c.fix)
-    out.print(table)
+    else:
+        table = Table(title="harmonizer-deploy doctor")
+        for col in ("check", "", "needed", "detail", "fix"):
+            table.add_column(col)
+        for c in checks:
+            status = "[green]ok[/]" if c.ok else "[red]missing[/]" if c.required else "[yellow]missing[/]"
+            table.add_row(escape(c.name), status, "required" if c.required else "optional", escape(c.detail),
+                          escape(c.fix))
+        out.print(table)
+    missing = required_missing(checks)
+    if strict and missing:
+        err.print(f"[bold red]error:[/] required: {escape(', '.join(c.name for c in missing))} — see the fix "
+                  "column", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USER_ERROR)
 
 
 @build_app.command()
 @cli_command
 def targets(as_json: JsonOpt = False) -> None:
-    """List the targets in targets/ and whether this machine can build them."""
+    """List the targets (search path: $HARMONIZER_DEPLOY_TARGETS, the user's folder, the shipped ones), whether
+    this machine can build for each and whether it can run what is built."""
     from harmonizer_deploy.compiler.targets import available_targets, load_target
+    from harmonizer_deploy.run.backends import target_can_run
 
     rows = []
     for name in available_targets():
         spec = load_target(name)
-        rows.append({"name": name, "backend": spec.backend, "description": spec.description,
-                     "missing": spec.missing_capabilities()})
+        missing = spec.missing_capabilities()
+        can_run, run_detail = target_can_run(spec.device, spec.runner)
+        rows.append({"name": name, "backend": spec.backend, "description": spec.description, "path": spec.path,
+                     "missing": missing, "can_build": not missing, "can_run": can_run, "run_detail": run_detail})
     if as_json:
         emit_json(rows)
         return
+    table = Table(title="targets")
+    for col in ("target", "description", "can build", "can run"):
+        table.add_column(col, overflow="fold")
     for r in rows:
-        status = "ready" if not r["missing"] else "missing " + ", ".join(r["missing"])
-        out.print(escape(f"{r['name']:<10} {r['description']} [{status}]"), highlight=False)
+        build = "[green]yes[/]" if r["can_build"] else f"[red]no:[/] missing {escape(', '.join(r['missing']))}"
+        run = "[green]yes[/]" if r["can_run"] else f"[red]no:[/] {escape(r['run_detail'])}"
+        table.add_row(r["name"], escape(r["description"]), build, run)
+    out.print(table)
