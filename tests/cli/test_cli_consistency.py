@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from harmonizer_deploy.cli import app
 from harmonizer_deploy.core.errors import EXIT_USER_ERROR
 
 runner = CliRunner()
+REPO_SAMPLE = Path(__file__).resolve().parents[2] / "src" / "harmonizer_deploy" / "music" / "samples" / "two-bars.mid"
 
 
 def all_command_paths() -> list[list[str]]:
@@ -175,3 +177,15 @@ def test_old_option_spellings_are_hidden_aliases_that_warn(command, old, new, ca
     assert deprecated(old, new, None, "default") == "default"
     assert deprecated(old, new, "x", "default") == "x"
     assert f"{old} is deprecated; use {new}" in capsys.readouterr().err
+
+
+def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path, small_keras):
+    """TensorFlow's C++ start-up lines (absl's 'All log messages before absl::InitializeLog()', oneDNN) bypass
+    TF_CPP_MIN_LOG_LEVEL; the CLI silences them while tensorflow is first imported, and -v lets them through."""
+    sample = str(REPO_SAMPLE)
+    args = ["harmonize", sample, "-o", "x.mid", "--backend", "tensorflow", "--model", str(small_keras), "--steps", "1"]
+    quiet = subprocess.run([sys.executable, "-m", "harmonizer_deploy.cli", *args], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "absl" not in quiet.stderr and "oneDNN" not in quiet.stderr and "I0000" not in quiet.stderr
+    assert quiet.stderr.strip() == ""

@@ -82,15 +82,21 @@ class QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     TF_CPP_MIN_LOG_LEVEL says) unless -v: the first import of `tensorflow` runs with stderr silenced."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "tensorflow":
+        if name != "tensorflow" or self not in sys.meta_path:
             return None
-        sys.meta_path.remove(self)  # once; and the other finders (the real import machinery) answer
-        spec = importlib.util.find_spec(name)
+        index = sys.meta_path.index(self)
+        sys.meta_path.remove(self)  # the other finders (the real import machinery, test blockers) answer
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(index, self)  # a find_spec probe (extras.installed) is not the import
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         loader, original = spec.loader, spec.loader.exec_module
 
         def exec_module(module: Any) -> None:
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             with stderr_fd_silenced():
                 original(module)
 
