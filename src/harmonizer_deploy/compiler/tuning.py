@@ -205,7 +205,7 @@ def tune(
     output: str | Path | None = None,
 ) -> dict:
     """Tune the model's fused kernels for `target` on this CPU into `output` (default: the user cache, see
-    `records_dir`); resumable (the JSON database accumulates); MetaSchedule's logs go to `output/logs`."""
+    `records_dir`); resumable (the JSON database accumulates); MetaSchedule's logs go to `output/logs/`."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
@@ -235,7 +235,7 @@ def tune(
     meta_path = out / META
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     done, start = 0, time.perf_counter()
-    work_dir = out / "logs"
+    work_dir = out  # MetaSchedule writes its logs under work_dir/logs
     work_dir.mkdir(parents=True, exist_ok=True)
     while done < trials:
         if time_budget_min is not None and time.perf_counter() - start > time_budget_min * 60:
