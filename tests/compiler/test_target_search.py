@@ -126,3 +126,26 @@ def test_compile_tuning_records_dir_is_used_or_refused(user_dirs, built, tmp_pat
         harmonizer_deploy.compile(built / "model.onnx", "cpu", tmp_path / "x", batch=1, time_steps=8,
                                   tuning_records=tmp_path / "none")
     assert os.environ["HARMONIZER_DEPLOY_CACHE"] == str(user_dirs / "cache")
+
+
+def test_user_records_come_before_the_shipped_read_only_ones(user_dirs, monkeypatch):
+    """compile looks in the user cache (where tune writes) first, then next to the target's TOML (shipped)."""
+    import shutil
+
+    from harmonizer_deploy.compiler.tuning import META, RECORDS, find_records, records_dir, shipped_records_dir
+
+    private = user_dirs / "targets"
+    shutil.copytree(targets_dir(), private, ignore=shutil.ignore_patterns("tuning"))
+    monkeypatch.setenv("HARMONIZER_DEPLOY_TARGETS", str(private))
+    spec = load_target("cpu")
+    shipped, user = shipped_records_dir(spec), records_dir(spec)
+    assert shipped.is_relative_to(private) and user.is_relative_to(user_dirs / "cache")
+    for path in (shipped, user):
+        path.mkdir(parents=True)
+        (path / RECORDS).write_text("")
+        (path / META).write_text(json.dumps({"shapes": [[1, 8]]}))
+    found, _ = find_records(spec, (1, 8))
+    assert found is not None and found.path == user
+    shutil.rmtree(user)
+    found, _ = find_records(spec, (1, 8))
+    assert found is not None and found.path == shipped
