@@ -44,8 +44,8 @@ convert compile verify bench harmonize: image
 	  make $@ target=$(target) arch=$(arch) runner=host VENV=/opt/venv BUILD=build
 else
 
-setup: $(VENV)/.installed ## create the virtualenv and install the pinned dependencies
-$(VENV)/.installed: pyproject.toml scripts/install.sh
+setup: $(VENV)/.installed ## create the virtualenv; install every extra at the tested versions (constraints.txt)
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
 	PYTHON=$(PYTHON) scripts/install.sh $(VENV)
 	@touch $@
 
@@ -53,7 +53,7 @@ web-setup: setup ## Debian emscripten + chromium, TVM's JS runtime (npm) and web
 	scripts/install-web-deps.sh $(VENV)
 
 serve: setup ## the harmonizer page on http://127.0.0.1:8000 (needs make target=webgpu or target=wasm first)
-	$(HD) serve --build $(BUILD)
+	$(HD) serve --build-dir $(BUILD)
 
 convert: setup ## bundled Keras model → $(BUILD)/model.onnx, checked against TensorFlow
 	$(HD) convert -o $(BUILD)/model.onnx

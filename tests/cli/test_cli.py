@@ -50,7 +50,7 @@ def test_convert_compile_verify_bench_json(tmp_path, small_keras, monkeypatch):
     report = json.loads(result.output)
     assert report["target"] == "cpu" and report["passed"] is True
     assert report["outputs"][0]["name"] == "probs" and report["outputs"][0]["max_abs_err"] <= 1e-4
-    result = run("bench", "--json", "--repeats", "1", "--warmup", "0", "--time", "8", "--out-dir", "res")
+    result = run("bench", "--json", "--repeats", "1", "--warmup", "0", "--time", "8", "-o", "res")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     backends = {r["backend"] for r in report["rows"]} | {s["backend"] for s in report["skipped"]}

@@ -253,7 +253,7 @@ def test_verify_and_bench_cuda_exit_4_without_a_gpu_and_pass_with_one(cuda_built
     text = one_line(result)
     assert "no cuda device on this machine" in text and "NVIDIA GPU" in text and "bundle" in text
     result = runner.invoke(app, ["bench", "--backend", "tvm-cuda", "--build-dir", str(cuda_built), "--repeats",
-                                 "1", "--warmup", "0", "--time", "8", "--out-dir", str(cuda_built / "res")])
+                                 "1", "--warmup", "0", "--time", "8", "-o", str(cuda_built / "res")])
     assert result.exit_code == EXIT_NO_DEVICE, result.output
     assert not (cuda_built / "res").exists(), "nothing written: no pretend results"
 

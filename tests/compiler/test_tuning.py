@@ -16,10 +16,12 @@ from harmonizer_deploy.core.errors import HarmonizerError
 
 @pytest.fixture
 def private_targets(tmp_path, monkeypatch):
-    """A copy of targets/ so tuning records written by a test never land in the repository."""
+    """A copy of targets/ without the shipped records, first on the search path, and a private user cache, so
+    tuning records written by a test never land in the repository or the user's cache."""
     dest = tmp_path / "targets"
     shutil.copytree(targets_dir(), dest, ignore=shutil.ignore_patterns("tuning"))
     monkeypatch.setenv("HARMONIZER_DEPLOY_TARGETS", str(dest))
+    monkeypatch.setenv("HARMONIZER_DEPLOY_CACHE", str(tmp_path / "cache"))
     return dest
 
 
@@ -130,10 +132,10 @@ def test_shipped_records_apply_to_the_bundled_model_on_their_cpu(bundled_onnx, t
     applies the kept ones (the hand schedules keep the rest) and the artifact still verifies."""
     import json
 
-    from harmonizer_deploy.compiler.tuning import META, records_dir
+    from harmonizer_deploy.compiler.tuning import META, shipped_records_dir
 
     spec = load_target("cpu")
-    path = records_dir(spec)
+    path = shipped_records_dir(spec)
     if not (path / META).is_file():
         pytest.skip(f"no shipped records for this CPU ({path.name}); they were tuned on cpu-znver5")
     meta = json.loads((path / META).read_text())

@@ -52,13 +52,15 @@ BROWSER_MAX_REPEATS = 3  # SwiftShader WebGPU takes tens of seconds per run of t
 
 
 def default_backends(build_dir: Path) -> list[str]:
-    """tensorflow, onnxruntime, openvino (f32) (+ onnxruntime's CUDA provider when installed and a GPU is here)
-    and every built local TVM artifact whose device is on this machine (a cuda artifact on a CPU-only box is
-    left out, not an error; name it with --backend to get the 'no device' error)."""
+    """tensorflow (when the [convert] extra is installed), onnxruntime, openvino (f32; skipped with the extra to
+    install when absent) (+ onnxruntime's CUDA provider when installed and a GPU is here) and every built local TVM
+    artifact whose device is on this machine (a cuda artifact on a CPU-only box is left out, not an error; name it
+    with --backend to get the 'no device' error)."""
+    from harmonizer_deploy.core.extras import installed
     from harmonizer_deploy.run.backends import onnxruntime_cuda_available
     from harmonizer_deploy.run.tvm import device_present
 
-    names = ["tensorflow", "onnxruntime", "openvino"]  # openvino: skipped with the extra to install when absent
+    names = ["tensorflow", "onnxruntime", "openvino"] if installed("tensorflow") else ["onnxruntime", "openvino"]
     if onnxruntime_cuda_available():
         names.append("onnxruntime-cuda")
     for artifact in built_tvm_targets(build_dir):

@@ -11,10 +11,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, out, parse_dims
+from harmonizer_deploy.cli.common import HELP, JsonOpt, cli_command, emit_json, err, out, parse_dims
 from harmonizer_deploy.cli.progress import progress_bar, spinner
+from harmonizer_deploy.core.errors import EXIT_USER_ERROR
 
-build_app = typer.Typer()
+build_app = typer.Typer(context_settings=HELP)
 
 
 class WebWeights(StrEnum):
@@ -27,7 +28,8 @@ class WebWeights(StrEnum):
 @cli_command
 def compile_(
     model: Annotated[Path, typer.Argument(help="The ONNX model.")] = Path("build/model.onnx"),
-    target: Annotated[str, typer.Option("--target", "-t", help="A target in targets/ (see `targets`).")] = "cpu",
+    target: Annotated[str, typer.Option("--target", "-t", help="A target name (see `targets`) or the path of a "
+                                        "target TOML.")] = "cpu",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Artifact directory (default build/T).")]
     = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the cached artifact matches.")] = False,
@@ -39,6 +41,9 @@ def compile_(
     fix_dim: Annotated[list[str] | None, typer.Option("--fix-dim", help="NAME=SIZE: compile for a fixed input "
                                                       "dim (batch, time) so shape computations fold "
                                                       "(repeatable).")] = None,
+    tuning_records: Annotated[Path | None, typer.Option("--tuning-records", help="Tuned records folder to use "
+                                                        "(written by `tune -o`; default: the user cache's, then "
+                                                        "the ones shipped with the target).")] = None,
     web_weights: Annotated[WebWeights | None, typer.Option(
         "--web-weights", help="How a web target (wasm, webgpu) ships its weights: float32, float16, or uint8 with "
         "a per-tensor scale and min (4x smaller; verify reports the error, held to [tolerance.<encoding>]).")]
@@ -50,7 +55,7 @@ def compile_(
 
     dims = parse_dims(fix_dim or [])
     with spinner(f"compiling for {target} with TVM…", not as_json):
-        result = run(model, target, output, force, batch, time_steps, arch, dims or None,
+        result = run(model, target, output, force, batch, time_steps, arch, dims or None, tuning_records,
                      web_weights=web_weights.value if web_weights else None)
     if as_json:
         emit_json(result.to_dict())
@@ -93,18 +98,22 @@ def tune(
     trials: Annotated[int, typer.Option(help="MetaSchedule trials in total (this run).")] = 256,
     time_budget: Annotated[float | None, typer.Option("--time-budget", help="Stop after this many minutes.")]
     = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Records folder (default: the user cache, "
+                                                "<cache>/tuning/<target>-<cpu>, where compile looks first).")]
+    = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """MetaSchedule-tune the model for this CPU; records go to targets/tuning/ and compile uses them."""
+    """MetaSchedule-tune the model for this CPU; records go to the user cache (or -o DIR) and compile uses them."""
     from harmonizer_deploy.compiler.tuning import tune as run
 
     with progress_bar(f"tuning for {target}", not as_json) as update:
-        result = run(model, target, batch, time_steps, trials, time_budget, progress=update)
+        result = run(model, target, batch, time_steps, trials, time_budget, progress=update, output=output)
     if as_json:
         emit_json(result)
         return
+    use = f" --tuning-records {output}" if output is not None else ""
     out.print(f"{result['records']}: {result['tasks']} tasks, {result['trials']} trials in total, "
-              f"{result['tuning_seconds']:.0f} s; compile with --batch {batch} --time {time_steps} to use them")
+              f"{result['tuning_seconds']:.0f} s; compile with --batch {batch} --time {time_steps}{use} to use them")
     shape = f"{batch}x{time_steps}/"
     for task, decision in sorted(result["records_vs_hand_schedules"].items()):
         if task.startswith(shape):
@@ -137,36 +146,58 @@ def bundle_(
 
 @build_app.command()
 @cli_command
-def doctor(as_json: JsonOpt = False) -> None:
-    """What is installed and what each target needs, with the fix for each missing piece."""
+def doctor(
+    show_all: Annotated[bool, typer.Option("--all", help="Also check developer tools (docker, hadolint).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when something required is missing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """What is installed and what each target needs, with the fix for each missing piece; each check is
+    required (the core install) or optional."""
     from harmonizer_deploy.run.doctor import doctor as run
+    from harmonizer_deploy.run.doctor import required_missing
 
-    checks = run()
+    checks = run(developer=show_all)
     if as_json:
         emit_json([c.to_dict() for c in checks])
-        return
-    table = Table(title="harmonizer-deploy doctor")
-    for col in ("check", "", "detail", "fix"):
-        table.add_column(col)
-    for c in checks:
-        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]missing[/]", c.detail, c.fix)
-    out.print(table)
+    else:
+        table = Table(title="harmonizer-deploy doctor")
+        for col in ("check", "", "needed", "detail", "fix"):
+            table.add_column(col)
+        for c in checks:
+            status = "[green]ok[/]" if c.ok else "[red]missing[/]" if c.required else "[yellow]missing[/]"
+            table.add_row(escape(c.name), status, "required" if c.required else "optional", escape(c.detail),
+                          escape(c.fix))
+        out.print(table)
+    missing = required_missing(checks)
+    if strict and missing:
+        err.print(f"[bold red]error:[/] required: {escape(', '.join(c.name for c in missing))} — see the fix "
+                  "column", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USER_ERROR)
 
 
 @build_app.command()
 @cli_command
 def targets(as_json: JsonOpt = False) -> None:
-    """List the targets in targets/ and whether this machine can build them."""
+    """List the targets (search path: $HARMONIZER_DEPLOY_TARGETS, the user's folder, the shipped ones), whether
+    this machine can build for each and whether it can run what is built."""
     from harmonizer_deploy.compiler.targets import available_targets, load_target
+    from harmonizer_deploy.run.backends import target_can_run
 
     rows = []
     for name in available_targets():
         spec = load_target(name)
-        rows.append({"name": name, "backend": spec.backend, "description": spec.description,
-                     "missing": spec.missing_capabilities()})
+        missing = spec.missing_capabilities()
+        can_run, run_detail = target_can_run(spec.device, spec.runner)
+        rows.append({"name": name, "backend": spec.backend, "description": spec.description, "path": spec.path,
+                     "missing": missing, "can_build": not missing, "can_run": can_run, "run_detail": run_detail})
     if as_json:
         emit_json(rows)
         return
+    table = Table(title="targets")
+    for col in ("target", "description", "can build", "can run"):
+        table.add_column(col, overflow="fold")
     for r in rows:
-        status = "ready" if not r["missing"] else "missing " + ", ".join(r["missing"])
-        out.print(escape(f"{r['name']:<10} {r['description']} [{status}]"), highlight=False)
+        build = "[green]yes[/]" if r["can_build"] else f"[red]no:[/] missing {escape(', '.join(r['missing']))}"
+        run = "[green]yes[/]" if r["can_run"] else f"[red]no:[/] {escape(r['run_detail'])}"
+        table.add_row(r["name"], escape(r["description"]), build, run)
+    out.print(table)

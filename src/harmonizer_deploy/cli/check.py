@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,11 +10,24 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_tolerance
+from harmonizer_deploy.cli.common import (
+    HELP,
+    LIBRARY_LOGGER,
+    ErrorStat,
+    JsonOpt,
+    NoBuildOpt,
+    TolOpt,
+    cli_command,
+    deprecated,
+    emit_json,
+    out,
+    parse_tolerance,
+)
 from harmonizer_deploy.cli.progress import progress_bar
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED, HarmonizerError
 
-check_app = typer.Typer()
+check_app = typer.Typer(context_settings=HELP)
+log = logging.getLogger(LIBRARY_LOGGER + ".cli")
 
 
 @check_app.command()
@@ -33,8 +47,8 @@ def verify(
     = None,
     atol: TolOpt = None,
     rtol: TolOpt = None,
-    check_error_stat: Annotated[str, typer.Option(help="Statistic held to the tolerance: max (every element), "
-                                                       "mean or median.")] = "max",
+    check_error_stat: Annotated[ErrorStat, typer.Option(help="Statistic held to the tolerance: max (every "
+                                                        "element), mean or median.")] = ErrorStat.max,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first input out of tolerance.")] = False,
     validate: Annotated[bool, typer.Option(help="Only check the artifact's outputs for NaN/Inf (no reference).")]
     = False,
@@ -42,19 +56,24 @@ def verify(
     val_range: Annotated[list[str] | None, typer.Option(
         help="Seeded uniform inputs in LOW,HIGH (every input; for the harmonizer instead of realistic pianorolls), "
              "or NAME=LOW,HIGH for one input; repeatable.")] = None,
+    no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch."""
+    """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch. Without an
+    artifact directory, a missing build/<target> is built first (unless --no-build)."""
     from harmonizer_deploy.conversion.inputs import parse_value_ranges
+    from harmonizer_deploy.run.ensure import ensure_artifact
     from harmonizer_deploy.verification.verify import VerifyOptions
     from harmonizer_deploy.verification.verify import verify as run
 
     options = VerifyOptions(
         num_inputs=num_inputs, seed=seed, batch=batch, time_steps=time_steps, save_inputs_to=save_inputs,
         load_inputs_from=load_inputs, atol=parse_tolerance(atol, "atol"), rtol=parse_tolerance(rtol, "rtol"),
-        check_error_stat=check_error_stat, fail_fast=fail_fast, validate=validate, histogram=histogram,
+        check_error_stat=check_error_stat.value, fail_fast=fail_fast, validate=validate, histogram=histogram,
         value_range=parse_value_ranges(val_range) or None,
     )
+    if artifact_dir is None and not no_build:
+        ensure_artifact(target, "build")
     with progress_bar(f"verifying {target} against onnxruntime", not as_json) as update:
         report = run(artifact_dir, target, options=options, progress=update)
     if as_json:
@@ -78,7 +97,7 @@ def print_verify(report: Any) -> None:
     if report.histogram:
         out.print(f"error histogram: {report.histogram}")
     for note in report.notes:
-        out.print(f"[yellow]warning:[/] {escape(note)}")
+        log.warning(note)
     out.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
 
 
@@ -118,7 +137,9 @@ def bench(
                                                 "onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS, TensorFlow "
                                                 "intra-op); default: each runtime's own.")] = None,
     build_dir: Annotated[Path, typer.Option(help="Where model.onnx and the artifacts are.")] = Path("build"),
-    out_dir: Annotated[Path, typer.Option(help="Where to write results (json, md, png).")] = Path("bench/results"),
+    out_dir: Annotated[Path, typer.Option("-o", "--output", help="Where to write results (json, md, png).")]
+    = Path("bench/results"),
+    old_out_dir: Annotated[Path | None, typer.Option("--out-dir", hidden=True)] = None,
     name: Annotated[str, typer.Option(help="Base name of the result files.")] = "bench",
     harmonize_repeats: Annotated[int, typer.Option(help="End-to-end harmonizations of the two-bar sample (96 Gibbs "
                                                    "steps) per local backend; 0 skips them.")] = 3,
@@ -129,12 +150,15 @@ def bench(
                                                       "Performance table generated from this bench JSON.")] = None,
     readme: Annotated[Path | None, typer.Option(help="With --readme-table: replace the generated table block in "
                                                 "this README instead of printing it.")] = None,
+    no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Latency of every available backend on the same inputs (min / p50 / p90, stdev, IQR, first run, GFLOP/s,
     ratio to onnxruntime in the same run, max abs error against onnxruntime, threads as each runtime reports
     them), and end-to-end harmonize time per backend."""
     from harmonizer_deploy.benchmark import bench as b
+    from harmonizer_deploy.run.backends import check_backend_name
+    from harmonizer_deploy.run.ensure import ensure_bench
 
     if readme_table is not None:
         table = b.readme_table(b.read_result(readme_table), str(readme_table))
@@ -149,6 +173,11 @@ def bench(
     baseline = b.read_result(compare) if compare is not None else None  # a bad baseline fails before any work
     if threshold < 0:
         raise HarmonizerError(f"--threshold must be >= 0, got {threshold}", "pass a percentage such as 10")
+    out_dir = deprecated("--out-dir", "-o/--output", old_out_dir, out_dir)
+    for name_ in backend or []:
+        check_backend_name(name_, build_dir)
+    if not no_build:
+        ensure_bench(backend or None, build_dir)
     with progress_bar("benchmarking", not as_json) as update:
         result = b.bench(backend or None, tuple(batch or [1]), time_steps, warmup, repeats, 0, build_dir, out_dir,
                          name, update, harmonize_repeats, threads)
@@ -161,8 +190,7 @@ def bench(
         out.print(b.markdown_table(result), highlight=False)
         for skipped in result.get("skipped", []):
             fix = f"; {skipped['fix']}" if skipped.get("fix") else ""
-            out.print(f"[yellow]not benchmarked:[/] {escape(skipped['backend'])} ({escape(skipped['reason'])}"
-                      f"{escape(fix)})", highlight=False)
+            log.warning(f"not benchmarked: {skipped['backend']} ({skipped['reason']}{fix})")
         out.print(f"results: {out_dir}/{name}.json, .md, .png")
         if changes is not None:
             print_changes(changes, compare, threshold)
@@ -184,14 +212,39 @@ def print_changes(changes: list[dict], baseline: Path | None, threshold: float) 
 
 @check_app.command()
 @cli_command
+def backends(
+    build_dir: Annotated[Path, typer.Option(help="Where model.onnx and the artifacts are.")] = Path("build"),
+    as_json: JsonOpt = False,
+) -> None:
+    """The valid --backend names, whether each can run on this machine, and whether its files are built yet
+    (harmonize, bench and verify build a missing one on first use)."""
+    from harmonizer_deploy.run.backends import backend_status
+
+    rows = backend_status(build_dir)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"backends ({build_dir})")
+    for col in ("backend", "can run here", "built", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], "[green]yes[/]" if r["can_run"] else "[red]no[/]", "yes" if r["built"] else "no",
+                      escape(r["detail"]))
+    out.print(table)
+
+
+@check_app.command()
+@cli_command
 def serve(
-    build_dir: Annotated[Path, typer.Option("--build", help="Folder holding webgpu/ and/or wasm/ artifacts.")]
+    build_dir: Annotated[Path, typer.Option("--build-dir", help="Folder holding webgpu/ and/or wasm/ artifacts.")]
     = Path("build"),
+    old_build: Annotated[Path | None, typer.Option("--build", hidden=True)] = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8000,
 ) -> None:
     """Serve the harmonizer page on 127.0.0.1: harmonize a melody in the browser (WebGPU, else wasm on the CPU)."""
     from harmonizer_deploy.web.server import serve as make_server
 
+    build_dir = deprecated("--build", "--build-dir", old_build, build_dir)
     server = make_server(build_dir, port)
     out.print(f"harmonizer page: {server.url}/  (artifacts: {', '.join(sorted(server.artifacts))}; Ctrl-C stops)")
     try:

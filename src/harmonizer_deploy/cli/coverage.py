@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from harmonizer_deploy.cli.common import cli_command
+from harmonizer_deploy.cli.common import HELP, cli_command, deprecated
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
 from harmonizer_deploy.coverage.report import (
     DEFAULT_MODEL,
@@ -20,7 +20,7 @@ from harmonizer_deploy.coverage.report import (
     summary,
 )
 
-coverage_app = typer.Typer()
+coverage_app = typer.Typer(context_settings=HELP)
 
 
 @coverage_app.command("coverage")
@@ -34,7 +34,8 @@ def coverage_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where coverage.json goes (COVERAGE.md beside it).")]
     = REPORT_JSON,
     journal: Annotated[Path, typer.Option(help="Resume journal of finished (case, variant) results.")] = JOURNAL,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the journal and rerun everything.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Ignore the journal and rerun everything.")] = False,
+    old_fresh: Annotated[bool, typer.Option("--fresh", hidden=True)] = False,
     model: Annotated[
         list[Path] | None,
         typer.Option("--model", help=f"ONNX model(s) for a per-model section (default: {DEFAULT_MODEL} if present)."),
@@ -72,7 +73,8 @@ def coverage_command(
         return
     baseline = read_json(compare, "baseline coverage report", "pass a coverage.json") if compare else None
     models = model if with_models is not False else []
-    report = generate(filters or (), jobs or None, timeout, output, journal, fresh, models)
+    force = deprecated("--fresh", "--force", old_fresh, force)
+    report = generate(filters or (), jobs or None, timeout, output, journal, force, models)
     found = regressions(baseline, report) if baseline else []
     changed = changes(baseline, report) if baseline else []
     if as_json:

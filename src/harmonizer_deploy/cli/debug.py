@@ -10,13 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from harmonizer_deploy.cli.check import print_verify
-from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_tolerance
+from harmonizer_deploy.cli.common import HELP, JsonOpt, TolOpt, cli_command, emit_json, out, parse_tolerance
 from harmonizer_deploy.cli.progress import progress_bar, spinner
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
 
 debug_app = typer.Typer(
     help="When verify fails: find the first diverging node, shrink the model, say which tolerance is needed.",
     no_args_is_help=True,
+    context_settings=HELP,
 )
 
 ArtifactArg = Annotated[Path | None, typer.Argument(help="Artifact directory (default build/T).")]

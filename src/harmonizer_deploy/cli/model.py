@@ -9,11 +9,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, out
+from harmonizer_deploy.cli.common import HELP, CustomOpStrategy, JsonOpt, cli_command, emit_json, out
 from harmonizer_deploy.cli.progress import spinner
 from harmonizer_deploy.core.errors import HarmonizerError
 
-model_app = typer.Typer()
+model_app = typer.Typer(context_settings=HELP)
 
 
 @model_app.command()
@@ -24,9 +24,9 @@ def convert(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the ONNX model.")] = Path(
         "build/model.onnx"),
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-    custom_op_strategy: Annotated[str, typer.Option(
+    custom_op_strategy: Annotated[CustomOpStrategy, typer.Option(
         "--custom-op-strategy", help="How registered custom layers/ops are converted: auto (each op's preferred "
-        "strategy), rewrite, custom-op, decompose, or none (registry off).")] = "auto",
+        "strategy), rewrite, custom-op, decompose, or none (registry off).")] = CustomOpStrategy.auto,
     trust_model: Annotated[bool, typer.Option("--trust-model", help="Run a SavedModel even if its graph has ops "
                                               "with side effects (file I/O, PyFunc, ...): only for models you "
                                               "trust.")] = False,
@@ -36,7 +36,7 @@ def convert(
     from harmonizer_deploy.conversion.convert import convert as run
 
     with spinner("converting with tf2onnx and checking against TensorFlow…", not as_json):
-        result = run(model, output, opset, custom_op_strategy=custom_op_strategy, trust_model=trust_model)
+        result = run(model, output, opset, custom_op_strategy=custom_op_strategy.value, trust_model=trust_model)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -48,7 +48,7 @@ def convert(
 
 
 ops_app = typer.Typer(help="Custom layers and ops: what breaks the TF → ONNX → TVM chain, and the fix.",
-                      no_args_is_help=True)
+                      no_args_is_help=True, context_settings=HELP)
 model_app.add_typer(ops_app, name="ops")
 
 

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, err, out
+from harmonizer_deploy.cli.common import HELP, JsonOpt, NoBuildOpt, cli_command, deprecated, emit_json, err, out
 from harmonizer_deploy.cli.progress import progress_bar
 
-music_app = typer.Typer()
+music_app = typer.Typer(context_settings=HELP)
 
 
 @music_app.command()
@@ -28,15 +28,21 @@ def train(
     seed: Annotated[int, typer.Option(help="Seeds the init and every mask/crop draw.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
     init: Annotated[str | None, typer.Option(help="Start from these Coconet-named weights (.npz).")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Run directory: checkpoint, model.npz/.toml/.json.")]
+    out_dir: Annotated[Path, typer.Option("-o", "--output", help="Run directory: checkpoint, model.npz/.toml/.json.")]
     = Path("runs/train"),
-    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over: ignore an existing checkpoint in --output.")]
+    = False,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
+    old_fresh: Annotated[bool, typer.Option("--fresh", hidden=True)] = False,
     log_every: Annotated[int, typer.Option(help="Without a terminal, print the loss every N steps.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a Coconet model (orderless NADE) with checkpoints; rerunning the same command resumes."""
     from harmonizer_deploy.music.train import TrainSettings
     from harmonizer_deploy.music.train import train as run_training
+
+    out_dir = deprecated("--out", "-o/--output", old_out, out_dir)
+    force = deprecated("--fresh", "--force", old_fresh, force)
 
     settings = TrainSettings(dataset=dataset, split=split, config=config, steps=steps, batch_size=batch_size,
                              crop=crop, learning_rate=learning_rate, final_learning_rate=final_learning_rate,
@@ -47,7 +53,7 @@ def train(
             if not err.is_terminal and (done % log_every == 0 or done == total):
                 err.print(f"step {done}/{total} loss {loss:.4f}", highlight=False)
 
-        result = run_training(settings, out_dir, resume=not fresh, progress=report)
+        result = run_training(settings, out_dir, resume=not force, progress=report)
     summary = {"out": str(result.out_dir), "steps": result.steps, "final_loss": result.final_loss,
                "seconds_this_run": round(result.seconds, 1)}
     if as_json:
@@ -68,10 +74,17 @@ def evaluate(
     masks: Annotated[int, typer.Option(min=1, help="Random orderless-NADE masks (orderings sampled) per piece.")] = 16,
     seed: Annotated[int, typer.Option()] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N pieces.")] = None,
+    no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Note-wise NLL on held-out chorales (orderless NADE estimate), next to Coconet's published figure."""
+    from harmonizer_deploy.run.backends import check_backend_name
+    from harmonizer_deploy.run.ensure import ensure_backend
     from harmonizer_deploy.run.jobs import evaluate_dataset
+
+    check_backend_name(backend, build_dir)
+    if not no_build:
+        ensure_backend(backend, build_dir)
 
     with progress_bar(f"scoring {split} pieces", not as_json) as update:
         result = evaluate_dataset(dataset, split, backend, build_dir, model, masks, seed, limit=limit,
@@ -96,10 +109,18 @@ def harmonize(
     seed: Annotated[int, typer.Option(help="Same seed + backend → same chorale.")] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Gibbs steps (the Bach Doodle uses 96).")] = 96,
     png: Annotated[Path | None, typer.Option(help="Also draw the pianoroll to this PNG.")] = None,
+    no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Harmonize a melody into a four-part chorale (soprano = the melody, kept exactly)."""
+    """Harmonize a melody into a four-part chorale (soprano = the melody, kept exactly); builds a missing
+    model.onnx or tvm-<target> artifact in --build-dir first (unless --no-build)."""
+    from harmonizer_deploy.run.backends import check_backend_name
+    from harmonizer_deploy.run.ensure import ensure_backend
     from harmonizer_deploy.run.jobs import harmonize_file
+
+    check_backend_name(backend, build_dir)
+    if not no_build:
+        ensure_backend(backend, build_dir)
 
     with progress_bar(f"Gibbs sampling on {backend}", not as_json) as update:
         result = harmonize_file(melody, output, backend, build_dir, model, seed, steps, png, progress=update)

@@ -114,6 +114,7 @@ def compile(
     time_steps: int | None = None,
     arch: str | None = None,
     fix_dims: dict[str, int] | None = None,
+    tuning_records: str | Path | None = None,
     web_weights: str | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>).
@@ -122,6 +123,7 @@ def compile(
     and uses tuned records when some match this CPU (see `harmonizer-deploy tune`); without them it accepts any
     batch and length. `fix_dims` fixes named input dims so shape computations fold away before TVM import. `arch`
     picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected.
+    `tuning_records` names the records folder to use (else the user's, then those shipped with the target).
     `web_weights` ("float32", "float16", "uint8") is how a web target ships its weights (smaller downloads, with
     the error the target's `[tolerance.<encoding>]` allows; verify measures it)."""
     import contextlib
@@ -142,7 +144,7 @@ def compile(
     model_sha = sha256_file(model)
     fix_dims = static_dims(batch, time_steps, fix_dims)
     shape = (fix_dims["batch"], fix_dims["time"]) if {"batch", "time"} <= fix_dims.keys() else None
-    records, why = find_records(spec, shape)
+    records, why = find_records(spec, shape, tuning_records)
     tuning = records.describe() if records else None
     key = cache_key(model_sha, spec, fix_dims, tuning)
     if not force and (manifest := _cached_manifest(out_dir, key)):

@@ -1,4 +1,9 @@
-"""Targets are data: one `targets/<name>.toml` per target. Adding a target never touches the CLI."""
+"""Targets are data: one `targets/<name>.toml` per target. Adding a target never touches the CLI.
+
+Target TOMLs are looked up in a search path (`target_search_path`): the folders in `$HARMONIZER_DEPLOY_TARGETS`,
+then the user's folder, then the ones shipped with the package, so a user can add or override a target without
+writing into the installed package. `--target` also takes the path of a TOML file.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,41 @@ from typing import Any
 
 from harmonizer_deploy.core.errors import HarmonizerError
 
+TARGETS_ENV = "HARMONIZER_DEPLOY_TARGETS"
+
+# Every key a target TOML may have; anything else is a typo and an error that names it. `target` and `host` are
+# TVM target JSON and pass through as they are.
+KNOWN_KEYS: dict[str, set[str] | None] = {
+    "name": None, "description": None, "backend": None, "device": None, "pipeline": None, "export": None,
+    "runner": None, "target": None, "host": None,
+    "tolerance": {"atol", "rtol"},
+    "requires": {"global_funcs", "executables", "fix"},
+    "options": {"winograd", "bundle", "archs", "default_arch", "schedule_rules"},
+    "verify": {"num_inputs", "batch", "time_steps"},
+}
+
 
 def targets_dir() -> Path:
-    """`$HARMONIZER_DEPLOY_TARGETS`, else the repository's `targets/`, else the copy packed into the wheel."""
-    env = os.environ.get("HARMONIZER_DEPLOY_TARGETS")
-    if env:
-        return Path(env)
+    """The targets shipped with the tool: the repository's `targets/`, else the copy packed into the wheel."""
     here = Path(__file__).resolve().parent
     for candidate in (here.parents[2] / "targets", here.parent / "_targets"):
         if (candidate / "cpu.toml").is_file():
             return candidate
-    raise HarmonizerError("no targets/ directory found", "set HARMONIZER_DEPLOY_TARGETS to the targets folder")
+    raise HarmonizerError("no targets/ directory found (a broken install)",
+                          f"reinstall harmonizer-deploy, or set {TARGETS_ENV} to a folder of target TOMLs")
+
+
+def user_targets_dir() -> Path:
+    """`$XDG_CONFIG_HOME/harmonizer-deploy/targets` (default `~/.config/...`): the user's own targets."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "harmonizer-deploy" / "targets"
+
+
+def target_search_path() -> list[Path]:
+    """Where target TOMLs are looked up, first match wins: `$HARMONIZER_DEPLOY_TARGETS` (folders separated by
+    os.pathsep; it adds to the path instead of replacing it), the user's folder, then the shipped targets."""
+    env = [Path(p) for p in os.environ.get(TARGETS_ENV, "").split(os.pathsep) if p]
+    return [*env, user_targets_dir(), targets_dir()]
 
 
 @dataclass(frozen=True)
@@ -139,17 +168,54 @@ def _resolve_arch(target: dict[str, Any], device: str, default: str | None) -> d
 
 
 def available_targets() -> list[str]:
-    return sorted(p.stem for p in targets_dir().glob("*.toml"))
+    """Names of every target on the search path (a name found twice is listed once: the first one wins)."""
+    return sorted({p.stem for folder in target_search_path() if folder.is_dir() for p in folder.glob("*.toml")})
+
+
+def find_target_file(name: str) -> Path:
+    """The TOML for `name`: a path to a .toml file, else `<name>.toml` in the first folder of the search path."""
+    if name.endswith(".toml") or os.sep in name:
+        path = Path(name)
+        if not path.is_file():
+            raise HarmonizerError(f"target file not found: {path}", "pass an existing .toml file or a target name "
+                                  f"({', '.join(available_targets())})")
+        return path
+    for folder in target_search_path():
+        if (folder / f"{name}.toml").is_file():
+            return folder / f"{name}.toml"
+    raise HarmonizerError(f"unknown target {name!r}", f"valid targets: {', '.join(available_targets())} (or the "
+                          "path of a target .toml)")
+
+
+def unknown_keys(data: dict[str, Any]) -> list[str]:
+    """Keys of a parsed target TOML that the tool does not know (`table.key` for keys inside a known table)."""
+    found = []
+    for key, value in data.items():
+        if key not in KNOWN_KEYS:
+            found.append(key)
+        elif KNOWN_KEYS[key] is not None:
+            if not isinstance(value, dict):
+                found.append(f"{key} (a table is expected)")
+            else:
+                found += [f"{key}.{k}" for k in value if k not in KNOWN_KEYS[key]]
+    return found
 
 
 def load_target(name: str) -> TargetSpec:
-    path = targets_dir() / f"{name}.toml"
-    if not path.is_file():
-        raise HarmonizerError(f"unknown target {name!r}", f"valid targets: {', '.join(available_targets())}")
+    """A target by name (searched on `target_search_path`) or by the path of its TOML."""
+    path = find_target_file(name)
     try:
         data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise HarmonizerError(f"target file {path} is not valid TOML ({exc})", "fix the file") from exc
+    except OSError as exc:
+        raise HarmonizerError(f"cannot read target file {path} ({exc.strerror})", "check the path") from exc
+    unknown = unknown_keys(data)
+    if unknown:
+        raise HarmonizerError(f"target file {path} has unknown key{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(unknown)}", "fix the spelling; see targets/cpu.toml for the format")
+    if name.endswith(".toml") or os.sep in name:
+        name = path.stem
     try:
         tolerance = data.get("tolerance", {})
         requires = data.get("requires", {})
@@ -166,3 +232,6 @@ def load_target(name: str) -> TargetSpec:
         )
     except KeyError as exc:
         raise HarmonizerError(f"target file {path} lacks key {exc}", "see targets/cpu.toml for the format") from exc
+    except (TypeError, ValueError) as exc:
+        raise HarmonizerError(f"target file {path} has a value of the wrong type ({exc})",
+                              "see targets/cpu.toml for the format") from exc

@@ -1,7 +1,9 @@
 """MetaSchedule tuning: records per (target, CPU), found and applied by `compile` when they fit.
 
-MetaSchedule tunes static shapes only, so tuned artifacts are compiled for a fixed [batch, time]; the
-records live in `targets/tuning/<target>-<mcpu>/` next to a `meta.json` saying what they were tuned for.
+MetaSchedule tunes static shapes only, so tuned artifacts are compiled for a fixed [batch, time]; a records folder
+holds MetaSchedule's JSON database next to a `meta.json` saying what they were tuned for. `tune` writes to the
+user cache (`<cache>/tuning/<target>-<mcpu>/`, or `-o DIR`), never into the installed package; records shipped
+next to a target's TOML (`targets/tuning/<target>-<mcpu>/`) are read-only defaults that compile falls back to.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from harmonizer_deploy.compiler.executable import build_executable
-from harmonizer_deploy.compiler.targets import TargetSpec, load_target, targets_dir
+from harmonizer_deploy.compiler.targets import TargetSpec, load_target
 from harmonizer_deploy.core.artifacts import sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.extras import require
+from harmonizer_deploy.core.paths import cache_root
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -119,10 +123,19 @@ def _best_records_of_other_workloads(database: Any, current: list[Any]) -> list[
     return kept
 
 
+def _records_name(spec: TargetSpec) -> str:
+    """`<target>-<mcpu>`: records are only valid for the CPU they were measured on."""
+    return f"{spec.name}-{spec.resolved_target().get('mcpu', 'generic')}"
+
+
 def records_dir(spec: TargetSpec) -> Path:
-    """`targets/tuning/<target>-<mcpu>`: records are only valid for the CPU they were measured on."""
-    cpu = spec.resolved_target().get("mcpu", "generic")
-    return targets_dir() / "tuning" / f"{spec.name}-{cpu}"
+    """Where `tune` writes by default: `<cache>/tuning/<target>-<mcpu>` (the user cache, see core.paths)."""
+    return cache_root() / "tuning" / _records_name(spec)
+
+
+def shipped_records_dir(spec: TargetSpec) -> Path:
+    """Read-only records shipped next to the target's TOML: `<its folder>/tuning/<target>-<mcpu>`."""
+    return Path(spec.path).parent / "tuning" / _records_name(spec)
 
 
 @dataclass
@@ -139,14 +152,39 @@ class TuningRecords:
         return {"used": True, "records": str(self.path), "sha256": sha256_file(self.path / RECORDS), **self.meta}
 
 
-def find_records(spec: TargetSpec, shape: tuple[int, int] | None) -> tuple[TuningRecords | None, str]:
-    """Records usable for this target/CPU and static shape, or None with the reason."""
+def find_records(spec: TargetSpec, shape: tuple[int, int] | None,
+                 records: str | Path | None = None) -> tuple[TuningRecords | None, str]:
+    """Records usable for this target/CPU and static shape, or None with the reason.
+
+    `records` (compile --tuning-records DIR) is the only folder looked at, and one that does not fit is an error;
+    otherwise the user's (where `tune` writes) come first, then the ones shipped with the target."""
+    if records is not None:
+        if shape is None:
+            raise HarmonizerError("tuned records need static shapes", "pass --batch and --time with --tuning-records")
+        found, why = _usable_records(Path(records), spec, shape)
+        if found is None:
+            raise HarmonizerError(f"--tuning-records {records}: {why}", "tune for this shape, or drop the option")
+        return found, why
     if shape is None:
         return None, "dynamic shapes cannot use tuned records (pass --batch and --time to compile)"
-    path = records_dir(spec)
+    reasons = []
+    for path in dict.fromkeys((records_dir(spec), shipped_records_dir(spec))):
+        found, why = _usable_records(path, spec, shape)
+        if found is not None:
+            return found, why
+        reasons.append(why)
+    return None, "; ".join(reasons)
+
+
+def _usable_records(path: Path, spec: TargetSpec, shape: tuple[int, int]) -> tuple[TuningRecords | None, str]:
     if not (path / META).is_file() or not (path / RECORDS).is_file():
         return None, f"no tuned records for this CPU at {path} (run `harmonizer-deploy tune --target {spec.name}`)"
-    meta = json.loads((path / META).read_text())
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"{path / META} is unreadable ({exc})"
+    if not isinstance(meta, dict):
+        return None, f"{path / META} is not a tuning meta.json"
     if list(shape) not in meta.get("shapes", []):
         return None, (f"tuned records at {path} cover [batch, time] {meta.get('shapes')}, not {list(shape)} "
                       f"(run `harmonizer-deploy tune --batch {shape[0]} --time {shape[1]}`)")
@@ -167,19 +205,16 @@ def tune(
     time_budget_min: float | None = None,
     trials_per_round: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    output: str | Path | None = None,
 ) -> dict:
-    """Tune the model's fused kernels for `target` on this CPU; resumable (the JSON database accumulates)."""
-    import importlib.util
-
+    """Tune the model's fused kernels for `target` on this CPU into `output` (default: the user cache, see
+    `records_dir`); resumable (the JSON database accumulates); MetaSchedule's logs go to `output/logs/`."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     from harmonizer_deploy.compiler.relax_import import import_onnx
 
-    missing = [m for m in ("cloudpickle", "xgboost") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise HarmonizerError(f"tuning needs {', '.join(missing)} (MetaSchedule's builder and cost model)",
-                              "pip install -e '.[tune]'")
+    require("tune (MetaSchedule's builder and cost model)", "cloudpickle", "xgboost")
     from harmonizer_deploy.conversion.convert import check_onnx_file
 
     spec = load_target(target)
@@ -194,12 +229,16 @@ def tune(
     tvm_target = spec.tvm_target()
     fused = fuse_for_tuning(mod, tvm_target, spec)
     tasks = ms.relax_integration.extract_tasks(fused, tvm_target)
-    out = records_dir(spec)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(output) if output is not None else records_dir(spec)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarmonizerError(f"cannot create the records folder {out} ({exc.strerror})",
+                              "pass a writable folder with -o") from exc
     meta_path = out / META
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     done, start = 0, time.perf_counter()
-    work_dir = Path("build") / "tuning-logs" / out.name
+    work_dir = out  # MetaSchedule writes its logs under work_dir/logs
     work_dir.mkdir(parents=True, exist_ok=True)
     while done < trials:
         if time_budget_min is not None and time.perf_counter() - start > time_budget_min * 60:

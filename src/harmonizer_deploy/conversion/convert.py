@@ -15,6 +15,7 @@ import numpy as np
 from harmonizer_deploy.conversion.source import SourceModel, _keras_call, load_source
 from harmonizer_deploy.core.artifacts import atomic_file, scratch_dir, sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.core.onnxruntime import ort_session
 from harmonizer_deploy.core.version import __version__
 from harmonizer_deploy.custom_ops.emit import attach_functions
@@ -341,6 +342,7 @@ def convert(
     decompose; None = each op's preferred one; "none" = registry off, plain tf2onnx). A SavedModel with
     side-effect ops (file I/O, PyFunc, ...) is refused unless `trust_model`.
     """
+    require("convert", "tensorflow", "tf2onnx")
     if not 13 <= opset <= 21:  # before the scratch folder: a bad argument creates nothing
         raise HarmonizerError(f"opset {opset} is outside the supported range", "choose an opset from 13 to 21")
     with scratch_dir(Path(output)):  # TF autograph's generated modules: next to the output, deleted after
@@ -351,8 +353,6 @@ def _convert(model: str | Path | None, output: str | Path, opset: int, seed: int
              trust_model: bool) -> ConvertResult:
     import onnx
 
-    if not 13 <= opset <= 21:
-        raise HarmonizerError(f"opset {opset} is outside the supported range", "choose an opset from 13 to 21")
     output = Path(output)
     strategy = check_strategy(custom_op_strategy)
     source = load_source(model, trust_model)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.music.encoding import INPUT_CHANNELS, INPUT_NAME, NUM_PITCHES, OUTPUT_NAME
 from harmonizer_deploy.music.model import BUNDLED_MODEL, bundled_models, bundled_paths, context_mask_layer, load_bundled
 
@@ -174,6 +175,7 @@ def load_source(model: str | Path | None = None, trust_model: bool = False) -> S
     """Resolve MODEL as the CLI takes it: None/bundled name, a `.keras` file, or a SavedModel directory.
 
     A SavedModel whose graph has side effects (file I/O, PyFunc, ...) is refused unless `trust_model`."""
+    require("loading a TensorFlow model", "tensorflow")
     name = str(model) if model is not None else BUNDLED_MODEL
     path = Path(name)
     if model is None or (not path.exists() and name in bundled_models()):

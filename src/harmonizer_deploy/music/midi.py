@@ -14,6 +14,7 @@ import numpy as np
 
 from harmonizer_deploy.core.artifacts import atomic_file
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.music.encoding import MIN_PITCH, NUM_PITCHES, STEPS_PER_QUARTER, VOICES
 
 MAX_STEPS = 4096  # 256 quarter notes: beyond this Gibbs sampling takes too long to be a sensible request
@@ -81,10 +82,9 @@ def read_midi_melody(path: Path) -> tuple[list[Note], float]:
 
 def read_musicxml_melody(path: Path) -> tuple[list[Note], float]:
     """Notes of the first part of a MusicXML file (via music21)."""
-    try:
-        from music21 import converter
-    except ImportError as exc:
-        raise HarmonizerError("reading MusicXML needs music21", "pip install music21==10.5.1") from exc
+    require("reading MusicXML", "music21")
+    from music21 import converter
+
     try:
         # forceSource/storePickle: never load (or leave) music21's pickle cache in its world-writable scratch
         # folder: a planted pickle runs code, and a stale one (older mtime on the MusicXML) is the wrong melody

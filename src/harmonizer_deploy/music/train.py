@@ -21,6 +21,7 @@ import numpy as np
 
 from harmonizer_deploy.core.artifacts import atomic_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.music.config import ModelConfig, load_config
 from harmonizer_deploy.music.data import dataset_digest, load_dataset, to_pianoroll
 from harmonizer_deploy.music.encoding import NUM_PITCHES, NUM_VOICES, model_input
@@ -127,6 +128,7 @@ def train(settings: TrainSettings, out_dir: str | Path, resume: bool = True,
 
     `stop_after` ends this run after that many steps (checkpointed), to train in bounded sessions.
     """
+    require("train", "tensorflow", *(["music21"] if settings.dataset == "music21" else []), extra="train")
     import keras
 
     out = Path(out_dir)

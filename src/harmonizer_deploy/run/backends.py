@@ -273,3 +273,75 @@ def open_backend(name: str, build_dir: str | Path = DEFAULT_BUILD_DIR, model: st
         "use tensorflow, onnxruntime, onnxruntime-cuda, openvino, openvino-bf16 or tvm-<dir> for an artifact "
         "compiled into build/<dir>",
     )
+
+
+FIXED_BACKENDS = ("tensorflow", "onnxruntime", "onnxruntime-cuda", *OPENVINO_PRECISIONS)
+
+
+def backend_names(build_dir: str | Path = DEFAULT_BUILD_DIR) -> list[str]:
+    """Every valid backend name: the fixed ones, tvm-<target> for each target and tvm-<dir> for each artifact
+    already compiled into build_dir (e.g. tvm-cpu-b1)."""
+    from harmonizer_deploy.compiler.targets import available_targets
+
+    tvm = dict.fromkeys([*available_targets(), *built_tvm_targets(Path(build_dir))])
+    return [*FIXED_BACKENDS, *(f"tvm-{t}" for t in tvm)]
+
+
+def check_backend_name(name: str, build_dir: str | Path = DEFAULT_BUILD_DIR) -> None:
+    """Refuse an unknown backend name before any work starts, listing the valid ones."""
+    valid = backend_names(build_dir)
+    if name not in valid:
+        raise HarmonizerError(f"unknown backend {name!r}", f"valid backends: {', '.join(valid)} (tvm-<dir> for an "
+                              f"artifact compiled into {Path(build_dir)}/<dir>; `harmonizer-deploy backends` "
+                              "says which can run here)")
+
+
+def target_can_run(device: str, runner: str) -> tuple[bool, str]:
+    """Whether this machine can run an artifact of `device` with `runner` (local TVM runtime or a browser)."""
+    if runner == "browser":
+        from harmonizer_deploy.web.browser import chromium_path
+
+        try:
+            return True, f"in headless Chromium ({chromium_path()})"
+        except HarmonizerError as exc:
+            return False, exc.problem
+    from harmonizer_deploy.run.tvm import device_present
+
+    if device_present(device):
+        return True, f"{device} device 0 present"
+    return False, f"no {device} device here"
+
+
+def backend_status(build_dir: str | Path = DEFAULT_BUILD_DIR) -> list[dict]:
+    """One row per backend name: whether it can run here, whether its files are built yet, and why not."""
+    from harmonizer_deploy.compiler.targets import available_targets, load_target
+    from harmonizer_deploy.core.extras import install_hint, installed
+
+    build_dir = Path(build_dir)
+    onnx_built = (build_dir / "model.onnx").is_file()
+    rows = [
+        {"name": "tensorflow", "can_run": installed("tensorflow"),
+         "detail": "TensorFlow installed" if installed("tensorflow") else f"needs {install_hint('convert')}",
+         "built": True},
+        {"name": "onnxruntime", "can_run": True, "detail": "CPU execution provider", "built": onnx_built},
+    ]
+    cuda = onnxruntime_cuda_available()
+    rows.append({"name": "onnxruntime-cuda", "can_run": cuda, "built": onnx_built,
+                 "detail": "CUDA execution provider and a GPU" if cuda else "needs onnxruntime-gpu and an NVIDIA GPU"})
+    for name, precision in OPENVINO_PRECISIONS.items():
+        ready = installed("openvino")
+        rows.append({"name": name, "can_run": ready, "built": onnx_built,
+                     "detail": f"OpenVINO CPU, {precision}" if ready else f"needs {install_hint('peers')}"})
+    built = set(built_tvm_targets(build_dir))
+    for target in available_targets():
+        spec = load_target(target)
+        ok, why = target_can_run(spec.device, spec.runner)
+        rows.append({"name": f"tvm-{target}", "can_run": ok, "detail": why, "built": target in built})
+    for artifact in sorted(built - set(available_targets())):
+        try:
+            manifest = json.loads((build_dir / artifact / "manifest.json").read_text())
+            ok, why = target_can_run(str(manifest.get("device", "cpu")), str(manifest.get("runner", "local")))
+        except (OSError, ValueError, AttributeError) as exc:
+            ok, why = False, f"unreadable manifest.json ({exc})"
+        rows.append({"name": f"tvm-{artifact}", "can_run": ok, "detail": why, "built": True})
+    return rows
