@@ -23,9 +23,9 @@ TARGETS_ENV = "HARMONIZER_DEPLOY_TARGETS"
 KNOWN_KEYS: dict[str, set[str] | None] = {
     "name": None, "description": None, "backend": None, "device": None, "pipeline": None, "export": None,
     "runner": None, "target": None, "host": None,
-    "tolerance": {"atol", "rtol"},
+    "tolerance": {"atol", "rtol", "float16", "uint8"},  # [tolerance.<encoding>]: weights shipped smaller (web)
     "requires": {"global_funcs", "executables", "fix"},
-    "options": {"winograd", "bundle", "archs", "default_arch", "schedule_rules"},
+    "options": {"winograd", "bundle", "archs", "default_arch", "schedule_rules", "vector_machine", "web_weights"},
     "verify": {"num_inputs", "batch", "time_steps"},
 }
 
