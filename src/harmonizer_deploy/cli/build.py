@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, out, parse_dims
+from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, err, out, parse_dims
 from harmonizer_deploy.cli.progress import progress_bar, spinner
 
 build_app = typer.Typer()
@@ -32,6 +32,9 @@ def compile_(
     fix_dim: Annotated[list[str] | None, typer.Option("--fix-dim", help="NAME=SIZE: compile for a fixed input "
                                                       "dim (batch, time) so shape computations fold "
                                                       "(repeatable).")] = None,
+    allow_known_mismatch: Annotated[bool, typer.Option("--allow-known-mismatch", help="Build even when a node is "
+                                                       "in a class the coverage tracker found TVM computes "
+                                                       "wrongly (recorded in the manifest).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compile an ONNX model with TVM Relax for a target: library + params + manifest (+ deploy bundle)."""
@@ -39,7 +42,9 @@ def compile_(
 
     dims = parse_dims(fix_dim or [])
     with spinner(f"compiling for {target} with TVM…", not as_json):
-        result = run(model, target, output, force, batch, time_steps, arch, dims or None)
+        result = run(model, target, output, force, batch, time_steps, arch, dims or None,
+                     allow_known_mismatch=allow_known_mismatch)
+    _coverage_warnings(result.manifest.get("coverage_check") or {})
     if as_json:
         emit_json(result.to_dict())
         return
@@ -69,6 +74,16 @@ def compile_(
     if prep.get("inlined") or prep.get("folded"):
         folded = ", ".join(f"{k}×{v}" for k, v in sorted(prep["folded"].items())) or "nothing"
         out.print(f"before TVM import: inlined {', '.join(prep['inlined']) or 'nothing'}; folded {folded}")
+
+
+def _coverage_warnings(check: dict) -> None:
+    """On stderr: nodes built despite a known mismatch, and op classes no coverage case has tested."""
+    for f in check.get("known_mismatch", []):
+        err.print(f"warning: built with --allow-known-mismatch: node {f['node']!r} ({f['op']}) is in known-mismatch "
+                  f"class {f['klass']} (coverage case {f['case']})", highlight=False, markup=False)
+    for klass in check.get("untested", []):
+        err.print(f"warning: op class {klass} is not covered by the coverage tracker's cases; check the artifact "
+                  "with `verify`", highlight=False, markup=False)
 
 
 @build_app.command()

@@ -77,3 +77,25 @@ def coverage_command(
             typer.echo(f"REGRESSION {line}")
     if found:
         raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+@coverage_app.command("coverage-classes")
+@cli_command
+def coverage_classes_command(
+    report: Annotated[Path, typer.Option("--report", help="The full coverage report.")] = REPORT_JSON,
+    merge: Annotated[
+        list[Path] | None,
+        typer.Option("--merge", help="A partial run's coverage.partial.json to merge into the report first; repeat."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where the class table goes (default: the "
+                                                "package's frontend/coverage_classes.json, which compile reads).")]
+    = None,
+) -> None:
+    """Derive the compile-time known-mismatch table from coverage.json (after merging partial runs)."""
+    from harmonizer_deploy.coverage.classes import write_table
+    from harmonizer_deploy.frontend.coverage_check import TABLE_PATH
+
+    _, table = write_table(report, merge or [], output or TABLE_PATH)
+    classes = table["classes"]
+    bad = [k for k, v in classes.items() if v.get("mismatch")]
+    typer.echo(f"{output or TABLE_PATH}: {len(classes)} node classes, {len(bad)} with known mismatches")

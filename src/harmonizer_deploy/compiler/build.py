@@ -25,6 +25,7 @@ from harmonizer_deploy.core.artifacts import atomic_dir, sha256_file, sha256_tex
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.params import PARAMS_FILE, save_params
 from harmonizer_deploy.core.version import __version__
+from harmonizer_deploy.frontend.coverage_check import enforce as enforce_coverage
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -186,13 +187,16 @@ def compile(
     time_steps: int | None = None,
     arch: str | None = None,
     fix_dims: dict[str, int] | None = None,
+    allow_known_mismatch: bool = False,
 ) -> CompileResult:
     """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>).
 
     With `batch` and `time_steps` (shorthand for `fix_dims={"batch": B, "time": T}`) the artifact has static shapes
     and uses tuned records when some match this CPU (see `harmonizer-deploy tune`); without them it accepts any
     batch and length. `fix_dims` fixes named input dims so shape computations fold away before TVM import. `arch`
-    picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected."""
+    picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected.
+    A node in a class the coverage tracker found TVM + pack computes wrongly refuses the build unless
+    `allow_known_mismatch` (frontend/coverage_check.py)."""
     import contextlib
 
     from harmonizer_deploy.compiler.tuning import find_records
@@ -205,6 +209,7 @@ def compile(
     model = Path(model)
     out_dir = Path(output) if output else Path("build") / spec.name
     onnx_model = check_onnx_file(model)
+    coverage_check = enforce_coverage(onnx_model, allow_known_mismatch)
     model_sha = sha256_file(model)
     fix_dims = static_dims(batch, time_steps, fix_dims)
     shape = (fix_dims["batch"], fix_dims["time"]) if {"batch", "time"} <= fix_dims.keys() else None
@@ -248,6 +253,7 @@ def compile(
             "static_shape": list(shape) if shape else None,
             "tuning": tuning or {"used": False, "reason": why},
             "tvm_import": prepare_report.to_dict(),
+            "coverage_check": coverage_check,
             "outputs": _io(onnx_model.graph.output),
             "library": library,
             "params": names,

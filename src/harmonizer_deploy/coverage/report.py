@@ -70,6 +70,31 @@ def build_report(result: Any, models: dict[str, Any] | None = None) -> dict[str,
     }
 
 
+def merge_partial(report: dict[str, Any], partials: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """`report` with the cases of partial runs (`coverage -k OP`) replacing its own; totals recomputed.
+
+    Why: after a pack fix, re-running only the ops it touched must update the committed report without a
+    full run. meta["merged"] lists each partial run (where from, how many cases, its versions).
+    """
+    from harmonizer_deploy.coverage.tracker import tally
+
+    cases = dict(report["cases"])
+    merged = list(report["meta"].get("merged", []))
+    for source, part in partials:
+        unknown = sorted(set(part.get("cases", {})) - set(cases))
+        if unknown:
+            raise HarmonizerError(f"{source} has cases the report lacks ({', '.join(unknown[:3])})",
+                                  "merge partial runs of the same onnx version only")
+        cases.update(part["cases"])
+        pmeta = part.get("meta", {})
+        merged.append({"source": source, "cases": len(part["cases"]), "wall_s": pmeta.get("wall_s"),
+                       "versions": pmeta.get("versions", {})})
+    node = {k: v for k, v in cases.items() if not v["expanded"]}
+    expanded = {k: v for k, v in cases.items() if v["expanded"]}
+    return {**report, "meta": {**report["meta"], "merged": merged},
+            "totals": {"all": tally(cases), "node": tally(node), "expanded": tally(expanded)}, "cases": cases}
+
+
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """Totals for `coverage --summary --json`."""
     all_ = report["totals"]["all"]
@@ -199,7 +224,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Run: {meta.get('jobs')} jobs, timeout {meta.get('timeout_s')} s per case and variant, "
         f"{meta.get('wall_s')} s wall clock for {meta.get('tasks_run')} (case, variant) runs "
-        "(variants that are the same model by construction reuse one result, marked `same_as` in coverage.json).",
+        "(variants that are the same model by construction reuse one result, marked `same_as` in coverage.json)."
+        + "".join(f" Merged since: a partial run of {m['cases']} cases ({m['source']})."
+                  for m in meta.get("merged", [])),
         "",
         "Why onnxruntime, the baseline, fails where it does (first line of the error, most frequent first):",
         "",

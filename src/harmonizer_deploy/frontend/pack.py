@@ -4,7 +4,9 @@ Missing in TVM: Swish, Celu, LpNormalization, CumProd, Hann/Hamming/BlackmanWind
 NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, RNN, GRU, LSTM, and ai.onnx Attention (TVM sends it to
 its com.microsoft converter). Wrong or incomplete in TVM: LayerNormalization (Mean/InvStdDev outputs are
 placeholders), RMSNormalization (axis 0 fails to compile), Constant (only `value` is read), Pow (mixed
-base/exponent types), Dropout (float mask). `converter_pack_fold.py` is the pack's pre-pass for static shapes.
+base/exponent types), Dropout (float mask), the reductions over a zero-size dim (TVM returns its accumulator's
+start value instead of the identity) and ReduceMax/ReduceMin of bool (fails to compile).
+`converter_pack_fold.py` is the pack's pre-pass for static shapes.
 
 Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
 pack"; one case per converter in tests/test_converter_pack.py). Converters that need a value known at
@@ -14,6 +16,7 @@ exported models carry them, and raise a clear error otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,8 +40,9 @@ def _const_value(expr: Any, what: str, ctx: ConvertContext | None = None) -> np.
         return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
     if ctx is not None and isinstance(expr, tvm.relax.Var):  # an initializer kept as a parameter
         _nodes, params = ctx.params
-        if expr.name_hint in params:
-            return params[expr.name_hint][1].numpy()
+        name = str(getattr(expr, "name_hint", None) or expr.name)  # TVM 0.27's relax.Var has `name` only
+        if name in params:
+            return params[name][1].numpy()
     raise ValueError(f"{what} must be a constant (an initializer) for this converter, got {type(expr).__name__}")
 
 
@@ -541,6 +545,139 @@ cast.applies_to = _casts_to_float8  # type: ignore[attr-defined]
 cast_like.applies_to = _casts_like_float8  # type: ignore[attr-defined]
 
 
+# ------------------------------------------------------------------------- reductions over nothing
+
+# What each reduction gives over an empty set (ONNX: the identity of the reduction; log(0) = -inf).
+_EMPTY_REDUCTION = {
+    "ReduceSum": 0.0,
+    "ReduceSumSquare": 0.0,
+    "ReduceL1": 0.0,
+    "ReduceL2": 0.0,
+    "ReduceProd": 1.0,
+    "ReduceLogSum": -np.inf,
+    "ReduceLogSumExp": -np.inf,
+    "ReduceMax": -np.inf,
+    "ReduceMin": np.inf,
+}
+
+
+def _static_dims(expr: Any) -> list[int | None]:
+    """The input's dims, None for a symbolic one."""
+    import tvm
+
+    return [int(d) if isinstance(d, tvm.tirx.IntImm) else None for d in expr.ty.shape]
+
+
+def _onnx_tensor_type(name: str, graph: Any) -> tuple[list[int | None] | None, int]:
+    """(dims, elem_type) of a tensor as the ONNX graph declares it (a 0 dim is a real 0 here).
+
+    Why: TVM's importer reads dim_value 0 as unknown and makes it a symbolic dim, so the converter itself
+    cannot see a zero-size dim; the node is picked here (`applies_to`) from the ONNX declaration instead.
+    """
+    for t in graph.initializer:
+        if t.name == name:
+            return list(t.dims), t.data_type
+    for vi in [*graph.input, *graph.value_info]:
+        if vi.name == name and vi.type.HasField("tensor_type"):
+            tt = vi.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField(
+                "shape") else None
+            return dims, tt.elem_type
+    return None, 0
+
+
+def _onnx_const_ints(name: str, graph: Any) -> list[int] | None:
+    from onnx import numpy_helper
+
+    for t in graph.initializer:
+        if t.name == name:
+            return [int(v) for v in numpy_helper.to_array(t).reshape(-1)]
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output and n.output[0] == name:
+            for a in n.attribute:
+                if a.name == "value":
+                    return [int(v) for v in numpy_helper.to_array(a.t).reshape(-1)]
+    return None
+
+
+def _reduced_axes(node: Any, graph: Any, rank: int) -> list[int] | None:
+    """The axes a reduction node reduces (sorted, non-negative); None when they are not known statically."""
+    attrs = {a.name: a for a in node.attribute}
+    if len(node.input) > 1 and node.input[1]:
+        axes = _onnx_const_ints(node.input[1], graph)
+        if axes is None:
+            return None
+    else:
+        axes = list(attrs["axes"].ints) if "axes" in attrs else []
+    if not axes and "noop_with_empty_axes" in attrs and attrs["noop_with_empty_axes"].i:
+        return []
+    return sorted({a % rank for a in axes}) if axes else list(range(rank))
+
+
+def _reduction_applies(op_type: str) -> Callable[[Any, Any], bool]:
+    """Take over a reduction whose reduced dims include a 0 (ONNX declaration), or bool max/min of known dims."""
+
+    def applies(node: Any, graph: Any) -> bool:
+        dims, elem_type = _onnx_tensor_type(node.input[0], graph)
+        if dims is None:
+            return False
+        axes = _reduced_axes(node, graph, len(dims))
+        if axes is None or not axes:
+            return False
+        if any(dims[a] == 0 for a in axes):
+            return True
+        bool_type = 9  # TensorProto.BOOL
+        return op_type in ("ReduceMax", "ReduceMin") and elem_type == bool_type and all(dims)
+
+    return applies
+
+
+def _reduce_over_empty(op_type: str) -> Converter:
+    """A reduction whose reduced dims include one of size 0: a constant of the reduction's identity.
+
+    TVM reduces over the empty dim anyway and returns whatever its accumulator starts from (garbage for
+    sums: 1.4e25; the lowest finite float for max). Also ReduceMax/ReduceMin of bool (TVM cannot compile
+    them): any / all through int8. Only the nodes `applies_to` picks come here.
+    """
+
+    def convert(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+        relax = _relax()
+        x, axes_in = inputs[0], _opt(inputs, 1)
+        dims = _static_dims(x)
+        rank = len(dims)
+        if axes_in is not None:
+            axes = [int(a) for a in np.asarray(_const_value(axes_in, f"{op_type} axes", ctx)).reshape(-1)]
+        else:
+            axes = [int(a) for a in attrs.get("axes", [])]
+        reduced = sorted({a % rank for a in axes}) if axes else list(range(rank))
+        keep = int(attrs.get("keepdims", 1))
+        dtype = _dtype(x)
+        # applies_to picked bool max/min only with every dim known and non-zero: a symbolic or 0 reduced dim
+        # here is the zero-size one (TVM's importer turns a 0 dim into a symbolic one).
+        if all(dims[a] for a in reduced):
+            reduce = relax.op.max if op_type == "ReduceMax" else relax.op.min
+            return relax.op.astype(reduce(relax.op.astype(x, "int8"), reduced, bool(keep)), "bool")
+        shape = [1 if i in reduced else d for i, d in enumerate(x.ty.shape)] if keep else [
+            d for i, d in enumerate(x.ty.shape) if i not in reduced]
+        value = _EMPTY_REDUCTION[op_type]
+        if dtype == "bool":  # max/min over no booleans: False / True
+            value = value > 0
+        elif not dtype.startswith(("float", "bfloat")) and not np.isfinite(value):
+            info = np.iinfo(np.dtype(dtype))
+            value = info.max if value > 0 else info.min
+        np_dtype = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
+        static = [int(d) if isinstance(d, int) else None for d in (
+            [1 if i in reduced else dims[i] for i in range(rank)] if keep else
+            [dims[i] for i in range(rank) if i not in reduced])]
+        if all(d is not None for d in static):  # a constant tensor (relax.op.full cannot take an infinite fill)
+            return relax.const(np.full(static, value, dtype=np_dtype), dtype)
+        return relax.op.astype(relax.op.full(shape, relax.const(np.array(value, dtype=np_dtype)), np_dtype.name),
+                               dtype)
+
+    convert.applies_to = _reduction_applies(op_type)  # type: ignore[attr-defined]
+    return convert
+
+
 # ------------------------------------------------------------------------------- RNN, GRU, LSTM
 
 
@@ -761,4 +898,5 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Dropout"): dropout,
     ("", "Cast"): cast,
     ("", "CastLike"): cast_like,
+    **{("", op): _reduce_over_empty(op) for op in _EMPTY_REDUCTION},
 }
