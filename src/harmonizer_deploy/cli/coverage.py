@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from harmonizer_deploy.cli.common import cli_command
-from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
+from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED, HarmonizerError
 from harmonizer_deploy.coverage.report import (
     DEFAULT_MODEL,
     JOURNAL,
@@ -99,3 +99,40 @@ def coverage_classes_command(
     classes = table["classes"]
     bad = [k for k, v in classes.items() if v.get("mismatch")]
     typer.echo(f"{output or TABLE_PATH}: {len(classes)} node classes, {len(bad)} with known mismatches")
+
+
+@coverage_app.command("coverage-check")
+@cli_command
+def coverage_check_command(
+    baseline: Annotated[Path, typer.Option("--baseline", help="The committed full report.")] = REPORT_JSON,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.")] = 2,
+    timeout: Annotated[float, typer.Option(help="Seconds per case and variant.")] = 120.0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where the subset's report goes.")]
+    = Path("build/coverage-ci/coverage.json"),
+    ops: Annotated[list[str] | None, typer.Option("--op", "-k", help="Only the subset's cases of this op "
+                                                  "(repeatable), e.g. after touching its converter.")] = None,
+    list_only: Annotated[bool, typer.Option("--list", help="Print the subset's case names and exit.")] = False,
+) -> None:
+    """CI guard: run the ~300-case subset (every op) and exit 3 if a case that passes in the baseline fails now."""
+    from harmonizer_deploy.core.artifacts import read_json
+    from harmonizer_deploy.coverage.ci import check_subset, ci_subset
+
+    report = read_json(baseline, "baseline coverage report", "pass the committed coverage.json")
+    names = ci_subset(report)
+    if ops:
+        wanted = {o.lower() for o in ops}
+        names = [n for n in names if report["cases"][n]["op"].lower() in wanted]
+        if not names:
+            raise HarmonizerError(f"no CI subset case tests {', '.join(ops)}",
+                                  "pass op names as coverage.json spells them")
+    if list_only:
+        for name in names:
+            typer.echo(name)
+        return
+    result = check_subset(baseline, jobs or None, timeout, output, names=names)
+    typer.echo(f"coverage subset: {result['cases']} cases, {result['ops']} ops, {result['wall_s']} s; "
+               f"{len(result['changed'])} categories differ from {baseline}, {len(result['regressions'])} regressions")
+    for line in result["regressions"]:
+        typer.echo(f"REGRESSION {line}")
+    if result["regressions"]:
+        raise typer.Exit(EXIT_VERIFY_FAILED)
