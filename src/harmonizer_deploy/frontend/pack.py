@@ -5,7 +5,8 @@ NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, RNN, GRU, LSTM, and ai.onnx 
 its com.microsoft converter). Wrong or incomplete in TVM: LayerNormalization (Mean/InvStdDev outputs are
 placeholders), RMSNormalization (axis 0 fails to compile), Constant (only `value` is read), Pow (mixed
 base/exponent types), Dropout (float mask), the reductions over a zero-size dim (TVM returns its accumulator's
-start value instead of the identity) and ReduceMax/ReduceMin of bool (fails to compile).
+start value instead of the identity), ReduceMax/ReduceMin of bool (fails to compile), Mod fmod=0 on floats
+(NaN for infinite divisors), IsInf (flags ignored), Mish and Softplus (float32 underflow) and SpaceToDepth mode CRD.
 `converter_pack_fold.py` is the pack's pre-pass for static shapes.
 
 Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
@@ -678,6 +679,108 @@ def _reduce_over_empty(op_type: str) -> Converter:
     return convert
 
 
+# ------------------------------------------------------------------------ elementwise and layout fixes
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
+
+
+def mod(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Mod with fmod=0 on floats: the result takes the divisor's sign (Python's %), inf and NaN as numpy.
+
+    TVM uses floor_mod, x - floor(x / y) * y, which is NaN for an infinite divisor and -0/+0 mixed up. Here:
+    r = fmod(x, y), then r + y where r is non-zero and its sign differs from y's (fmod(x, ±inf) is x).
+    Integer Mod and fmod=1 go to TVM's converter.
+    """
+    relax = _relax()
+    x, y = inputs[0], inputs[1]
+    dtype = _dtype(x)
+    if int(attrs.get("fmod", 0)) or not _is_float(dtype):
+        return _builtin("Mod", ctx)(bb, inputs, attrs, ctx.params)
+    op = relax.op
+    zero = relax.const(0.0, dtype)
+    ax, ay = op.abs(x), op.abs(y)
+    # fmod by |y| on |x|, sign of x: finite y uses trunc division; y = ±inf leaves x; y = 0 or x = ±inf is NaN
+    trunc = op.subtract(ax, op.multiply(op.floor(op.divide(ax, ay)), ay))
+    r = bb.emit(op.where(op.isinf(ay), ax, trunc))
+    r = bb.emit(op.where(op.less(x, zero), op.negative(r), r))
+    flip = op.logical_and(op.not_equal(r, zero), op.logical_xor(op.less(r, zero), op.less(y, zero)))
+    return op.where(flip, op.add(r, y), r)
+
+
+def is_inf(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """IsInf honouring detect_positive / detect_negative (TVM ignores both and reports every infinity)."""
+    relax = _relax()
+    x = inputs[0]
+    inf = relax.op.isinf(x)
+    pos, neg = int(attrs.get("detect_positive", 1)), int(attrs.get("detect_negative", 1))
+    if pos and neg:
+        return inf
+    zero = relax.const(0.0, _dtype(x))
+    if pos:
+        return relax.op.logical_and(inf, relax.op.greater(x, zero))
+    if neg:
+        return relax.op.logical_and(inf, relax.op.less(x, zero))
+    return relax.op.zeros(_shape(x), "bool")
+
+
+def _softplus(x: Any) -> Any:
+    """log(1 + exp(x)) without float underflow: max(x, 0) + log1p(exp(-|x|)), log1p(t) ≈ t - t²/2 for tiny t.
+
+    TVM computes log(1 + exp(x)), which is 0 once exp(x) drops below float32's epsilon (x < -17). Stays in
+    the input's float type (no float64: WebGPU has none); float16/bfloat16 go through float32.
+    """
+    relax = _relax()
+    op = relax.op
+    dtype = _dtype(x)
+    calc = "float32" if dtype in _LOW_PRECISION else dtype
+    xc = op.astype(x, calc) if calc != dtype else x
+    t = op.exp(op.negative(op.abs(xc)))
+    small = op.less(t, relax.const(1e-4, calc))
+    log1p = op.where(small, op.subtract(t, op.multiply(relax.const(0.5, calc), op.multiply(t, t))),
+                     op.log(op.add(relax.const(1.0, calc), t)))
+    return op.maximum(xc, relax.const(0.0, calc)), log1p, calc
+
+
+def mish(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Mish, x * tanh(softplus(x)), with the underflow-free softplus below."""
+    relax = _relax()
+    x = inputs[0]
+    pos, log1p, calc = _softplus(x)
+    xc = relax.op.astype(x, calc) if calc != _dtype(x) else x
+    y = relax.op.multiply(xc, relax.op.tanh(relax.op.add(pos, log1p)))
+    return relax.op.astype(y, _dtype(x)) if calc != _dtype(x) else y
+
+
+def softplus(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Softplus without float32 underflow (TVM's is 0 for x < -17, so Mish's expansion is 0 there)."""
+    relax = _relax()
+    x = inputs[0]
+    pos, log1p, calc = _softplus(x)
+    y = relax.op.add(pos, log1p)
+    return relax.op.astype(y, _dtype(x)) if calc != _dtype(x) else y
+
+
+def space_to_depth(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """SpaceToDepth in CRD mode (opset 28): channel-major blocks; TVM always lays the blocks out as DCR."""
+    relax = _relax()
+    x = inputs[0]
+    block = int(attrs["blocksize"])
+    n, c, h, w = x.ty.shape
+    y = relax.op.reshape(x, (n, c, h // block, block, w // block, block))
+    y = relax.op.permute_dims(y, [0, 1, 3, 5, 2, 4])
+    return relax.op.reshape(y, (n, c * block * block, h // block, w // block))
+
+
+def _crd_mode(node: Any, graph: Any) -> bool:
+    attrs = {a.name: a for a in node.attribute}
+    return "mode" in attrs and attrs["mode"].s == b"CRD"
+
+
+space_to_depth.applies_to = _crd_mode  # type: ignore[attr-defined]
+
+
 # ------------------------------------------------------------------------------- RNN, GRU, LSTM
 
 
@@ -899,4 +1002,9 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Cast"): cast,
     ("", "CastLike"): cast_like,
     **{("", op): _reduce_over_empty(op) for op in _EMPTY_REDUCTION},
+    ("", "Mod"): mod,
+    ("", "IsInf"): is_inf,
+    ("", "Mish"): mish,
+    ("", "Softplus"): softplus,
+    ("", "SpaceToDepth"): space_to_depth,
 }
