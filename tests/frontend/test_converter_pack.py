@@ -56,7 +56,8 @@ REPRESENTATIVE = {
 EXTRA = ["test_attention_3d_causal", "test_gru_batchwise", "test_simple_rnn_bidirectional",
          "test_reduce_max_empty_set_bool", "test_reduce_sum_empty_set_non_reduced_axis_zero",
          "test_reduce_sum_empty_axes_input_noop", "test_mod_mixed_sign_int32", "test_isinf_positive",
-         "test_mod_float16_mixed_sign_fmod_0", "test_spacetodepth"]
+         "test_mod_float16_mixed_sign_fmod_0", "test_spacetodepth", "test_reduce_min_empty_set",
+         "test_reduce_log_sum_exp_empty_set_expanded"]
 FOLDING = ["test_layer_normalization_4d_axis0_expanded"]  # passes only with the shape-folding pre-pass
 
 

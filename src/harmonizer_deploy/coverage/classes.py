@@ -59,22 +59,54 @@ def build_table(report: dict[str, Any], source: str, cases: Sequence[Any] | None
             "classes": dict(sorted(classes.items()))}
 
 
-def write_table(report_path: Path, merge: Sequence[Path], output: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Merge partial runs into coverage.json (and COVERAGE.md), then write the class table to `output`.
+def compile_refusals(report: dict[str, Any], table: dict[str, Any], cases: Sequence[Any] | None = None
+                     ) -> dict[str, Any]:
+    """For every case TVM + pack gets wrong (category mismatch): the known-mismatch class compile refuses it by.
 
-    Returns (report, table). Without `merge` the report is only read.
+    A node case is refused by its own class; an `_expanded` case by any of its primitive nodes' classes.
+    Not refused but holding a class no case tests: compile warns ("warned"). The rest are the silent
+    mismatches left. Returns {"refused": {case: class}, "warned": {case: class}, "silent": [...]}.
     """
+    from harmonizer_deploy.coverage.tracker import collect_cases, make_static
+
+    results = report.get("cases", {})
+    wrong = {n for n, e in results.items() if e.get("tvm_pack", {}).get("status") == "mismatch"}
+    bad = {k for k, v in table["classes"].items() if v.get("mismatch")}
+    suite = cases if cases is not None else collect_cases()
+    refused: dict[str, str] = {}
+    warned: dict[str, str] = {}
+    for case in suite:
+        if case.name not in wrong:
+            continue
+        static, _inputs, _baked = make_static(case.model, case.inputs)
+        facts = graph_facts(static)
+        keys = [node_class(n, facts) for n in static.graph.node]
+        hit = next((k for k in keys if k in bad), None)
+        untested = next((k for k in keys if k not in table["classes"] and "::" not in k), None)
+        if hit is not None:
+            refused[case.name] = hit
+        elif untested is not None:
+            warned[case.name] = untested
+    return {"refused": dict(sorted(refused.items())), "warned": dict(sorted(warned.items())),
+            "silent": sorted(wrong - set(refused) - set(warned))}
+
+
+def write_table(report_path: Path, merge: Sequence[Path], output: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Merge partial runs into coverage.json, write the class table to `output`, and record in coverage.json
+    (and COVERAGE.md) which mismatching cases compile refuses by which class. Returns (report, table)."""
     from harmonizer_deploy.core.artifacts import read_json
     from harmonizer_deploy.coverage.report import merge_partial, render_markdown
-    from harmonizer_deploy.coverage.tracker import write_text
+    from harmonizer_deploy.coverage.tracker import collect_cases, write_text
 
     report = read_json(report_path, "coverage report", "run `harmonizer-deploy coverage` first")
     if merge:
         parts = [(p.name, read_json(p, "partial coverage report", "run `harmonizer-deploy coverage -k OP`"))
                  for p in merge]
         report = merge_partial(report, parts)
-        write_json(report_path, report)
-        write_text(report_path.with_name("COVERAGE.md"), render_markdown(report))
-    table = build_table(report, report_path.name)
+    suite = collect_cases()
+    table = build_table(report, report_path.name, suite)
+    report["compile_check"] = compile_refusals(report, table, suite)
+    write_json(report_path, report)
+    write_text(report_path.with_name("COVERAGE.md"), render_markdown(report))
     write_json(output, table)
     return report, table

@@ -578,13 +578,36 @@ def _onnx_tensor_type(name: str, graph: Any) -> tuple[list[int | None] | None, i
     for t in graph.initializer:
         if t.name == name:
             return list(t.dims), t.data_type
-    for vi in [*graph.input, *graph.value_info]:
+    for vi in [*graph.input, *graph.value_info, *_inferred(graph)]:
         if vi.name == name and vi.type.HasField("tensor_type"):
             tt = vi.type.tensor_type
             dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField(
                 "shape") else None
             return dims, tt.elem_type
     return None, 0
+
+
+_INFERRED: list[tuple[Any, list]] = []  # (graph, its inferred value_info): the last graph asked about
+
+
+def _inferred(graph: Any) -> list:
+    """value_info from ONNX shape inference of `graph` (best effort, cached for the graph being imported).
+
+    Why: the tracker's static models declare only graph inputs/outputs, so an intermediate tensor's zero-size
+    dim (a `_expanded` reduction) is only known after inference; compile's prepare step infers shapes already.
+    """
+    import onnx
+
+    if _INFERRED and _INFERRED[0][0] is graph:
+        return _INFERRED[0][1]
+    try:
+        latest = onnx.helper.make_opsetid("", onnx.defs.onnx_opset_version())
+        model = onnx.helper.make_model(graph, opset_imports=[latest])
+        found = list(onnx.shape_inference.infer_shapes(model, strict_mode=False).graph.value_info)
+    except Exception:  # inference cannot follow this graph: no extra facts
+        found = []
+    _INFERRED[:] = [(graph, found)]
+    return found
 
 
 def _onnx_const_ints(name: str, graph: Any) -> list[int] | None:
@@ -616,19 +639,16 @@ def _reduced_axes(node: Any, graph: Any, rank: int) -> list[int] | None:
 
 
 def _reduction_applies(op_type: str) -> Callable[[Any, Any], bool]:
-    """Take over a reduction whose reduced dims include a 0 (ONNX declaration), or bool max/min of known dims."""
+    """Take over a reduction whose reduced dims include a 0 (as the ONNX graph declares or infers them)."""
 
     def applies(node: Any, graph: Any) -> bool:
-        dims, elem_type = _onnx_tensor_type(node.input[0], graph)
+        dims, _elem_type = _onnx_tensor_type(node.input[0], graph)
         if dims is None:
             return False
         axes = _reduced_axes(node, graph, len(dims))
         if axes is None or not axes:
             return False
-        if any(dims[a] == 0 for a in axes):
-            return True
-        bool_type = 9  # TensorProto.BOOL
-        return op_type in ("ReduceMax", "ReduceMin") and elem_type == bool_type and all(dims)
+        return any(dims[a] == 0 for a in axes)
 
     return applies
 
@@ -637,8 +657,7 @@ def _reduce_over_empty(op_type: str) -> Converter:
     """A reduction whose reduced dims include one of size 0: a constant of the reduction's identity.
 
     TVM reduces over the empty dim anyway and returns whatever its accumulator starts from (garbage for
-    sums: 1.4e25; the lowest finite float for max). Also ReduceMax/ReduceMin of bool (TVM cannot compile
-    them): any / all through int8. Only the nodes `applies_to` picks come here.
+    sums: 1.4e25). Only the nodes `applies_to` picks come here.
     """
 
     def convert(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
@@ -653,11 +672,7 @@ def _reduce_over_empty(op_type: str) -> Converter:
         reduced = sorted({a % rank for a in axes}) if axes else list(range(rank))
         keep = int(attrs.get("keepdims", 1))
         dtype = _dtype(x)
-        # applies_to picked bool max/min only with every dim known and non-zero: a symbolic or 0 reduced dim
-        # here is the zero-size one (TVM's importer turns a 0 dim into a symbolic one).
-        if all(dims[a] for a in reduced):
-            reduce = relax.op.max if op_type == "ReduceMax" else relax.op.min
-            return relax.op.astype(reduce(relax.op.astype(x, "int8"), reduced, bool(keep)), "bool")
+        # applies_to picked this node for a zero-size reduced dim; TVM's importer turns a 0 dim into a symbolic one
         shape = [1 if i in reduced else d for i, d in enumerate(x.ty.shape)] if keep else [
             d for i, d in enumerate(x.ty.shape) if i not in reduced]
         value = _EMPTY_REDUCTION[op_type]
@@ -677,6 +692,63 @@ def _reduce_over_empty(op_type: str) -> Converter:
 
     convert.applies_to = _reduction_applies(op_type)  # type: ignore[attr-defined]
     return convert
+
+
+
+def _reduce_extreme(op_type: str) -> Converter:
+    """ReduceMax / ReduceMin that give -inf / +inf over all -inf / +inf values or an empty set, and take bool.
+
+    TVM starts max at the lowest finite float, so max(-inf, -inf) is -3.4e38 (then x - max is -inf, not NaN,
+    and the masked-row guards of attention-like graphs see no infinity), and cannot compile bool max/min.
+    Here: bool as any/all through int8; floats fixed up where no element is above -inf (below +inf).
+    """
+
+    def convert(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+        relax = _relax()
+        op = relax.op
+        x, axes_in = inputs[0], _opt(inputs, 1)
+        dtype = _dtype(x)
+        if axes_in is not None:
+            try:
+                axes = [int(a) for a in np.asarray(_const_value(axes_in, f"{op_type} axes", ctx)).reshape(-1)]
+            except ValueError:
+                return _builtin(op_type, ctx)(bb, inputs, attrs, ctx.params)
+        else:
+            axes = [int(a) for a in attrs.get("axes", [])]
+        if (not axes and int(attrs.get("noop_with_empty_axes", 0))) or not (dtype == "bool" or _is_float(dtype)):
+            return _builtin(op_type, ctx)(bb, inputs, attrs, ctx.params)
+        rank = _ndim(x)
+        reduced = sorted({a % rank for a in axes}) if axes else list(range(rank))
+        keep = bool(int(attrs.get("keepdims", 1)))
+        is_max = op_type == "ReduceMax"
+        reduce = op.max if is_max else op.min
+        if int(attrs.get(_EMPTY_MARK, 0)):  # a zero-size reduced dim (TVM returns uninitialized memory there)
+            return _reduce_over_empty(op_type)(bb, inputs, attrs, ctx)
+        if dtype == "bool":  # any / all
+            return op.greater(reduce(op.astype(x, "int8"), reduced, keep), relax.const(0, "int8"))
+        y = bb.emit(reduce(x, reduced, keep))
+        # the checks in float32 for half types (TVM has no bfloat16 isnan; the cast is exact)
+        xc = op.astype(x, "float32") if dtype in _LOW_PRECISION else x
+        cdt = "float32" if dtype in _LOW_PRECISION else dtype
+        inf = relax.const(-np.inf if is_max else np.inf, cdt)
+        beyond = op.greater(xc, inf) if is_max else op.less(xc, inf)  # finite or the other infinity (NaN: no)
+        some = op.greater(op.max(op.astype(beyond, "int8"), reduced, keep), relax.const(0, "int8"))
+        nan = op.greater(op.max(op.astype(op.isnan(xc), "int8"), reduced, keep), relax.const(0, "int8"))
+        return op.where(op.logical_or(some, nan), y, op.astype(inf, dtype) if cdt != dtype else inf)
+
+    def applies(node: Any, graph: Any) -> bool:
+        """Every node; one with a zero-size reduced dim is marked for the converter (TVM hides the 0 from it)."""
+        import onnx
+
+        if _reduction_applies(op_type)(node, graph):
+            node.attribute.append(onnx.helper.make_attribute(_EMPTY_MARK, 1))
+        return True
+
+    convert.applies_to = applies  # type: ignore[attr-defined]
+    return convert
+
+
+_EMPTY_MARK = "harmonizer_reduces_empty_set"  # set on the hook's private renamed copy of the node only
 
 
 # ------------------------------------------------------------------------ elementwise and layout fixes
@@ -1001,7 +1073,9 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Dropout"): dropout,
     ("", "Cast"): cast,
     ("", "CastLike"): cast_like,
-    **{("", op): _reduce_over_empty(op) for op in _EMPTY_REDUCTION},
+    **{("", op): _reduce_over_empty(op) for op in _EMPTY_REDUCTION if op not in ("ReduceMax", "ReduceMin")},
+    ("", "ReduceMax"): _reduce_extreme("ReduceMax"),
+    ("", "ReduceMin"): _reduce_extreme("ReduceMin"),
     ("", "Mod"): mod,
     ("", "IsInf"): is_inf,
     ("", "Mish"): mish,
