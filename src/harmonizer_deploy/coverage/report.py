@@ -215,17 +215,25 @@ def _op_table(cases: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _totals_table(report: dict[str, Any]) -> list[str]:
-    from harmonizer_deploy.coverage.tracker import CATEGORIES
+    from harmonizer_deploy.coverage.tracker import CATEGORIES, tally
 
     lines = []
+    ref_title = "onnx.reference (cases onnxruntime fails)"
     for part, title in (("all", "All cases"), ("node", "Node cases"), ("expanded", "`*_expanded` cases")):
         t = report["totals"][part]
         n = sum(t["onnxruntime"].values())
-        lines += [f"**{title}** ({n})", "", "| category | " + " | ".join(TITLES[c] for c in COLUMNS) + " |"]
-        lines.append("|---|" + "---:|" * len(COLUMNS))
+        ref_cases = {k: v for k, v in report["cases"].items() if "onnx_reference" in v
+                     and (part == "all" or v["expanded"] == (part == "expanded"))}
+        ref = tally(ref_cases, ["onnx_reference"])["onnx_reference"] if ref_cases else None
+        extra = [ref_title] if ref else []
+        lines += [f"**{title}** ({n})", "", "| category | " + " | ".join([*(TITLES[c] for c in COLUMNS), *extra])
+                  + " |"]
+        lines.append("|---|" + "---:|" * (len(COLUMNS) + len(extra)))
         for cat in CATEGORIES:
-            lines.append(f"| {cat} | " + " | ".join(str(t[c][cat]) for c in COLUMNS) + " |")
-        lines.append("| **pass rate** | " + " | ".join(_pct(t[c]["pass"], n) for c in COLUMNS) + " |")
+            cells = [str(t[c][cat]) for c in COLUMNS] + ([str(ref[cat])] if ref else [])
+            lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+        rates = [_pct(t[c]["pass"], n) for c in COLUMNS] + ([_pct(ref["pass"], len(ref_cases))] if ref else [])
+        lines.append("| **pass rate** | " + " | ".join(rates) + " |")
         lines.append("")
     return lines
 
