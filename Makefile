@@ -23,7 +23,8 @@ $(error unknown target '$(target)'; valid targets: $(TARGETS))
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all help setup web-setup serve convert compile verify bench harmonize test test-slow lint doctor clean image
+.PHONY: all help setup web-setup serve convert compile verify bench harmonize test test-slow lint doctor clean image \
+	coverage-check
 
 all: bench harmonize ## convert → compile → verify → bench for $(target), then harmonize the sample melody
 
@@ -78,6 +79,9 @@ doctor: setup ## what is installed, what each target needs
 
 test: setup ## the test suite (slow tests excluded)
 	$(BIN)/python -m pytest -q
+
+coverage-check: setup ## CI: ~300 ONNX node cases (every op) vs the committed coverage.json; exit 3 on a regression
+	$(HD) coverage-check --baseline coverage.json -j 2 -o $(BUILD)/coverage-ci/coverage.json
 
 test-slow: setup ## only the slow tests
 	$(BIN)/python -m pytest -q -m slow

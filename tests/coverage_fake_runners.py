@@ -23,3 +23,12 @@ def hang(case: Any, report: Any) -> None:
 
 def passes(case: Any, report: Any) -> None:
     report("run")
+
+
+def pack_without_celu(case: Any, report: Any) -> None:
+    """The "TVM + our pack" runner with the pack's Celu converter removed: a planted pack regression."""
+    from harmonizer_deploy.coverage import tracker
+    from harmonizer_deploy.frontend import pack
+
+    pack.CONVERTERS.pop(("", "Celu"), None)
+    tracker.run_tvm_pack(case, report)

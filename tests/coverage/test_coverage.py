@@ -229,3 +229,17 @@ def test_cli_missing_report_is_a_one_line_error(tmp_path):
     res = CliRunner().invoke(app, ["coverage", "--summary", "--output", str(tmp_path / "none.json")])
     assert res.exit_code == 2
     assert "coverage report not found" in res.output
+
+
+def test_onnx_reference_baseline_runs_a_case_onnxruntime_refuses():
+    """IR v14 cases have no onnxruntime baseline; onnx.reference runs them, and still catches a wrong output."""
+    import copy
+
+    case = next(c for c in cov.collect_cases(["test_bitshift_left_int16"]) if c.name == "test_bitshift_left_int16")
+    assert case.model.ir_version >= 14
+    cov.run_onnx_reference(case, lambda stage: None)  # raises StageError on any failure
+    wrong = copy.copy(case)
+    wrong.outputs = [np.asarray(case.outputs[0]) + 1]
+    with pytest.raises(cov.StageError) as err:
+        cov.run_onnx_reference(wrong, lambda stage: None)
+    assert err.value.category == cov.MISMATCH

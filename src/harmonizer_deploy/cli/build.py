@@ -48,6 +48,9 @@ def compile_(
         "--web-weights", help="How a web target (wasm, webgpu) ships its weights: float32, float16, or uint8 with "
         "a per-tensor scale and min (4x smaller; verify reports the error, held to [tolerance.<encoding>]).")]
     = None,
+    allow_known_mismatch: Annotated[bool, typer.Option("--allow-known-mismatch", help="Build even when a node is "
+                                                       "in a class the coverage tracker found TVM computes "
+                                                       "wrongly (recorded in the manifest).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compile an ONNX model with TVM Relax for a target: library + params + manifest (+ deploy bundle)."""
@@ -56,7 +59,9 @@ def compile_(
     dims = parse_dims(fix_dim or [])
     with spinner(f"compiling for {target} with TVM…", not as_json):
         result = run(model, target, output, force, batch, time_steps, arch, dims or None, tuning_records,
-                     web_weights=web_weights.value if web_weights else None)
+                     web_weights=web_weights.value if web_weights else None,
+                     allow_known_mismatch=allow_known_mismatch)
+    _coverage_warnings(result.manifest.get("coverage_check") or {})
     if as_json:
         emit_json(result.to_dict())
         return
@@ -86,6 +91,16 @@ def compile_(
     if prep.get("inlined") or prep.get("folded"):
         folded = ", ".join(f"{k}×{v}" for k, v in sorted(prep["folded"].items())) or "nothing"
         out.print(f"before TVM import: inlined {', '.join(prep['inlined']) or 'nothing'}; folded {folded}")
+
+
+def _coverage_warnings(check: dict) -> None:
+    """On stderr: nodes built despite a known mismatch, and op classes no coverage case has tested."""
+    for f in check.get("known_mismatch", []):
+        err.print(f"warning: built with --allow-known-mismatch: node {f['node']!r} ({f['op']}) is in known-mismatch "
+                  f"class {f['klass']} (coverage case {f['case']})", highlight=False, markup=False)
+    for klass in check.get("untested", []):
+        err.print(f"warning: op class {klass} is not covered by the coverage tracker's cases; check the artifact "
+                  "with `verify`", highlight=False, markup=False)
 
 
 @build_app.command()

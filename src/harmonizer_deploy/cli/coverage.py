@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from harmonizer_deploy.cli.common import HELP, cli_command, deprecated
-from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
+from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED, HarmonizerError
 from harmonizer_deploy.coverage.report import (
     DEFAULT_MODEL,
     JOURNAL,
@@ -104,3 +104,82 @@ def _zoo_table(markdown: Path, zoo_dir: Path, wasm: bool, as_json: bool) -> None
         typer.echo(f"{row['model']:<28} " + " ".join(f"{s}={row[s]}" for s in STAGES)
                    + (f"  {row['first_error']}" if row["first_error"] else ""))
     typer.echo(f"wrote the zoo models table to {markdown}")
+
+
+@coverage_app.command("coverage-classes")
+@cli_command
+def coverage_classes_command(
+    report: Annotated[Path, typer.Option("--report", help="The full coverage report.")] = REPORT_JSON,
+    merge: Annotated[
+        list[Path] | None,
+        typer.Option("--merge", help="A partial run's coverage.partial.json to merge into the report first; repeat."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where the class table goes (default: the "
+                                                "package's frontend/coverage_classes.json, which compile reads).")]
+    = None,
+) -> None:
+    """Derive the compile-time known-mismatch table from coverage.json (after merging partial runs)."""
+    from harmonizer_deploy.coverage.classes import write_table
+    from harmonizer_deploy.frontend.coverage_check import TABLE_PATH
+
+    _, table = write_table(report, merge or [], output or TABLE_PATH)
+    classes = table["classes"]
+    bad = [k for k, v in classes.items() if v.get("mismatch")]
+    typer.echo(f"{output or TABLE_PATH}: {len(classes)} node classes, {len(bad)} with known mismatches")
+
+
+@coverage_app.command("coverage-check")
+@cli_command
+def coverage_check_command(
+    baseline: Annotated[Path, typer.Option("--baseline", help="The committed full report.")] = REPORT_JSON,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.")] = 2,
+    timeout: Annotated[float, typer.Option(help="Seconds per case and variant.")] = 120.0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where the subset's report goes.")]
+    = Path("build/coverage-ci/coverage.json"),
+    ops: Annotated[list[str] | None, typer.Option("--op", "-k", help="Only the subset's cases of this op "
+                                                  "(repeatable), e.g. after touching its converter.")] = None,
+    list_only: Annotated[bool, typer.Option("--list", help="Print the subset's case names and exit.")] = False,
+) -> None:
+    """CI guard: run the ~300-case subset (every op) and exit 3 if a case that passes in the baseline fails now."""
+    from harmonizer_deploy.core.artifacts import read_json
+    from harmonizer_deploy.coverage.ci import check_subset, ci_subset
+
+    report = read_json(baseline, "baseline coverage report", "pass the committed coverage.json")
+    names = ci_subset(report)
+    if ops:
+        wanted = {o.lower() for o in ops}
+        names = [n for n in names if report["cases"][n]["op"].lower() in wanted]
+        if not names:
+            raise HarmonizerError(f"no CI subset case tests {', '.join(ops)}",
+                                  "pass op names as coverage.json spells them")
+    if list_only:
+        for name in names:
+            typer.echo(name)
+        return
+    result = check_subset(baseline, jobs or None, timeout, output, names=names)
+    typer.echo(f"coverage subset: {result['cases']} cases, {result['ops']} ops, {result['wall_s']} s; "
+               f"{len(result['changed'])} categories differ from {baseline}, {len(result['regressions'])} regressions")
+    for line in result["regressions"]:
+        typer.echo(f"REGRESSION {line}")
+    if result["regressions"]:
+        raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+@coverage_app.command("coverage-reference")
+@cli_command
+def coverage_reference_command(
+    report: Annotated[Path, typer.Option("--report", help="The coverage report to add the column to.")] = REPORT_JSON,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.")] = 2,
+    timeout: Annotated[float, typer.Option(help="Seconds per case.")] = 120.0,
+) -> None:
+    """Baseline onnx.reference for every case onnxruntime cannot run; rewrites coverage.json and COVERAGE.md."""
+    from harmonizer_deploy.core.artifacts import read_json, write_json
+    from harmonizer_deploy.coverage.report import add_reference_baseline, render_markdown
+    from harmonizer_deploy.coverage.tracker import write_text
+
+    data = read_json(report, "coverage report", "run `harmonizer-deploy coverage` first")
+    data = add_reference_baseline(data, jobs or None, timeout)
+    write_json(report, data)
+    write_text(report.with_name("COVERAGE.md"), render_markdown(data))
+    ref = [e["onnx_reference"]["status"] for e in data["cases"].values() if "onnx_reference" in e]
+    typer.echo(f"onnx.reference on {len(ref)} cases onnxruntime does not pass: {ref.count('pass')} pass")

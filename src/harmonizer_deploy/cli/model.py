@@ -91,10 +91,29 @@ def _print_scan(report: Any) -> None:
     out.print(table)
     out.print(f"plain conversion (registry off): tf2onnx unsupported: {', '.join(report.tf2onnx_unsupported) or 'none'}"
               f"; onnxruntime vs TF: {report.verified}; TVM import: {escape(report.tvm_import)}")
+    if report.coverage_nodes:
+        _print_coverage_nodes(report.coverage_nodes)
     if report.with_registry:
         w = report.with_registry
         out.print(f"with the registry ({', '.join(f'{k} → {v}' for k, v in sorted(w['strategies'].items()))}): "
                   f"onnxruntime vs TF: {w['verified']}; TVM import: {escape(w['tvm_import'])}")
+
+
+def _print_coverage_nodes(nodes: list[dict]) -> None:
+    """The compile-time coverage check per node: what `compile` refuses (known mismatch) or warns about."""
+    style = {"known mismatch": "red", "untested": "yellow", "tested": "green"}
+    table = Table(title="coverage check per node (as compile applies it)")
+    for col in ("node", "op", "class", "coverage", "case"):
+        table.add_column(col, overflow="fold")
+    for n in nodes:
+        status = f"[{style.get(n['status'], 'white')}]{escape(n['status'])}[/]"
+        case = f"{n['case']} ({n['cases']} mismatch)" if n["case"] else ""
+        table.add_row(escape(n["node"]), escape(n["op"]), escape(n["klass"]), status, escape(case))
+    out.print(table)
+    refused = sum(1 for n in nodes if n["status"] == "known mismatch")
+    if refused:
+        out.print(f"[red]compile refuses {refused} node(s) in known-mismatch classes (--allow-known-mismatch "
+                  "builds anyway)[/]")
 
 
 @model_app.command()

@@ -27,6 +27,7 @@ from harmonizer_deploy.core.artifacts import atomic_dir, check_output_dir, sha25
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.params import PARAM_TRANSFORM, PARAMS_FILE, save_params
 from harmonizer_deploy.core.version import __version__
+from harmonizer_deploy.frontend.coverage_check import enforce as enforce_coverage
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -116,6 +117,7 @@ def compile(
     fix_dims: dict[str, int] | None = None,
     tuning_records: str | Path | None = None,
     web_weights: str | None = None,
+    allow_known_mismatch: bool = False,
 ) -> CompileResult:
     """Compile an ONNX model for `target` (a name in targets/) into `output` (default build/<target>).
 
@@ -125,7 +127,9 @@ def compile(
     picks the GPU architecture (e.g. sm_90) of a target that lists `[options] archs`; by default it is detected.
     `tuning_records` names the records folder to use (else the user's, then those shipped with the target).
     `web_weights` ("float32", "float16", "uint8") is how a web target ships its weights (smaller downloads, with
-    the error the target's `[tolerance.<encoding>]` allows; verify measures it)."""
+    the error the target's `[tolerance.<encoding>]` allows; verify measures it).
+    A node in a class the coverage tracker found TVM + pack computes wrongly refuses the build unless
+    `allow_known_mismatch` (frontend/coverage_check.py)."""
     import contextlib
 
     from harmonizer_deploy.compiler.tuning import find_records
@@ -141,6 +145,7 @@ def compile(
     out_dir = Path(output) if output else Path("build") / spec.name
     check_output_dir(out_dir)  # before any work: never replace a folder holding anything but our artifact
     onnx_model = check_onnx_file(model)
+    coverage_check = enforce_coverage(onnx_model, allow_known_mismatch)
     model_sha = sha256_file(model)
     fix_dims = static_dims(batch, time_steps, fix_dims)
     shape = (fix_dims["batch"], fix_dims["time"]) if {"batch", "time"} <= fix_dims.keys() else None
@@ -185,6 +190,7 @@ def compile(
             "static_shape": list(shape) if shape else None,
             "tuning": tuning or {"used": False, "reason": why},
             "tvm_import": prepare_report.to_dict(),
+            "coverage_check": coverage_check,
             "outputs": _io(onnx_model.graph.output),
             "library": library,
             # weights re-laid-out once at load (NHWC/HWIO, Winograd): every runtime must call it before main

@@ -62,6 +62,8 @@ class ScanReport:
     verified: str = "–"
     # the same model converted with the registry (each op's preferred strategy), when it has custom ops
     with_registry: dict = field(default_factory=dict)
+    # per node: the compile-time coverage check's classification (frontend/coverage_check.py), ONNX files only
+    coverage_nodes: list[dict] = field(default_factory=list)
 
     @property
     def broken(self) -> list[ScanRow]:
@@ -70,7 +72,8 @@ class ScanReport:
     def to_dict(self) -> dict:
         return {"model": self.model, "kind": self.kind, "tf2onnx_unsupported": self.tf2onnx_unsupported,
                 "tvm_import": self.tvm_import, "verified": self.verified, "with_registry": self.with_registry,
-                "breaks": [r.layer for r in self.broken], "rows": [asdict(r) for r in self.rows]}
+                "breaks": [r.layer for r in self.broken], "rows": [asdict(r) for r in self.rows],
+                "coverage_nodes": self.coverage_nodes}
 
 
 def find_models(path: str | Path) -> list[Path]:
@@ -177,10 +180,19 @@ def _scan_onnx(path: Path, registry: CustomOpRegistry, check_tvm: bool) -> ScanR
         row.strategies = list(entry.strategies) if entry else []
         row.custom = bool(domain)
         rows.append(row)
-    report = ScanReport(str(path), "onnx", rows)
+    report = ScanReport(str(path), "onnx", rows, coverage_nodes=_coverage_nodes(model))
     if check_tvm and not any(r.breaks for r in rows):
         report.tvm_import = _try_tvm_import(model, registry)
     return report
+
+
+def _coverage_nodes(model: Any) -> list[dict]:
+    """Each default-domain node as `compile` classifies it: known mismatch (refused), untested, or tested."""
+    from dataclasses import asdict as as_dict
+
+    from harmonizer_deploy.frontend.coverage_check import check_model
+
+    return [as_dict(f) for f in check_model(model).findings if "::" not in f.klass]
 
 
 def _fix(entry: Any) -> str:

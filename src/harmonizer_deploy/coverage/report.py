@@ -70,6 +70,69 @@ def build_report(result: Any, models: dict[str, Any] | None = None) -> dict[str,
     }
 
 
+def merge_partial(report: dict[str, Any], partials: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """`report` with the cases of partial runs (`coverage -k OP`) replacing its own; totals recomputed.
+
+    Why: after a pack fix, re-running only the ops it touched must update the committed report without a
+    full run. meta["merged"] lists each partial run (where from, how many cases, its versions).
+    """
+    from harmonizer_deploy.coverage.tracker import tally
+
+    cases = dict(report["cases"])
+    merged = list(report["meta"].get("merged", []))
+    for source, part in partials:
+        unknown = sorted(set(part.get("cases", {})) - set(cases))
+        if unknown:
+            raise HarmonizerError(f"{source} has cases the report lacks ({', '.join(unknown[:3])})",
+                                  "merge partial runs of the same onnx version only")
+        cases.update(part["cases"])
+        pmeta = part.get("meta", {})
+        merged.append({"source": source, "cases": len(part["cases"]), "wall_s": pmeta.get("wall_s"),
+                       "versions": pmeta.get("versions", {})})
+    node = {k: v for k, v in cases.items() if not v["expanded"]}
+    expanded = {k: v for k, v in cases.items() if v["expanded"]}
+    return {**report, "meta": {**report["meta"], "merged": merged},
+            "totals": {"all": tally(cases), "node": tally(node), "expanded": tally(expanded)}, "cases": cases}
+
+
+def add_reference_baseline(report: dict[str, Any], jobs: int | None = None, timeout_s: float = 120.0,
+                           journal: Path | None = None) -> dict[str, Any]:
+    """Run onnx.reference on every case onnxruntime does not pass and record it as column "onnx_reference".
+
+    Why: ~300 cases are IR v14 or use opsets onnxruntime refuses, so they had no baseline at all.
+    """
+    import time
+
+    from harmonizer_deploy.coverage.tracker import collect_cases, run_coverage
+
+    names = {n for n, e in report["cases"].items() if e["onnxruntime"]["status"] != "pass"}
+    cases = [c for c in collect_cases() if c.name in names]
+    start = time.monotonic()
+    result = run_coverage(cases=cases, jobs=jobs, timeout_s=timeout_s, journal=journal,
+                          variants=("onnx_reference",)) if cases else None
+    for name in names:
+        report["cases"][name].pop("onnx_reference", None)
+    if result is not None:
+        for name, entry in result.cases.items():
+            report["cases"][name]["onnx_reference"] = entry["onnx_reference"]
+    report["meta"]["onnx_reference"] = {"cases": len(cases), "wall_s": round(time.monotonic() - start, 1)}
+    return report
+
+
+def _reference_line(cases: dict[str, dict[str, Any]]) -> str:
+    ref = {k: v for k, v in cases.items() if "onnx_reference" in v}
+    if not ref:
+        return ""
+    ok = [k for k, v in ref.items() if v["onnx_reference"]["status"] == "pass"]
+    pack = sum(1 for k in ok if cases[k]["tvm_pack"]["status"] == "pass")
+    base = sum(1 for v in cases.values() if v["onnxruntime"]["status"] == "pass") + len(ok)
+    pack_all = sum(1 for k, v in cases.items() if v["tvm_pack"]["status"] == "pass" and (
+        v["onnxruntime"]["status"] == "pass" or k in ok))
+    return (f" **Baseline onnx.reference** where onnxruntime cannot run a case ({len(ref)} cases): it passes "
+            f"{len(ok)}, and TVM + pack passes {pack} of those. With either baseline ({base} cases have one that "
+            f"passes), TVM + pack passes {pack_all} ({_pct(pack_all, base)}).")
+
+
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """Totals for `coverage --summary --json`."""
     all_ = report["totals"]["all"]
@@ -152,17 +215,25 @@ def _op_table(cases: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _totals_table(report: dict[str, Any]) -> list[str]:
-    from harmonizer_deploy.coverage.tracker import CATEGORIES
+    from harmonizer_deploy.coverage.tracker import CATEGORIES, tally
 
     lines = []
+    ref_title = "onnx.reference (cases onnxruntime fails)"
     for part, title in (("all", "All cases"), ("node", "Node cases"), ("expanded", "`*_expanded` cases")):
         t = report["totals"][part]
         n = sum(t["onnxruntime"].values())
-        lines += [f"**{title}** ({n})", "", "| category | " + " | ".join(TITLES[c] for c in COLUMNS) + " |"]
-        lines.append("|---|" + "---:|" * len(COLUMNS))
+        ref_cases = {k: v for k, v in report["cases"].items() if "onnx_reference" in v
+                     and (part == "all" or v["expanded"] == (part == "expanded"))}
+        ref = tally(ref_cases, ["onnx_reference"])["onnx_reference"] if ref_cases else None
+        extra = [ref_title] if ref else []
+        lines += [f"**{title}** ({n})", "", "| category | " + " | ".join([*(TITLES[c] for c in COLUMNS), *extra])
+                  + " |"]
+        lines.append("|---|" + "---:|" * (len(COLUMNS) + len(extra)))
         for cat in CATEGORIES:
-            lines.append(f"| {cat} | " + " | ".join(str(t[c][cat]) for c in COLUMNS) + " |")
-        lines.append("| **pass rate** | " + " | ".join(_pct(t[c]["pass"], n) for c in COLUMNS) + " |")
+            cells = [str(t[c][cat]) for c in COLUMNS] + ([str(ref[cat])] if ref else [])
+            lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+        rates = [_pct(t[c]["pass"], n) for c in COLUMNS] + ([_pct(ref["pass"], len(ref_cases))] if ref else [])
+        lines.append("| **pass rate** | " + " | ".join(rates) + " |")
         lines.append("")
     return lines
 
@@ -195,11 +266,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"TVM + pack {all_['tvm_pack']['pass']} ({_pct(all_['tvm_pack']['pass'], meta['cases'])}). "
         f"Of the {len(ort_pass)} cases onnxruntime passes, TVM static passes {static_on_ort} "
         f"({_pct(static_on_ort, len(ort_pass))}) and TVM static + pack {pack_on_ort} "
-        f"({_pct(pack_on_ort, len(ort_pass))}).",
+        f"({_pct(pack_on_ort, len(ort_pass))})."
+        + (f" Silent mismatches under TVM + pack (wrong numbers, not refused by `compile`): "
+           f"{len(report['compile_check']['silent'])}; refused by compile: "
+           f"{len(report['compile_check']['refused'])}; warned (untested class): "
+           f"{len(report['compile_check'].get('warned', {}))}." if report.get("compile_check") else "")
+        + _reference_line(cases),
         "",
         f"Run: {meta.get('jobs')} jobs, timeout {meta.get('timeout_s')} s per case and variant, "
         f"{meta.get('wall_s')} s wall clock for {meta.get('tasks_run')} (case, variant) runs "
-        "(variants that are the same model by construction reuse one result, marked `same_as` in coverage.json).",
+        "(variants that are the same model by construction reuse one result, marked `same_as` in coverage.json)."
+        + (" Merged since, from partial runs (`coverage -k OP`, then `coverage-classes --merge`): "
+           + ", ".join(f"{m['cases']} cases ({m['source']})" for m in meta["merged"]) + "."
+           if meta.get("merged") else ""),
         "",
         "Why onnxruntime, the baseline, fails where it does (first line of the error, most frequent first):",
         "",
@@ -225,6 +304,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += _mismatch_section(cases)
+    lines += _refusal_section(cases, report.get("compile_check"))
     lines += _models_section(report.get("models", {}))
     node = {k: c for k, c in cases.items() if not c["expanded"]}
     exp = {k: c for k, c in cases.items() if c["expanded"]}
@@ -252,6 +332,26 @@ def _mismatch_section(cases: dict[str, dict[str, Any]]) -> list[str]:
         still = sum(1 for n in names if cases[n]["tvm_pack"]["status"] == "mismatch")
         first = f"`{names[0]}`: {cases[names[0]]['tvm_static']['detail']}".replace("|", "\\|")[:160]
         lines.append(f"| {op} | {len(names)} | {ort_ok} | {still} | {first} |")
+    lines.append("")
+    return lines
+
+
+def _refusal_section(cases: dict[str, dict[str, Any]], check: dict[str, Any] | None) -> list[str]:
+    """Every case TVM + pack still gets wrong, and the known-mismatch class `compile` refuses it by."""
+    lines = ["### Still wrong with the pack: refused by compile", ""]
+    if not check:
+        return [*lines, "Not computed: run `harmonizer-deploy coverage-classes`.", ""]
+    refused, silent, warned = check["refused"], check["silent"], check.get("warned", {})
+    lines += [f"`compile` refuses a model with a node in a known-mismatch class (frontend/coverage_classes.json, "
+              f"derived from this report by `harmonizer-deploy coverage-classes`) unless `--allow-known-mismatch`. "
+              f"**Refused by compile: {len(refused)} cases. Silent mismatches (wrong and not refused): "
+              f"{len(silent)}**" + (f": {', '.join(f'`{s}`' for s in silent)}." if silent else ".")
+              + f" Not refused but warned by compile (a node class no case tests): {len(warned)}.", "",
+              "| case | op | compile |", "|---|---|---|"]
+    for name, klass in refused.items():
+        lines.append(f"| `{name}` | {cases[name]['op']} | refused by compile: `{klass}` |")
+    for name, klass in warned.items():
+        lines.append(f"| `{name}` | {cases[name]['op']} | warning (untested class): `{klass}` |")
     lines.append("")
     return lines
 
@@ -316,6 +416,7 @@ def generate(
             raise HarmonizerError(f"model not found: {path}", "convert it first: harmonizer-deploy convert")
         model_sections[path.stem] = model_coverage(path, jobs=jobs, timeout_s=timeout)
     report = build_report(result, model_sections)
+    report = add_reference_baseline(report, jobs, timeout, journal)
     if filters:  # a partial run must not overwrite the committed full report
         output = output.with_name(output.stem + ".partial.json")
     write_json(output, report)

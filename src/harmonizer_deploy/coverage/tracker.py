@@ -339,6 +339,23 @@ def _ort_run_raw(ort: Any, sess: Any, case: Case) -> list[np.ndarray]:
     return [buf.view(dtype) if _ort_raw(np.zeros(0, dtype)) else buf for buf, dtype in buffers]
 
 
+def run_onnx_reference(case: Case, report: Report) -> None:
+    """The ONNX reference implementation (onnx.reference): the baseline where onnxruntime cannot run a case
+    (IR version or opset newer than it supports, ops it lacks)."""
+    from onnx.reference import ReferenceEvaluator
+
+    def load() -> Any:
+        try:
+            return ReferenceEvaluator(case.model)
+        except NotImplementedError as exc:
+            raise StageError(UNSUPPORTED, _first_line(exc)) from exc
+
+    ref = _stage(report, "import", load)
+    feeds = {vi.name: v for vi, v in zip(case.model.graph.input, case.inputs, strict=False)}
+    got = _stage(report, "run", lambda: ref.run(None, feeds))
+    _check(report, case, got)
+
+
 def _check(report: Report, case: Case, got: Sequence[Any]) -> None:
     report("compare")
     why = compare_outputs(got, case.outputs, case.rtol, case.atol)
@@ -423,6 +440,7 @@ RUNNERS: dict[str, str] = {
     "tvm": f"{__name__}:run_tvm",
     "tvm_static": f"{__name__}:run_tvm_static",
     "tvm_pack": f"{__name__}:run_tvm_pack",
+    "onnx_reference": f"{__name__}:run_onnx_reference",
 }
 
 
@@ -617,6 +635,7 @@ def fingerprints() -> dict[str, str]:
     pack_src = b"".join(p.read_bytes() for p in sorted(frontend.glob("*.py")))
     pack = hashlib.sha256(pack_src).hexdigest()[:12]
     return {
+        "onnx_reference": base,
         "onnxruntime": f"{base} ort={version('onnxruntime')}",
         "tvm": f"{base} tvm={tvm_v}",
         "tvm_static": f"{base} tvm={tvm_v}",

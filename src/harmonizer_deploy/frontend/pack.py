@@ -4,7 +4,10 @@ Missing in TVM: Swish, Celu, LpNormalization, CumProd, Hann/Hamming/BlackmanWind
 NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, RNN, GRU, LSTM, and ai.onnx Attention (TVM sends it to
 its com.microsoft converter). Wrong or incomplete in TVM: LayerNormalization (Mean/InvStdDev outputs are
 placeholders), RMSNormalization (axis 0 fails to compile), Constant (only `value` is read), Pow (mixed
-base/exponent types), Dropout (float mask). `converter_pack_fold.py` is the pack's pre-pass for static shapes.
+base/exponent types), Dropout (float mask), the reductions over a zero-size dim (TVM returns its accumulator's
+start value instead of the identity), ReduceMax/ReduceMin of bool (fails to compile), Mod fmod=0 on floats
+(NaN for infinite divisors), IsInf (flags ignored), Mish and Softplus (float32 underflow) and SpaceToDepth mode CRD.
+`converter_pack_fold.py` is the pack's pre-pass for static shapes.
 
 Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
 pack"; one case per converter in tests/test_converter_pack.py). Converters that need a value known at
@@ -14,6 +17,7 @@ exported models carry them, and raise a clear error otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,8 +41,9 @@ def _const_value(expr: Any, what: str, ctx: ConvertContext | None = None) -> np.
         return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
     if ctx is not None and isinstance(expr, tvm.relax.Var):  # an initializer kept as a parameter
         _nodes, params = ctx.params
-        if expr.name_hint in params:
-            return params[expr.name_hint][1].numpy()
+        name = str(getattr(expr, "name_hint", None) or expr.name)  # TVM 0.27's relax.Var has `name` only
+        if name in params:
+            return params[name][1].numpy()
     raise ValueError(f"{what} must be a constant (an initializer) for this converter, got {type(expr).__name__}")
 
 
@@ -541,6 +546,313 @@ cast.applies_to = _casts_to_float8  # type: ignore[attr-defined]
 cast_like.applies_to = _casts_like_float8  # type: ignore[attr-defined]
 
 
+# ------------------------------------------------------------------------- reductions over nothing
+
+# What each reduction gives over an empty set (ONNX: the identity of the reduction; log(0) = -inf).
+_EMPTY_REDUCTION = {
+    "ReduceSum": 0.0,
+    "ReduceSumSquare": 0.0,
+    "ReduceL1": 0.0,
+    "ReduceL2": 0.0,
+    "ReduceProd": 1.0,
+    "ReduceLogSum": -np.inf,
+    "ReduceLogSumExp": -np.inf,
+    "ReduceMax": -np.inf,
+    "ReduceMin": np.inf,
+}
+
+
+def _static_dims(expr: Any) -> list[int | None]:
+    """The input's dims, None for a symbolic one."""
+    import tvm
+
+    return [int(d) if isinstance(d, tvm.tirx.IntImm) else None for d in expr.ty.shape]
+
+
+def _onnx_tensor_type(name: str, graph: Any) -> tuple[list[int | None] | None, int]:
+    """(dims, elem_type) of a tensor as the ONNX graph declares it (a 0 dim is a real 0 here).
+
+    Why: TVM's importer reads dim_value 0 as unknown and makes it a symbolic dim, so the converter itself
+    cannot see a zero-size dim; the node is picked here (`applies_to`) from the ONNX declaration instead.
+    """
+    for t in graph.initializer:
+        if t.name == name:
+            return list(t.dims), t.data_type
+    for vi in [*graph.input, *graph.value_info, *_inferred(graph)]:
+        if vi.name == name and vi.type.HasField("tensor_type"):
+            tt = vi.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField(
+                "shape") else None
+            return dims, tt.elem_type
+    return None, 0
+
+
+_INFERRED: list[tuple[Any, list]] = []  # (graph, its inferred value_info): the last graph asked about
+
+
+def _inferred(graph: Any) -> list:
+    """value_info from ONNX shape inference of `graph` (best effort, cached for the graph being imported).
+
+    Why: the tracker's static models declare only graph inputs/outputs, so an intermediate tensor's zero-size
+    dim (a `_expanded` reduction) is only known after inference; compile's prepare step infers shapes already.
+    """
+    import onnx
+
+    if _INFERRED and _INFERRED[0][0] is graph:
+        return _INFERRED[0][1]
+    try:
+        latest = onnx.helper.make_opsetid("", onnx.defs.onnx_opset_version())
+        model = onnx.helper.make_model(graph, opset_imports=[latest])
+        found = list(onnx.shape_inference.infer_shapes(model, strict_mode=False).graph.value_info)
+    except Exception:  # inference cannot follow this graph: no extra facts
+        found = []
+    _INFERRED[:] = [(graph, found)]
+    return found
+
+
+def _onnx_const_ints(name: str, graph: Any) -> list[int] | None:
+    from onnx import numpy_helper
+
+    for t in graph.initializer:
+        if t.name == name:
+            return [int(v) for v in numpy_helper.to_array(t).reshape(-1)]
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output and n.output[0] == name:
+            for a in n.attribute:
+                if a.name == "value":
+                    return [int(v) for v in numpy_helper.to_array(a.t).reshape(-1)]
+    return None
+
+
+def _reduced_axes(node: Any, graph: Any, rank: int) -> list[int] | None:
+    """The axes a reduction node reduces (sorted, non-negative); None when they are not known statically."""
+    attrs = {a.name: a for a in node.attribute}
+    if len(node.input) > 1 and node.input[1]:
+        axes = _onnx_const_ints(node.input[1], graph)
+        if axes is None:
+            return None
+    else:
+        axes = list(attrs["axes"].ints) if "axes" in attrs else []
+    if not axes and "noop_with_empty_axes" in attrs and attrs["noop_with_empty_axes"].i:
+        return []
+    return sorted({a % rank for a in axes}) if axes else list(range(rank))
+
+
+def _reduction_applies(op_type: str) -> Callable[[Any, Any], bool]:
+    """Take over a reduction whose reduced dims include a 0 (as the ONNX graph declares or infers them)."""
+
+    def applies(node: Any, graph: Any) -> bool:
+        dims, _elem_type = _onnx_tensor_type(node.input[0], graph)
+        if dims is None:
+            return False
+        axes = _reduced_axes(node, graph, len(dims))
+        if axes is None or not axes:
+            return False
+        return any(dims[a] == 0 for a in axes)
+
+    return applies
+
+
+def _reduce_over_empty(op_type: str) -> Converter:
+    """A reduction whose reduced dims include one of size 0: a constant of the reduction's identity.
+
+    TVM reduces over the empty dim anyway and returns whatever its accumulator starts from (garbage for
+    sums: 1.4e25). Only the nodes `applies_to` picks come here.
+    """
+
+    def convert(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+        relax = _relax()
+        x, axes_in = inputs[0], _opt(inputs, 1)
+        dims = _static_dims(x)
+        rank = len(dims)
+        if axes_in is not None:
+            axes = [int(a) for a in np.asarray(_const_value(axes_in, f"{op_type} axes", ctx)).reshape(-1)]
+        else:
+            axes = [int(a) for a in attrs.get("axes", [])]
+        reduced = sorted({a % rank for a in axes}) if axes else list(range(rank))
+        keep = int(attrs.get("keepdims", 1))
+        dtype = _dtype(x)
+        # applies_to picked this node for a zero-size reduced dim; TVM's importer turns a 0 dim into a symbolic one
+        shape = [1 if i in reduced else d for i, d in enumerate(x.ty.shape)] if keep else [
+            d for i, d in enumerate(x.ty.shape) if i not in reduced]
+        value = _EMPTY_REDUCTION[op_type]
+        if dtype == "bool":  # max/min over no booleans: False / True
+            value = value > 0
+        elif not dtype.startswith(("float", "bfloat")) and not np.isfinite(value):
+            info = np.iinfo(np.dtype(dtype))
+            value = info.max if value > 0 else info.min
+        np_dtype = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
+        static = [int(d) if isinstance(d, int) else None for d in (
+            [1 if i in reduced else dims[i] for i in range(rank)] if keep else
+            [dims[i] for i in range(rank) if i not in reduced])]
+        if all(d is not None for d in static):  # a constant tensor (relax.op.full cannot take an infinite fill)
+            return relax.const(np.full(static, value, dtype=np_dtype), dtype)
+        return relax.op.astype(relax.op.full(shape, relax.const(np.array(value, dtype=np_dtype)), np_dtype.name),
+                               dtype)
+
+    convert.applies_to = _reduction_applies(op_type)  # type: ignore[attr-defined]
+    return convert
+
+
+
+def _reduce_extreme(op_type: str) -> Converter:
+    """ReduceMax / ReduceMin that give -inf / +inf over all -inf / +inf values or an empty set, and take bool.
+
+    TVM starts max at the lowest finite float, so max(-inf, -inf) is -3.4e38 (then x - max is -inf, not NaN,
+    and the masked-row guards of attention-like graphs see no infinity), and cannot compile bool max/min.
+    Here: bool as any/all through int8; floats fixed up where no element is above -inf (below +inf).
+    """
+
+    def convert(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+        relax = _relax()
+        op = relax.op
+        x, axes_in = inputs[0], _opt(inputs, 1)
+        dtype = _dtype(x)
+        if axes_in is not None:
+            try:
+                axes = [int(a) for a in np.asarray(_const_value(axes_in, f"{op_type} axes", ctx)).reshape(-1)]
+            except ValueError:
+                return _builtin(op_type, ctx)(bb, inputs, attrs, ctx.params)
+        else:
+            axes = [int(a) for a in attrs.get("axes", [])]
+        if (not axes and int(attrs.get("noop_with_empty_axes", 0))) or not (dtype == "bool" or _is_float(dtype)):
+            return _builtin(op_type, ctx)(bb, inputs, attrs, ctx.params)
+        rank = _ndim(x)
+        reduced = sorted({a % rank for a in axes}) if axes else list(range(rank))
+        keep = bool(int(attrs.get("keepdims", 1)))
+        is_max = op_type == "ReduceMax"
+        reduce = op.max if is_max else op.min
+        if int(attrs.get(_EMPTY_MARK, 0)):  # a zero-size reduced dim (TVM returns uninitialized memory there)
+            return _reduce_over_empty(op_type)(bb, inputs, attrs, ctx)
+        if dtype == "bool":  # any / all
+            return op.greater(reduce(op.astype(x, "int8"), reduced, keep), relax.const(0, "int8"))
+        y = bb.emit(reduce(x, reduced, keep))
+        # the checks in float32 for half types (TVM has no bfloat16 isnan; the cast is exact)
+        xc = op.astype(x, "float32") if dtype in _LOW_PRECISION else x
+        cdt = "float32" if dtype in _LOW_PRECISION else dtype
+        inf = relax.const(-np.inf if is_max else np.inf, cdt)
+        beyond = op.greater(xc, inf) if is_max else op.less(xc, inf)  # finite or the other infinity (NaN: no)
+        some = op.greater(op.max(op.astype(beyond, "int8"), reduced, keep), relax.const(0, "int8"))
+        nan = op.greater(op.max(op.astype(op.isnan(xc), "int8"), reduced, keep), relax.const(0, "int8"))
+        return op.where(op.logical_or(some, nan), y, op.astype(inf, dtype) if cdt != dtype else inf)
+
+    def applies(node: Any, graph: Any) -> bool:
+        """Every node; one with a zero-size reduced dim is marked for the converter (TVM hides the 0 from it)."""
+        import onnx
+
+        if _reduction_applies(op_type)(node, graph):
+            node.attribute.append(onnx.helper.make_attribute(_EMPTY_MARK, 1))
+        return True
+
+    convert.applies_to = applies  # type: ignore[attr-defined]
+    return convert
+
+
+_EMPTY_MARK = "harmonizer_reduces_empty_set"  # set on the hook's private renamed copy of the node only
+
+
+# ------------------------------------------------------------------------ elementwise and layout fixes
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
+
+
+def mod(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Mod with fmod=0 on floats: the result takes the divisor's sign (Python's %), inf and NaN as numpy.
+
+    TVM uses floor_mod, x - floor(x / y) * y, which is NaN for an infinite divisor and -0/+0 mixed up. Here:
+    r = fmod(x, y), then r + y where r is non-zero and its sign differs from y's (fmod(x, ±inf) is x).
+    Integer Mod and fmod=1 go to TVM's converter.
+    """
+    relax = _relax()
+    x, y = inputs[0], inputs[1]
+    dtype = _dtype(x)
+    if int(attrs.get("fmod", 0)) or not _is_float(dtype):
+        return _builtin("Mod", ctx)(bb, inputs, attrs, ctx.params)
+    op = relax.op
+    zero = relax.const(0.0, dtype)
+    ax, ay = op.abs(x), op.abs(y)
+    # fmod by |y| on |x|, sign of x: finite y uses trunc division; y = ±inf leaves x; y = 0 or x = ±inf is NaN
+    trunc = op.subtract(ax, op.multiply(op.floor(op.divide(ax, ay)), ay))
+    r = bb.emit(op.where(op.isinf(ay), ax, trunc))
+    r = bb.emit(op.where(op.less(x, zero), op.negative(r), r))
+    flip = op.logical_and(op.not_equal(r, zero), op.logical_xor(op.less(r, zero), op.less(y, zero)))
+    return op.where(flip, op.add(r, y), r)
+
+
+def is_inf(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """IsInf honouring detect_positive / detect_negative (TVM ignores both and reports every infinity)."""
+    relax = _relax()
+    x = inputs[0]
+    inf = relax.op.isinf(x)
+    pos, neg = int(attrs.get("detect_positive", 1)), int(attrs.get("detect_negative", 1))
+    if pos and neg:
+        return inf
+    zero = relax.const(0.0, _dtype(x))
+    if pos:
+        return relax.op.logical_and(inf, relax.op.greater(x, zero))
+    if neg:
+        return relax.op.logical_and(inf, relax.op.less(x, zero))
+    return relax.op.zeros(_shape(x), "bool")
+
+
+def _softplus(x: Any) -> Any:
+    """log(1 + exp(x)) without float underflow: max(x, 0) + log1p(exp(-|x|)), log1p(t) ≈ t - t²/2 for tiny t.
+
+    TVM computes log(1 + exp(x)), which is 0 once exp(x) drops below float32's epsilon (x < -17). Stays in
+    the input's float type (no float64: WebGPU has none); float16/bfloat16 go through float32.
+    """
+    relax = _relax()
+    op = relax.op
+    dtype = _dtype(x)
+    calc = "float32" if dtype in _LOW_PRECISION else dtype
+    xc = op.astype(x, calc) if calc != dtype else x
+    t = op.exp(op.negative(op.abs(xc)))
+    small = op.less(t, relax.const(1e-4, calc))
+    log1p = op.where(small, op.subtract(t, op.multiply(relax.const(0.5, calc), op.multiply(t, t))),
+                     op.log(op.add(relax.const(1.0, calc), t)))
+    return op.maximum(xc, relax.const(0.0, calc)), log1p, calc
+
+
+def mish(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Mish, x * tanh(softplus(x)), with the underflow-free softplus below."""
+    relax = _relax()
+    x = inputs[0]
+    pos, log1p, calc = _softplus(x)
+    xc = relax.op.astype(x, calc) if calc != _dtype(x) else x
+    y = relax.op.multiply(xc, relax.op.tanh(relax.op.add(pos, log1p)))
+    return relax.op.astype(y, _dtype(x)) if calc != _dtype(x) else y
+
+
+def softplus(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Softplus without float32 underflow (TVM's is 0 for x < -17, so Mish's expansion is 0 there)."""
+    relax = _relax()
+    x = inputs[0]
+    pos, log1p, calc = _softplus(x)
+    y = relax.op.add(pos, log1p)
+    return relax.op.astype(y, _dtype(x)) if calc != _dtype(x) else y
+
+
+def space_to_depth(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """SpaceToDepth in CRD mode (opset 28): channel-major blocks; TVM always lays the blocks out as DCR."""
+    relax = _relax()
+    x = inputs[0]
+    block = int(attrs["blocksize"])
+    n, c, h, w = x.ty.shape
+    y = relax.op.reshape(x, (n, c, h // block, block, w // block, block))
+    y = relax.op.permute_dims(y, [0, 1, 3, 5, 2, 4])
+    return relax.op.reshape(y, (n, c * block * block, h // block, w // block))
+
+
+def _crd_mode(node: Any, graph: Any) -> bool:
+    attrs = {a.name: a for a in node.attribute}
+    return "mode" in attrs and attrs["mode"].s == b"CRD"
+
+
+space_to_depth.applies_to = _crd_mode  # type: ignore[attr-defined]
+
+
 # ------------------------------------------------------------------------------- RNN, GRU, LSTM
 
 
@@ -761,4 +1073,12 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Dropout"): dropout,
     ("", "Cast"): cast,
     ("", "CastLike"): cast_like,
+    **{("", op): _reduce_over_empty(op) for op in _EMPTY_REDUCTION if op not in ("ReduceMax", "ReduceMin")},
+    ("", "ReduceMax"): _reduce_extreme("ReduceMax"),
+    ("", "ReduceMin"): _reduce_extreme("ReduceMin"),
+    ("", "Mod"): mod,
+    ("", "IsInf"): is_inf,
+    ("", "Mish"): mish,
+    ("", "Softplus"): softplus,
+    ("", "SpaceToDepth"): space_to_depth,
 }
