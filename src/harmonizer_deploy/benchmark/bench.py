@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -91,19 +92,59 @@ def _browser_artifact(name: str, build_dir: Path) -> Path | None:
     return None
 
 
-def browser_rows(artifacts: dict[str, Path], time_steps: int, warmup: int, repeats: int, seed: int) -> list[dict]:
-    """Browser rows (headless Chromium, batch 1 as in the page): load incl. shader setup, first run, p50/min/p90.
+ORT_WEB_ROW = re.compile(r"ort-web-(?:wasm-(?P<threads>[1-9][0-9]?)t|webgpu)")
+BROWSER_ROUNDS = 3  # each round runs every browser backend once, in a fresh Chromium: the rounds interleave them
 
-    Not interleaved with the other backends (a separate browser per artifact); repeats are capped.
+
+def ort_web_peers(in_browser: dict[str, Path], threads: int | None) -> list[str]:
+    """The onnxruntime-web rows a default bench adds next to TVM's browser rows: wasm with 1 thread and with all
+    cores (the page is cross-origin isolated), and its webgpu EP when a tvm-webgpu row is there to compare."""
+    from harmonizer_deploy.core.cpus import physical_cores
+
+    if not in_browser:
+        return []
+    peers = ["ort-web-wasm-1t", f"ort-web-wasm-{threads or physical_cores()}t"]
+    if any(json.loads((p / "manifest.json").read_text()).get("device") == "webgpu" for p in in_browser.values()):
+        peers.append("ort-web-webgpu")
+    return list(dict.fromkeys(peers))
+
+
+def browser_rows(artifacts: dict[str, Path | None], onnx_path: Path, time_steps: int, warmup: int, repeats: int,
+                 seed: int) -> tuple[list[dict], list[dict]]:
+    """Browser rows (headless Chromium, batch 1 as in the page): TVM's web artifacts and onnxruntime-web on the same
+    model.onnx and input; load incl. shader setup, first run, p50/min/p90, error against native onnxruntime.
+
+    Interleaved by rounds rather than per call (each run is a fresh Chromium): a machine that slows down mid-run
+    slows every row alike. A peer that cannot run here (npm package, WebGPU adapter) is skipped with the reason.
     """
-    from harmonizer_deploy.run.browser import browser_bench
+    from harmonizer_deploy.run.browser import browser_bench, ort_web_bench
 
+    per_round = max(1, min(repeats, BROWSER_MAX_REPEATS))
+    first: dict[str, dict] = {}
+    samples: dict[str, list[float]] = {name: [] for name in artifacts}
+    skipped: dict[str, dict] = {}
+    for _ in range(BROWSER_ROUNDS):
+        for name, path in artifacts.items():
+            if name in skipped:
+                continue
+            try:
+                if (peer := ORT_WEB_ROW.fullmatch(name)) is not None:
+                    ep, n = ("wasm", int(peer["threads"])) if peer["threads"] else ("webgpu", 1)
+                    row = ort_web_bench(onnx_path, ep, n, 1, time_steps, min(warmup, 1), per_round, seed)
+                else:
+                    row = browser_bench(path, 1, time_steps, min(warmup, 1), per_round, seed, reference=onnx_path)
+            except HarmonizerError as exc:
+                if path is not None:
+                    raise  # our own artifact failing is an error, not a skipped peer
+                skipped[name] = {"backend": name, "reason": exc.problem, "fix": exc.fix}
+                continue
+            first.setdefault(name, row)
+            samples[name] += row.pop("samples_ms")
     rows = []
-    for name, path in artifacts.items():
-        row = browser_bench(path, batch=1, time_steps=time_steps, warmup=min(warmup, 1),
-                            repeats=min(repeats, BROWSER_MAX_REPEATS), seed=seed)
-        rows.append({**row, "backend": name, "where": "headless Chromium", "interleaved": False})
-    return rows
+    for name, row in first.items():
+        rows.append({**row, **latency_stats(samples[name]), "backend": name, "repeats": len(samples[name]),
+                     "where": "headless Chromium", "interleaved": f"{BROWSER_ROUNDS} rounds"})
+    return rows, list(skipped.values())
 
 
 HARMONIZE_SAMPLE = SAMPLES_DIR / "two-bars.mid"  # 2 bars of 4/4 = 32 sixteenth steps
@@ -266,7 +307,11 @@ def bench(
     load_at_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     requested = backends or default_backends(build_dir)
     skipped = [] if backends else skipped_backends(build_dir, requested)
-    in_browser = {n: p for n in requested if (p := _browser_artifact(n, build_dir)) is not None}
+    in_browser: dict[str, Path | None] = {n: p for n in requested if (p := _browser_artifact(n, build_dir)) is not None}
+    peers = [n for n in requested if ORT_WEB_ROW.fullmatch(n)]
+    if not backends:
+        peers = ort_web_peers(in_browser, threads)
+    in_browser.update(dict.fromkeys(peers))
     opened, load_ms, missing = _open_all([n for n in requested if n not in in_browser], build_dir, threads)
     skipped += missing
     names = list(opened)
@@ -311,7 +356,9 @@ def bench(
                          "max_abs_err_vs_onnxruntime": error[n],
                          **{k: v for k, v in settings.items() if k != "versions"}})
     if in_browser:
-        rows += browser_rows(in_browser, time_steps, warmup, repeats, seed)
+        web_rows, web_skipped = browser_rows(in_browser, onnx_path, time_steps, warmup, repeats, seed)
+        rows += web_rows
+        skipped += web_skipped
     harmonize = harmonize_rows(opened, harmonize_repeats, seed) if harmonize_repeats > 0 else []
     onnxruntime_s = {r["backend"]: r["p50_s"] for r in harmonize}.get("onnxruntime")
     for r in harmonize:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -290,7 +291,7 @@ def backend_names(build_dir: str | Path = DEFAULT_BUILD_DIR) -> list[str]:
 def check_backend_name(name: str, build_dir: str | Path = DEFAULT_BUILD_DIR) -> None:
     """Refuse an unknown backend name before any work starts, listing the valid ones."""
     valid = backend_names(build_dir)
-    if name not in valid:
+    if name not in valid and not re.fullmatch(r"ort-web-(wasm-[1-9][0-9]?t|webgpu)", name):
         raise HarmonizerError(f"unknown backend {name!r}", f"valid backends: {', '.join(valid)} (tvm-<dir> for an "
                               f"artifact compiled into {Path(build_dir)}/<dir>; `harmonizer-deploy backends` "
                               "says which can run here)")

@@ -110,7 +110,15 @@ def _latency_row(backend: str, result: BrowserRun, batch: int, time_steps: int, 
             "first_run_ms": run["first_ms"], "p50_ms": statistics.median(samples), "min_ms": min(samples),
             "p90_ms": float(np.percentile(samples, 90)), "mean_ms": statistics.fmean(samples),
             "repeats": repeats, "warmup": warmup, "device": result.report.get("device"),
-            "adapter": result.report.get("adapter"), "user_agent": result.report.get("userAgent")}
+            "adapter": result.report.get("adapter"), "user_agent": result.report.get("userAgent"),
+            "samples_ms": samples}
+
+
+def _error_vs_onnxruntime(onnx_path: str | Path, x: np.ndarray, actual: np.ndarray) -> float:
+    """Max abs error of a browser row's output against native onnxruntime on the same input."""
+    session = ort_session(onnx_path)
+    expected = session.run(None, {session.get_inputs()[0].name: x})[0]
+    return max_abs_error(actual, expected)
 
 
 def ort_web_bench(onnx_path: str | Path, ep: str = "wasm", threads: int = 1, batch: int = 1, time_steps: int = 32,
@@ -122,11 +130,10 @@ def ort_web_bench(onnx_path: str | Path, ep: str = "wasm", threads: int = 1, bat
     result = run_ort_web(onnx_path, [x], ep, threads, warmup, repeats)
     name = f"ort-web-wasm-{threads}t" if ep == "wasm" else "ort-web-webgpu"
     row = _latency_row(name, result, batch, time_steps, warmup, repeats)
-    session = ort_session(onnx_path)
-    expected = session.run(None, {session.get_inputs()[0].name: x})[0]
     row.update(cross_origin_isolated=result.report.get("crossOriginIsolated"), threads=result.report.get("threads"),
+               precision="f32",
                version=result.report.get("version"),
-               max_abs_err_vs_onnxruntime=max_abs_error(result.outputs[0], expected))
+               max_abs_err_vs_onnxruntime=_error_vs_onnxruntime(onnx_path, x, result.outputs[0]))
     return row
 
 
@@ -136,13 +143,22 @@ def run_in_browser(artifact_dir: str | Path, inputs: list[np.ndarray]) -> list[n
 
 
 def browser_bench(artifact_dir: str | Path, batch: int = 1, time_steps: int = 32, warmup: int = 2,
-                  repeats: int = 10, seed: int = 0) -> dict[str, Any]:
-    """Browser latency row: load (fetch + instantiate + shader compile), first run, steady-state p50/min/p90."""
+                  repeats: int = 10, seed: int = 0, reference: str | Path | None = None) -> dict[str, Any]:
+    """Browser latency row: load (fetch + instantiate + shader compile), first run, steady-state p50/min/p90;
+    with `reference` (the model.onnx), the max abs error against native onnxruntime on the timed input."""
     from harmonizer_deploy.music.encoding import realistic_inputs
 
     x = realistic_inputs(seed, batch, time_steps)
     result = run_job(artifact_dir, [x], warmup=warmup, repeats=repeats)
-    return _latency_row(read_manifest(artifact_dir)["backend"], result, batch, time_steps, warmup, repeats)
+    manifest = read_manifest(artifact_dir)
+    row = _latency_row(manifest["backend"], result, batch, time_steps, warmup, repeats)
+    weights = (manifest.get("web_params") or {}).get("encoding", "float32")
+    # TVM's web runtime runs one thread; the math is float32 whatever the shipped weights are
+    row.update(threads=1 if manifest.get("device") == "cpu" else None,
+               precision="f32" if weights == "float32" else f"f32 ({weights} weights)")
+    if reference is not None and Path(reference).is_file():
+        row["max_abs_err_vs_onnxruntime"] = _error_vs_onnxruntime(reference, x, result.outputs[0])
+    return row
 
 
 def run_page(build_dir: str | Path = "build", melody: int = 0, steps: int | None = None, backend: str | None = None,
