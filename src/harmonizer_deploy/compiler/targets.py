@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 
 
 def targets_dir() -> Path:
@@ -132,7 +132,7 @@ def load_target(name: str) -> TargetSpec:
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise HarmonizerError(f"target file {path} is not valid TOML ({exc})", "fix the file") from exc
+        raise HarmonizerError(f"target file {path} is not valid TOML ({reason(exc)})", "fix the file") from exc
     try:
         tolerance = data.get("tolerance", {})
         requires = data.get("requires", {})

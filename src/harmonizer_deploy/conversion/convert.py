@@ -11,7 +11,7 @@ import numpy as np
 
 from harmonizer_deploy.conversion.source import SourceModel, _keras_call, input_signature, load_source
 from harmonizer_deploy.core.artifacts import atomic_file, sha256_file, write_json
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 from harmonizer_deploy.core.onnxruntime import ort_session
 from harmonizer_deploy.core.version import __version__
 from harmonizer_deploy.custom_ops.emit import attach_functions
@@ -94,7 +94,7 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET, plan: ConversionPla
         raise
     except Exception as exc:
         raise HarmonizerError(
-            f"tf2onnx could not convert {source.path}: {str(exc).splitlines()[0][:300]}",
+            f"tf2onnx could not convert {source.path}: {reason(exc, 300)}",
             "run `harmonizer-deploy doctor` and check the op list with `harmonizer-deploy ops scan`",
         ) from exc
     finally:
@@ -133,14 +133,14 @@ def check_onnx_file(path: Path):
         model = onnx.load(str(path))
     except Exception as exc:
         raise HarmonizerError(
-            f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:160]})",
+            f"{path} is not a readable ONNX model ({reason(exc, 160)})",
             "re-create it with `harmonizer-deploy convert`",
         ) from exc
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise HarmonizerError(
-            f"{path} fails the ONNX checker: {str(exc).splitlines()[0][:200]}",
+            f"{path} fails the ONNX checker: {reason(exc)}",
             "re-create it with `harmonizer-deploy convert`",
         ) from exc
     return model

@@ -118,6 +118,9 @@ def extract(archive: str | Path, destination: str | Path) -> list[str]:
     archive, destination = Path(archive), Path(destination)
     if not archive.is_file():
         raise HarmonizerError(f"archive not found: {archive}", "pass a .tar.gz, .tgz, .tar or .zip file")
+    if destination.exists() and not destination.is_dir():
+        raise HarmonizerError(f"destination {destination} exists and is not a directory",
+                              "extract into a new directory")
     if destination.exists() and any(destination.iterdir()):
         raise HarmonizerError(f"destination {destination} is not empty", "extract into a new directory")
     try:

@@ -8,6 +8,7 @@ import numpy as np
 
 from harmonizer_deploy.core.artifacts import atomic_file
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.npz import read_npz
 from harmonizer_deploy.music.encoding import INPUT_CHANNELS, NUM_PITCHES, realistic_inputs
 
 
@@ -35,12 +36,8 @@ def load_inputs(path: str | Path) -> list[np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise HarmonizerError(f"inputs file not found: {path}", "pass a file written by --save-inputs")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = [data[k] for k in sorted(data.files)]
-    except (OSError, ValueError) as exc:
-        raise HarmonizerError(f"{path} is not a readable .npz file ({exc})", "pass a file written by --save-inputs") \
-            from exc
+    data = read_npz(path, "pass a file written by --save-inputs")
+    arrays = [data[k] for k in sorted(data)]
     if not arrays:
         raise HarmonizerError(f"{path} holds no inputs", "pass a file written by --save-inputs")
     for i, x in enumerate(arrays):

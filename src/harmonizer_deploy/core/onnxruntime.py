@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 
 DEFAULT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
@@ -25,14 +25,23 @@ def ort_session(model: str | Path | bytes | Any) -> Any:
     import onnx
     import onnxruntime as ort
 
-    if isinstance(model, str | Path):
-        proto = onnx.load(str(model))
-    elif isinstance(model, bytes):
-        proto = onnx.load_from_string(model)
-    else:
-        proto = model
+    what = str(model) if isinstance(model, str | Path) else "the ONNX model"
+    try:  # onnx rejects damaged files and external data outside the model's folder (ValidationError)
+        if isinstance(model, str | Path):
+            proto = onnx.load(str(model))
+        elif isinstance(model, bytes):
+            proto = onnx.load_from_string(model)
+        else:
+            proto = model
+    except Exception as exc:
+        raise HarmonizerError(f"{what} is not a loadable ONNX model ({reason(exc)})",
+                              "re-create it with `harmonizer-deploy convert`") from exc
     missing = unimplemented_custom_nodes(proto)
     if missing:
         raise HarmonizerError(f"onnxruntime has no implementation for {', '.join(missing)}",
                               "convert with harmonizer-deploy, which attaches an ONNX function per custom op")
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's InvalidGraph/Fail/NotImplemented: the model, not this tool
+        raise HarmonizerError(f"onnxruntime cannot load {what} ({reason(exc, 300)})",
+                              "check the model with `harmonizer-deploy ops scan`") from exc

@@ -25,6 +25,7 @@ from harmonizer_deploy.conversion.inputs import load_inputs, make_inputs
 from harmonizer_deploy.core.artifacts import atomic_file, sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.manifest import read_manifest
+from harmonizer_deploy.core.npz import read_npz
 from harmonizer_deploy.run.runners import RUNNERS
 from harmonizer_deploy.verification.verify import Tolerances, VerifyReport, error_stats
 
@@ -642,12 +643,7 @@ def load_named_inputs(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise HarmonizerError(f"inputs file not found: {path}", f"pass the {REDUCED_INPUTS} written by debug reduce")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise HarmonizerError(f"{path} is not a readable .npz file ({exc})", "pass a file written by debug reduce") \
-            from exc
+    return read_npz(path, f"pass the {REDUCED_INPUTS} written by debug reduce")
 
 
 def verify_onnx(

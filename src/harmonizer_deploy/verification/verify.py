@@ -13,8 +13,9 @@ from harmonizer_deploy.compiler.targets import load_target
 from harmonizer_deploy.conversion.inputs import load_inputs, make_inputs, save_inputs
 from harmonizer_deploy.core.artifacts import sha256_file
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.limits import check_elements
 from harmonizer_deploy.core.manifest import integrity_problems, read_manifest
-from harmonizer_deploy.music.encoding import OUTPUT_NAME
+from harmonizer_deploy.music.encoding import INPUT_CHANNELS, NUM_PITCHES, OUTPUT_NAME
 from harmonizer_deploy.run.runners import RUNNERS
 
 PERCENTILES = (50, 90, 99)
@@ -245,9 +246,16 @@ def verify(
     # input sizes: arguments, else the artifact's static shape, else the target's `[verify]` table (slow software
     # devices use smaller inputs)
     static = manifest.get("static_shape")
+    for flag, value in (("--num-inputs", num_inputs), ("--batch", batch), ("--time", time_steps)):
+        if value is not None and value < 1:
+            raise HarmonizerError(f"{flag} must be positive, got {value}", f"pass {flag} 1 or more")
     num_inputs = num_inputs if num_inputs is not None else int(spec.verify.get("num_inputs", 4))
     batch = batch or (static[0] if static else int(spec.verify.get("batch", 2)))
     time_steps = time_steps or (static[1] if static else int(spec.verify.get("time_steps", 32)))
+    if not load_inputs_from:  # refuse absurd sizes before allocating anything
+        check_elements([num_inputs, batch, time_steps, NUM_PITCHES, INPUT_CHANNELS],
+                       f"{num_inputs} inputs of batch {batch} × time {time_steps}",
+                       "pass smaller --num-inputs/--batch/--time")
     name = manifest["outputs"][0]["name"] if manifest.get("outputs") else OUTPUT_NAME
     tolerances = Tolerances.build(spec, atol, rtol, [name])
     if check_error_stat not in CHECK_ERROR_STATS:

@@ -184,12 +184,14 @@ def page_artifacts(build_dir: str | Path) -> dict[str, Path]:
 
 def serve(build_dir: str | Path = "build", port: int = 8000) -> WebServer:
     """A server for the harmonizer page on 127.0.0.1:`port` with the web artifacts of `build_dir` (not started)."""
-    from harmonizer_deploy.core.errors import HarmonizerError
+    from harmonizer_deploy.core.errors import HarmonizerError, reason
     from harmonizer_deploy.web.jsdeps import tvmjs_bundle
 
+    if not 0 <= port <= 65535:
+        raise HarmonizerError(f"--port {port} is not a TCP port", "pass 1-65535, or 0 for any free port")
     artifacts = page_artifacts(build_dir)
     try:
         return WebServer(tvmjs_bundle(), artifacts, port=port)
     except OSError as exc:
-        raise HarmonizerError(f"cannot listen on {HOST}:{port} ({exc.strerror})",
+        raise HarmonizerError(f"cannot listen on {HOST}:{port} ({exc.strerror or reason(exc)})",
                               "pick another port with --port, or 0 for any free port") from exc
