@@ -15,7 +15,6 @@ from harmonizer_deploy.core.errors import EXIT_USER_ERROR
 def tiny_onnx(path: Path, dims: tuple[str, str] = ("batch", "time"), external: str | None = None) -> Path:
     """probs = Softmax(x · w) over axis 2 on x [batch, time, 46, 8] with symbolic dims `dims`; with `external`,
     the weight lives in external data at that location (relative to the model file, as onnx stores it)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.full((8, 4), 0.1, dtype=np.float32), "w")

@@ -9,9 +9,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from harmonizer_deploy.cli import app
 from hostile import assert_one_line_error, fake_artifact, melody_midi, tiny_onnx
-from typer.testing import CliRunner
 
 runner = CliRunner()
 
