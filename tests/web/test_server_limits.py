@@ -102,6 +102,12 @@ def test_foreign_host_header_is_forbidden(site, host):
     assert site.job.log == []
 
 
+def test_a_second_host_header_is_forbidden(site):
+    port = _port(site)
+    assert request(site, f"GET /vendor/tvmjs.js HTTP/1.1\r\nHost: evil.example:{port}",
+                   host=f"127.0.0.1:{port}") == 403
+
+
 @pytest.mark.parametrize("name", ["127.0.0.1", "localhost", "LOCALHOST", "[::1]"])
 def test_loopback_host_names_with_the_served_port_pass(site, name):
     assert request(site, "GET /artifacts/model/manifest.json HTTP/1.1", host=f"{name}:{_port(site)}") == 200

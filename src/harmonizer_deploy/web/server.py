@@ -156,7 +156,8 @@ class WebServer:
 
             def _checked_path(self) -> str | None:
                 """The request's path if the Host and the path are acceptable; else the refusal is sent."""
-                if not host_allowed(self.headers.get("Host"), server.httpd.server_address[1]):
+                hosts = self.headers.get_all("Host") or []
+                if len(hosts) != 1 or not host_allowed(hosts[0], server.httpd.server_address[1]):
                     self._refuse(403, "forbidden host")
                     return None
                 if len(self.path) > MAX_PATH_CHARS:

@@ -1,0 +1,29 @@
+"""Hypothesis profiles and helpers for the fuzz suite (imported by each fuzz test module).
+
+The default run (`make test`) is short and deterministic: each property a few seconds, derandomized, no example
+database. `HARMONIZER_FUZZ=long` (what `make fuzz` sets) multiplies every test's example count by
+`HARMONIZER_FUZZ_SCALE` (default 40, about ten minutes in all on 2 cores), draws fresh random examples each
+run, and keeps the failures it finds in .hypothesis/ so the next run replays them first."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from hypothesis import HealthCheck, settings
+
+LONG = os.environ.get("HARMONIZER_FUZZ", "") == "long"
+SCALE = int(os.environ.get("HARMONIZER_FUZZ_SCALE", "40")) if LONG else 1
+
+settings.register_profile("default", derandomize=True, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("long", deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("long" if LONG else "default")
+
+
+def fuzz(examples: int, deadline_ms: int = 2000) -> settings:
+    """Settings for one property: `examples` in the default run (× SCALE in the long one), and a per-example
+    deadline that catches a hang or a quadratic blow-up (none in the long run: a loaded machine is slow)."""
+    return settings(max_examples=examples * SCALE,
+                    deadline=None if LONG else timedelta(milliseconds=deadline_ms))
