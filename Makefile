@@ -23,7 +23,7 @@ $(error unknown target '$(target)'; valid targets: $(TARGETS))
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all help setup web-setup serve convert compile verify bench harmonize test test-slow lint doctor clean image
+.PHONY: all help setup web-setup serve convert compile verify bench harmonize test test-slow fuzz lint doctor clean image
 
 all: bench harmonize ## convert → compile → verify → bench for $(target), then harmonize the sample melody
 
@@ -81,6 +81,9 @@ test: setup ## the test suite (slow tests excluded)
 
 test-slow: setup ## only the slow tests
 	$(BIN)/python -m pytest -q -m slow
+
+fuzz: setup ## hypothesis fuzz suite (tests/fuzz), long settings: ~10 min on 2 cores (HARMONIZER_FUZZ_SCALE=15)
+	HARMONIZER_FUZZ=long $(BIN)/python -m pytest -q tests/fuzz
 
 lint: setup ## ruff, the import layers (lint-imports), and hadolint on docker/*.Dockerfile
 	$(BIN)/ruff check src tests lint
