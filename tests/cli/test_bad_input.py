@@ -269,3 +269,36 @@ def test_verify_json_with_nan_is_valid_json(artifact, monkeypatch):
     assert out["max_rel_err"] is None and out["max_rel_err_non_finite"] == "Infinity"
     assert out["kl_divergence_non_finite"] == "-Infinity"
     assert report["input_ranges"] == [[0.0, None]] and report["input_ranges_non_finite"] == {"0": {"1": "Infinity"}}
+
+
+# --- found by the fuzz suite (tests/fuzz) ---------------------------------------------------------------------
+
+def test_onnx_with_a_name_that_is_not_utf8(tmp_path):
+    """Protobuf hands such a name out as bytes, which the ONNX checker accepts and later code trips over."""
+    model = tiny_onnx(tmp_path / "model.onnx")
+    model.write_bytes(model.read_bytes().replace(b"batch", b"\x80atch"))
+    result = run("compile", model, "-o", tmp_path / "out", "--fix-dim", "batch=1")
+    assert_one_line_error(result, "not valid UTF-8")
+
+
+def test_extract_zip_with_an_unknown_format_version(tmp_path):
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.writestr("model/readme.txt", "hi")
+    data = bytearray((tmp_path / "a.zip").read_bytes())
+    at = data.index(b"PK\x01\x02")  # the central directory entry
+    data[at + 6] = 78  # "version needed to extract" 7.8: zipfile raises NotImplementedError
+    (tmp_path / "a.zip").write_bytes(bytes(data))
+    assert_one_line_error(run("extract", tmp_path / "a.zip", tmp_path / "dest"), "cannot extract")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_extract_tar_with_a_hard_link_to_a_missing_member(tmp_path):
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "a.tar", "w") as tf:
+        info = tarfile.TarInfo("a")
+        info.type, info.linkname = tarfile.LNKTYPE, "sub"
+        tf.addfile(info, io.BytesIO(b""))
+    assert_one_line_error(run("extract", tmp_path / "a.tar", tmp_path / "dest"), "cannot extract")
+    assert not (tmp_path / "dest").exists()

@@ -2,8 +2,9 @@
 
 The default run (`make test`) is short and deterministic: each property a few seconds, derandomized, no example
 database. `HARMONIZER_FUZZ=long` (what `make fuzz` sets) multiplies every test's example count by
-`HARMONIZER_FUZZ_SCALE` (default 15: about ten minutes in all on 2 cores; the default run takes ~40 s), draws fresh random examples each
-run, and keeps the failures it finds in .hypothesis/ so the next run replays them first."""
+`HARMONIZER_FUZZ_SCALE` (default 15: about ten minutes in all on 2 cores, where the default run takes ~40 s),
+draws fresh random examples each run, and keeps the failures it finds in .hypothesis/ so the next run replays
+them first."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ settings.register_profile("long", deadline=None, print_blob=True,
 settings.load_profile("long" if LONG else "default")
 
 
-def fuzz(examples: int, deadline_ms: int = 2000) -> settings:
+def fuzz(examples: int, deadline_ms: int = 10_000) -> settings:
     """Settings for one property: `examples` in the default run (× SCALE in the long one), and a per-example
-    deadline that catches a hang or a quadratic blow-up (none in the long run: a loaded machine is slow)."""
+    deadline (generous: the machine is shared) that catches a hang or a blow-up; none in the long run."""
     return settings(max_examples=examples * SCALE,
                     deadline=None if LONG else timedelta(milliseconds=deadline_ms))

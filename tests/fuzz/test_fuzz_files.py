@@ -158,7 +158,7 @@ def musicxml(draw) -> str:
     return text
 
 
-@fuzz(12, deadline_ms=5000)
+@fuzz(12, deadline_ms=30_000)
 @given(text=musicxml())
 def test_musicxml_reads_or_fails_cleanly(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("xml") / "melody.musicxml"

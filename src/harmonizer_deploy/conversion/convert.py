@@ -6,6 +6,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -143,7 +144,21 @@ def check_onnx_file(path: Path):
             f"{path} fails the ONNX checker: {reason(exc)}",
             "re-create it with `harmonizer-deploy convert`",
         ) from exc
+    bad = _non_utf8_name(model.graph)
+    if bad is not None:  # the checker lets these through; protobuf then hands out bytes where names are str
+        raise HarmonizerError(f"{path} has a name that is not valid UTF-8 ({bad!r})",
+                              "re-create it with `harmonizer-deploy convert`")
     return model
+
+
+def _non_utf8_name(graph: Any) -> bytes | None:
+    """The first graph-level name (value, node, dim) that protobuf could not decode as UTF-8, else None."""
+    values = [*graph.input, *graph.output, *graph.value_info]
+    names = [v.name for v in values] + [d.dim_param for v in values for d in v.type.tensor_type.shape.dim]
+    names += [t.name for t in graph.initializer]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+    return next((n for n in names if isinstance(n, bytes)), None)
 
 
 def compare_with_tensorflow(source: SourceModel, onnx_bytes: bytes, seed: int = 0) -> float:
@@ -201,7 +216,8 @@ def convert(
     except Exception as exc:
         layers = _layers_named_in(str(exc), convert_source)
         lines = str(exc).strip().splitlines()
-        first = next((ln for ln in lines if any(f"/{name}" in ln for name in layers)), lines[-1])[:240]
+        first = next((ln for ln in lines if any(f"/{name}" in ln for name in layers)),
+                     lines[-1] if lines else reason(exc))[:240]
         if layers and source.keras_model is None:
             raise HarmonizerError(
                 f"tf2onnx turned the ops under scope(s) {', '.join(layers)} of this SavedModel into an invalid ONNX "

@@ -6,15 +6,17 @@ files, and members or totals over the size limits — before anything is written
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from harmonizer_deploy.core.artifacts import atomic_dir
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 
 MAX_MEMBER_BYTES = 2 * 1024**3
 MAX_TOTAL_BYTES = 8 * 1024**3
@@ -147,6 +149,8 @@ def extract(archive: str | Path, destination: str | Path) -> list[str]:
                     tar.extractall(tmp, filter="data")  # second line of defence after our own checks
         else:
             raise HarmonizerError(f"{archive} is not a tar or zip archive", "pass a .tar.gz, .tgz, .tar or .zip file")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise HarmonizerError(f"cannot extract {archive}: {exc}", "the archive is corrupt; download it again") from exc
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, NotImplementedError, KeyError, ValueError,
+            zlib.error, lzma.LZMAError) as exc:  # a damaged archive: unknown zip version, missing link target, …
+        raise HarmonizerError(f"cannot extract {archive}: {reason(exc)}", "the archive is corrupt; download it again") \
+            from exc
     return [m.name for m in members]

@@ -16,10 +16,10 @@ def check_elements(shape: Iterable[int], what: str, fix: str) -> int:
     """The element count of `shape`, refused when a dim is < 1 or the count exceeds MAX_ELEMENTS."""
     dims = [int(d) for d in shape]
     if any(d < 1 for d in dims):
-        raise HarmonizerError(f"{what} has shape {dims}: every dim must be at least 1", fix)
+        raise HarmonizerError(f"{what}: shape {dims} has a dim below 1", fix)
     count = 1
     for d in dims:
         count *= d
     if count > MAX_ELEMENTS:
-        raise HarmonizerError(f"{what} has shape {dims}, {count:,} values (at most {MAX_ELEMENTS:,})", fix)
+        raise HarmonizerError(f"{what}: shape {dims} is {count:,} values (at most {MAX_ELEMENTS:,})", fix)
     return count

@@ -254,7 +254,7 @@ def verify(
     time_steps = time_steps or (static[1] if static else int(spec.verify.get("time_steps", 32)))
     if not load_inputs_from:  # refuse absurd sizes before allocating anything
         check_elements([num_inputs, batch, time_steps, NUM_PITCHES, INPUT_CHANNELS],
-                       f"{num_inputs} inputs of batch {batch} × time {time_steps}",
+                       "the inputs to generate (--num-inputs × --batch × --time × pitches × channels)",
                        "pass smaller --num-inputs/--batch/--time")
     name = manifest["outputs"][0]["name"] if manifest.get("outputs") else OUTPUT_NAME
     tolerances = Tolerances.build(spec, atol, rtol, [name])
