@@ -103,10 +103,10 @@ def extract_hostile(tmp: Path, data: bytes, suffix: str) -> None:
     assert archive.read_bytes() == data
     assert _snapshot(tmp, dest) == before, "extract wrote outside its destination"
     if names is not None:
-        root = dest.resolve()
+        root = Path(os.path.realpath(dest))
         for dirpath, dirnames, filenames in os.walk(dest):
             for name in dirnames + filenames:
-                resolved = (Path(dirpath) / name).resolve()
+                resolved = Path(os.path.realpath(Path(dirpath) / name))  # a link loop inside is harmless
                 assert resolved == root or root in resolved.parents, f"{name} resolves outside the destination"
 
 
