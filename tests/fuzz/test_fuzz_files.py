@@ -220,3 +220,21 @@ def test_crafted_npz_members(tmp_path_factory, members):
     arrays = load_hostile_inputs(path)
     if arrays is not None:  # nothing was made up beyond what the file holds (every dtype stores ≥ 1 byte a value)
         assert sum(a.size for a in arrays) <= path.stat().st_size
+
+
+@fuzz(25)
+@given(data=mutated(SEED_MIDIS))
+def test_cli_harmonize_on_mutated_midi_is_exit_2_in_one_line(tmp_path_factory, data):
+    """Through the CLI: the melody is read before any backend opens, so an unknown backend makes every readable
+    melody fail cheaply too — each run must be exit 2 with one `error:` line, never exit 70."""
+    from typer.testing import CliRunner
+
+    from harmonizer_deploy.cli import app
+
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "melody.mid").write_bytes(data)
+    result = CliRunner().invoke(app, ["harmonize", str(tmp / "melody.mid"), "-o", str(tmp / "out.mid"),
+                                      "--backend", "no-such-backend"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error:") and "Traceback" not in result.output
+    assert (tmp / "melody.mid").read_bytes() == data and not (tmp / "out.mid").exists()
