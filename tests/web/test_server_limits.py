@@ -129,6 +129,22 @@ def test_a_silent_client_is_dropped_after_the_read_timeout(tmp_path, monkeypatch
         assert time.monotonic() - start < 4
 
 
+def test_a_dribbling_client_is_dropped_at_the_connection_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr(server_module, "CONNECTION_DEADLINE_S", 1.0)
+    (tmp_path / "tvmjs.js").write_text("// js")
+    with server_module.WebServer(tmp_path / "tvmjs.js", {}) as web, _connect(web) as sock:
+        start = time.monotonic()
+        for _ in range(40):  # one byte every 0.1 s: each read is well inside READ_TIMEOUT_S
+            try:
+                sock.sendall(b"X")
+            except OSError:  # reset / broken pipe: the server has cut the connection
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the server never cut the dribbling connection")
+        assert time.monotonic() - start < 3.5
+
+
 def test_connections_beyond_the_cap_get_503_and_slots_come_back(tmp_path, monkeypatch):
     monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 2)
     (tmp_path / "tvmjs.js").write_text("// js")

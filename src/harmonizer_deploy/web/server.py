@@ -24,6 +24,7 @@ HOST = "127.0.0.1"
 MAX_POST_BYTES = 256 << 20
 MAX_PATH_CHARS = 2048  # artifact paths are short; an 8 KB segment is an attack or a bug
 READ_TIMEOUT_S = 10.0  # per socket read: a client that sends nothing for this long is dropped
+CONNECTION_DEADLINE_S = 300.0  # per connection in all: a client dribbling a byte every few seconds is dropped too
 MAX_CONNECTIONS = 32  # connections served at once; the page itself opens a handful
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 mimetypes.add_type("application/wasm", ".wasm")
@@ -149,6 +150,23 @@ class WebServer:
 
             def log_message(self, *args: Any) -> None:  # quiet: the CLI reports what matters
                 return
+
+            def handle(self) -> None:
+                """The request(s) of one connection, cut off at CONNECTION_DEADLINE_S (shutting the socket down
+                wakes a blocked read), so READ_TIMEOUT_S per read is not a loophole for a slow drip."""
+                import socket
+
+                def cut() -> None:
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+
+                timer = threading.Timer(CONNECTION_DEADLINE_S, cut)
+                timer.daemon = True
+                timer.start()
+                try:
+                    super().handle()
+                finally:
+                    timer.cancel()
 
             def _refuse(self, status: int, why: str) -> None:
                 self.close_connection = True
