@@ -231,6 +231,9 @@ def verify(
     `atol`/`rtol`: a number or {output name: value}. `fail_fast` stops at the first input out of tolerance.
     `validate` skips onnxruntime and only checks the artifact's outputs for NaN/Inf. `histogram` writes a PNG of
     the abs error. `value_range` replaces the realistic pianorolls with seeded uniform values in [low, high]."""
+    for flag, value in (("--num-inputs", num_inputs), ("--batch", batch), ("--time", time_steps)):
+        if value is not None and value < 1:
+            raise HarmonizerError(f"{flag} must be positive, got {value}", f"pass {flag} 1 or more")
     spec = load_target(target)
     artifact_dir = Path(artifact_dir) if artifact_dir else Path("build") / spec.name
     manifest = read_manifest(artifact_dir)
@@ -246,9 +249,6 @@ def verify(
     # input sizes: arguments, else the artifact's static shape, else the target's `[verify]` table (slow software
     # devices use smaller inputs)
     static = manifest.get("static_shape")
-    for flag, value in (("--num-inputs", num_inputs), ("--batch", batch), ("--time", time_steps)):
-        if value is not None and value < 1:
-            raise HarmonizerError(f"{flag} must be positive, got {value}", f"pass {flag} 1 or more")
     num_inputs = num_inputs if num_inputs is not None else int(spec.verify.get("num_inputs", 4))
     batch = batch or (static[0] if static else int(spec.verify.get("batch", 2)))
     time_steps = time_steps or (static[1] if static else int(spec.verify.get("time_steps", 32)))
