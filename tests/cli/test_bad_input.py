@@ -300,5 +300,36 @@ def test_extract_tar_with_a_hard_link_to_a_missing_member(tmp_path):
         info = tarfile.TarInfo("a")
         info.type, info.linkname = tarfile.LNKTYPE, "sub"
         tf.addfile(info, io.BytesIO(b""))
-    assert_one_line_error(run("extract", tmp_path / "a.tar", tmp_path / "dest"), "cannot extract")
+    assert_one_line_error(run("extract", tmp_path / "a.tar", tmp_path / "dest"), "hard link")
     assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("links", [[("a", "a")], [("a", "b"), ("b", "a")]])
+def test_extract_tar_with_a_hard_link_cycle(tmp_path, links):
+    """tarfile follows hard links to links recursively: a cycle was a RecursionError (exit 70)."""
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "a.tar", "w") as tf:
+        for name, target in links:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.LNKTYPE, target
+            tf.addfile(info, io.BytesIO(b""))
+    assert_one_line_error(run("extract", tmp_path / "a.tar", tmp_path / "dest"), "hard link")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_extract_tar_with_a_good_hard_link_still_works(tmp_path):
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "a.tar", "w") as tf:
+        info = tarfile.TarInfo("model/weights.bin")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+        link = tarfile.TarInfo("model/copy.bin")
+        link.type, link.linkname = tarfile.LNKTYPE, "model/weights.bin"
+        tf.addfile(link)
+    result = run("extract", tmp_path / "a.tar", tmp_path / "dest")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "dest" / "model" / "copy.bin").read_bytes() == b"abc"

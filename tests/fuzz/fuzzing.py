@@ -2,7 +2,7 @@
 
 The default run (`make test`) is short and deterministic: each property a few seconds, derandomized, no example
 database. `HARMONIZER_FUZZ=long` (what `make fuzz` sets) multiplies every test's example count by
-`HARMONIZER_FUZZ_SCALE` (default 30: about ten minutes on 2 shared cores, where the default run takes 20-40 s),
+`HARMONIZER_FUZZ_SCALE` (default 50: about ten minutes on 2 shared cores, where the default run takes 20-40 s),
 draws fresh random examples each run, and keeps the failures it finds in .hypothesis/ so the next run replays
 them first."""
 
@@ -14,7 +14,7 @@ from datetime import timedelta
 from hypothesis import HealthCheck, settings
 
 LONG = os.environ.get("HARMONIZER_FUZZ", "") == "long"
-SCALE = int(os.environ.get("HARMONIZER_FUZZ_SCALE", "30")) if LONG else 1
+SCALE = int(os.environ.get("HARMONIZER_FUZZ_SCALE", "50")) if LONG else 1
 
 settings.register_profile("default", derandomize=True, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

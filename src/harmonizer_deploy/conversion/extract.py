@@ -7,6 +7,7 @@ files, and members or totals over the size limits — before anything is written
 from __future__ import annotations
 
 import lzma
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -97,6 +98,7 @@ def check_members(archive: Path, members: list[Member]) -> None:
         raise HarmonizerError(f"refusing to extract {archive}: {len(members)} members (limit {MAX_MEMBERS})",
                               "the archive is unsafe or corrupt")
     total = 0
+    latest: dict[str, str] = {}  # member name → kind of its latest entry so far
     for m in members:
         path = _check_path(archive, m.name)
         if m.kind == "other":
@@ -107,6 +109,11 @@ def check_members(archive: Path, members: list[Member]) -> None:
             target = _check_path(archive, m.link_target)
             if not _inside(PurePosixPath("x"), str(target)):
                 raise _refuse(archive, m.name, f"is a hard link outside the destination ({m.link_target})")
+            # tarfile follows a hard link to a link recursively: a cycle is a RecursionError, not an archive
+            if latest.get(posixpath.normpath(str(target))) != "file":
+                raise _refuse(archive, m.name, f"is a hard link to {m.link_target!r}, which is not a regular file "
+                                               "earlier in the archive")
+        latest[posixpath.normpath(str(path))] = m.kind
         if m.size > MAX_MEMBER_BYTES:
             raise _refuse(archive, m.name, f"is {m.size} bytes (limit {MAX_MEMBER_BYTES})")
         total += m.size
