@@ -333,3 +333,22 @@ def test_extract_tar_with_a_good_hard_link_still_works(tmp_path):
     result = run("extract", tmp_path / "a.tar", tmp_path / "dest")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "dest" / "model" / "copy.bin").read_bytes() == b"abc"
+
+
+@pytest.mark.parametrize("members", [[("sub/.", ".")], [("sub/", "sub")], [("model", "."), ("model/x.txt", None)]])
+def test_extract_tar_with_a_link_in_place_of_a_directory(tmp_path, members):
+    """`sub/.` → `.` cannot be made a symlink (sub is a directory); tarfile then extracted the link's target,
+    the link itself, until a RecursionError (exit 70). Found by make fuzz."""
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "a.tar", "w") as tf:
+        for name, target in members:
+            info = tarfile.TarInfo(name)
+            if target is None:
+                tf.addfile(info, io.BytesIO(b""))
+            else:
+                info.type, info.linkname = tarfile.SYMTYPE, target
+                tf.addfile(info)
+    assert_one_line_error(run("extract", tmp_path / "a.tar", tmp_path / "dest"), "in place of a directory")
+    assert not (tmp_path / "dest").exists()

@@ -99,8 +99,14 @@ def check_members(archive: Path, members: list[Member]) -> None:
                               "the archive is unsafe or corrupt")
     total = 0
     latest: dict[str, str] = {}  # member name → kind of its latest entry so far
+    dirs = {str(parent) for m in members for parent in PurePosixPath(m.name.replace("\\", "/")).parents}
+    dirs |= {posixpath.normpath(m.name) for m in members if m.kind == "dir"}
     for m in members:
         path = _check_path(archive, m.name)
+        # a link named like a directory ("sub/.", "sub/", one holding other members) cannot be created; tarfile
+        # then extracts the link's target instead, which is the link itself: a RecursionError, not an archive
+        if m.kind in ("symlink", "hardlink") and (m.name.rsplit("/", 1)[-1] in (".", "") or str(path) in dirs):
+            raise _refuse(archive, m.name, "is a link in place of a directory")
         if m.kind == "other":
             raise _refuse(archive, m.name, "is a device, fifo or other special file")
         if m.kind == "symlink" and not _inside(path, m.link_target):
