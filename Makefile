@@ -82,7 +82,7 @@ test: setup ## the test suite (slow tests excluded)
 test-slow: setup ## only the slow tests
 	$(BIN)/python -m pytest -q -m slow
 
-fuzz: setup ## hypothesis fuzz suite (tests/fuzz), long settings: ~10 min on 2 cores (HARMONIZER_FUZZ_SCALE=50)
+fuzz: setup ## hypothesis fuzz suite (tests/fuzz), long settings: 5-10 min on 2 shared cores (HARMONIZER_FUZZ_SCALE=50)
 	HARMONIZER_FUZZ=long $(BIN)/python -m pytest -q tests/fuzz
 
 lint: setup ## ruff, the import layers (lint-imports), and hadolint on docker/*.Dockerfile

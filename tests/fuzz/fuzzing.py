@@ -2,7 +2,7 @@
 
 The default run (`make test`) is short and deterministic: each property a few seconds, derandomized, no example
 database. `HARMONIZER_FUZZ=long` (what `make fuzz` sets) multiplies every test's example count by
-`HARMONIZER_FUZZ_SCALE` (default 50: about ten minutes on 2 shared cores, where the default run takes 20-40 s),
+`HARMONIZER_FUZZ_SCALE` (default 50: 5-10 minutes on 2 shared cores, where the default run takes 20-40 s),
 draws fresh random examples each run, and keeps the failures it finds in .hypothesis/ so the next run replays
 them first."""
 
