@@ -23,8 +23,8 @@ $(error unknown target '$(target)'; valid targets: $(TARGETS))
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all help setup web-setup serve convert compile verify bench harmonize test test-slow lint doctor clean image \
-	coverage-check
+.PHONY: all help setup web-setup serve convert compile verify bench harmonize test test-slow fuzz lint doctor clean \
+	image coverage-check
 
 all: bench harmonize ## convert → compile → verify → bench for $(target), then harmonize the sample melody
 
@@ -85,6 +85,9 @@ coverage-check: setup ## CI: ~300 ONNX node cases (every op) vs the committed co
 
 test-slow: setup ## only the slow tests
 	$(BIN)/python -m pytest -q -m slow
+
+fuzz: setup ## hypothesis fuzz suite (tests/fuzz), long settings: 5-10 min on 2 shared cores (HARMONIZER_FUZZ_SCALE=50)
+	HARMONIZER_FUZZ=long $(BIN)/python -m pytest -q tests/fuzz
 
 lint: setup ## ruff, the import layers (lint-imports), and hadolint on docker/*.Dockerfile
 	$(BIN)/ruff check src tests lint

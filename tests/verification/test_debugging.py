@@ -201,6 +201,21 @@ def test_verify_validate_flags_nan_without_reference(planted):
     assert result.exit_code == EXIT_VERIFY_FAILED and "NaN" in result.output
 
 
+def test_verify_json_of_a_nan_artifact_is_strict_json(planted):
+    """Issue 15: `verify --json` printed a bare NaN (invalid JSON); non-finite numbers are null plus a flag."""
+    artifact, _index, _name = planted("Softmax", factor=float("nan"))
+    result = cli.invoke(app, ["verify", str(artifact), "--num-inputs", "1", "--json"])
+    assert result.exit_code == EXIT_VERIFY_FAILED, result.output
+
+    def refuse(name: str):
+        raise ValueError(f"not JSON: {name}")
+
+    out = json.loads(result.stdout, parse_constant=refuse)["outputs"][0]
+    assert out["passed"] is False and out["nan_count"] > 0
+    flagged = [k for k in out if k.endswith("_non_finite")]
+    assert flagged and all(out[k.removesuffix("_non_finite")] is None for k in flagged)
+
+
 def test_check_error_stat_max_mean_median():
     expected = np.ones(1000)
     actual = expected.copy()

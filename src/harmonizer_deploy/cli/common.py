@@ -11,6 +11,7 @@ import importlib.abc
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -157,8 +158,39 @@ def cli_command(fn):
     return wrapper
 
 
+def _non_finite(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def finite_json(data: Any) -> tuple[Any, Any]:
+    """`data` with every NaN/±Infinity float replaced by null, and a flag saying what was there: a bare `NaN` is
+    not JSON, and strict parsers (browsers, jq, `json.loads(parse_constant=…)`) reject the whole document.
+
+    A dict gains `KEY_non_finite` next to each such KEY: "NaN"/"Infinity"/"-Infinity" for a number, or
+    {index: that} for a list's elements. Returns (clean data, flag of `data` itself or None)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None, _non_finite(data)
+    if isinstance(data, dict):
+        clean: dict[Any, Any] = {}
+        for key, value in data.items():
+            clean[key], flag = finite_json(value)
+            if flag is not None:
+                clean[f"{key}_non_finite"] = flag
+        return clean, None
+    if isinstance(data, list | tuple):
+        items, flags = [], {}
+        for i, value in enumerate(data):
+            item, flag = finite_json(value)
+            items.append(item)
+            if flag is not None:
+                flags[str(i)] = flag
+        return items, flags or None
+    return data, None
+
+
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    """Strict JSON on stdout (see `finite_json`): never a bare NaN or Infinity."""
+    sys.stdout.write(json.dumps(finite_json(data)[0], indent=2, allow_nan=False) + "\n")
 
 
 def parse_range(value: str | None) -> tuple[float, float] | None:

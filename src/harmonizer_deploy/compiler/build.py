@@ -25,6 +25,7 @@ from harmonizer_deploy.compiler.versions import tvm_versions
 from harmonizer_deploy.conversion.convert import check_onnx_file, sidecar_path_for
 from harmonizer_deploy.core.artifacts import atomic_dir, check_output_dir, sha256_file, sha256_text
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.limits import check_elements
 from harmonizer_deploy.core.params import PARAM_TRANSFORM, PARAMS_FILE, save_params
 from harmonizer_deploy.core.version import __version__
 from harmonizer_deploy.frontend.coverage_check import enforce as enforce_coverage
@@ -106,6 +107,27 @@ def static_dims(batch: int | None, time_steps: int | None, fix_dims: dict[str, i
     return dims
 
 
+def check_fixed_dims(onnx_model: Any, fix_dims: dict[str, int]) -> None:
+    """Every fixed dim must name a symbolic dim of the model's inputs (a typo is not silently ignored), and the
+    inputs it makes static must stay within MAX_ELEMENTS — checked before any compile work."""
+    if not fix_dims:
+        return
+    weights = {t.name for t in onnx_model.graph.initializer}
+    inputs = [v for v in onnx_model.graph.input if v.name not in weights]
+    named = sorted({d.dim_param for v in inputs for d in v.type.tensor_type.shape.dim if d.dim_param})
+    unknown = [n for n in fix_dims if n not in named]
+    if unknown:
+        flag = "--batch/--time" if set(unknown) <= {"batch", "time"} else "--fix-dim"
+        raise HarmonizerError(
+            f"{flag} names {', '.join(repr(n) for n in unknown)}, not a dim of this model's inputs",
+            f"valid dim names: {', '.join(named)}" if named else "this model's inputs have no named (symbolic) dims",
+        )
+    for v in inputs:
+        dims = [fix_dims.get(d.dim_param, 0) if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim]
+        if dims and all(d > 0 for d in dims):
+            check_elements(dims, f"input {v.name!r} with the fixed dims", "pass smaller --batch/--time/--fix-dim")
+
+
 def compile(
     model: str | Path = "build/model.onnx",
     target: str = "cpu",
@@ -148,6 +170,7 @@ def compile(
     coverage_check = enforce_coverage(onnx_model, allow_known_mismatch)
     model_sha = sha256_file(model)
     fix_dims = static_dims(batch, time_steps, fix_dims)
+    check_fixed_dims(onnx_model, fix_dims)
     shape = (fix_dims["batch"], fix_dims["time"]) if {"batch", "time"} <= fix_dims.keys() else None
     records, why = find_records(spec, shape, tuning_records)
     tuning = records.describe() if records else None

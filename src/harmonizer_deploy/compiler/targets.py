@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 
 TARGETS_ENV = "HARMONIZER_DEPLOY_TARGETS"
 
@@ -207,7 +207,7 @@ def load_target(name: str) -> TargetSpec:
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise HarmonizerError(f"target file {path} is not valid TOML ({exc})", "fix the file") from exc
+        raise HarmonizerError(f"target file {path} is not valid TOML ({reason(exc)})", "fix the file") from exc
     except OSError as exc:
         raise HarmonizerError(f"cannot read target file {path} ({exc.strerror})", "check the path") from exc
     unknown = unknown_keys(data)

@@ -14,7 +14,7 @@ import numpy as np
 
 from harmonizer_deploy.conversion.source import SourceModel, _keras_call, load_source
 from harmonizer_deploy.core.artifacts import atomic_file, scratch_dir, sha256_file, write_json
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.core.onnxruntime import ort_session
 from harmonizer_deploy.core.version import __version__
@@ -206,7 +206,7 @@ def to_onnx(source: SourceModel, opset: int = DEFAULT_OPSET, plan: ConversionPla
         raise
     except Exception as exc:
         raise HarmonizerError(
-            f"tf2onnx could not convert {source.path}: {str(exc).splitlines()[0][:300]}",
+            f"tf2onnx could not convert {source.path}: {reason(exc, 300)}",
             "run `harmonizer-deploy doctor` and check the op list with `harmonizer-deploy ops scan`",
         ) from exc
     finally:
@@ -245,17 +245,31 @@ def check_onnx_file(path: Path):
         model = onnx.load(str(path))
     except Exception as exc:
         raise HarmonizerError(
-            f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:160]})",
+            f"{path} is not a readable ONNX model ({reason(exc, 160)})",
             "re-create it with `harmonizer-deploy convert`",
         ) from exc
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise HarmonizerError(
-            f"{path} fails the ONNX checker: {str(exc).splitlines()[0][:200]}",
+            f"{path} fails the ONNX checker: {reason(exc)}",
             "re-create it with `harmonizer-deploy convert`",
         ) from exc
+    bad = _non_utf8_name(model.graph)
+    if bad is not None:  # the checker lets these through; protobuf then hands out bytes where names are str
+        raise HarmonizerError(f"{path} has a name that is not valid UTF-8 ({bad!r})",
+                              "re-create it with `harmonizer-deploy convert`")
     return model
+
+
+def _non_utf8_name(graph: Any) -> bytes | None:
+    """The first graph-level name (value, node, dim) that protobuf could not decode as UTF-8, else None."""
+    values = [*graph.input, *graph.output, *graph.value_info]
+    names = [v.name for v in values] + [d.dim_param for v in values for d in v.type.tensor_type.shape.dim]
+    names += [t.name for t in graph.initializer]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+    return next((n for n in names if isinstance(n, bytes)), None)
 
 
 def onnx_io(values: Any, initializers: set[str] | None = None) -> list[dict]:
@@ -369,7 +383,8 @@ def _convert(model: str | Path | None, output: str | Path, opset: int, seed: int
     except Exception as exc:
         layers = _layers_named_in(str(exc), convert_source)
         lines = str(exc).strip().splitlines()
-        first = next((ln for ln in lines if any(f"/{name}" in ln for name in layers)), lines[-1])[:240]
+        first = next((ln for ln in lines if any(f"/{name}" in ln for name in layers)),
+                     lines[-1] if lines else reason(exc))[:240]
         if layers and source.keras_model is None:
             raise HarmonizerError(
                 f"tf2onnx turned the ops under scope(s) {', '.join(layers)} of this SavedModel into an invalid ONNX "

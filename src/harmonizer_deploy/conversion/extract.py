@@ -8,15 +8,18 @@ before anything is written. Output appears atomically.
 
 from __future__ import annotations
 
+import lzma
+import posixpath
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from harmonizer_deploy.core.artifacts import OWNER_MARKER, atomic_dir, check_output_dir
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 
 MAX_MEMBER_BYTES = 2 * 1024**3
 MAX_TOTAL_BYTES = 8 * 1024**3
@@ -99,12 +102,19 @@ def check_members(archive: Path, members: list[Member]) -> None:
                               "the archive is unsafe or corrupt")
     total = 0
     links = {_check_path(archive, m.name).parts for m in members if m.kind in ("symlink", "hardlink")}
+    latest: dict[str, str] = {}  # member name → kind of its latest entry so far
+    dirs = {str(parent) for m in members for parent in PurePosixPath(m.name.replace("\\", "/")).parents}
+    dirs |= {posixpath.normpath(m.name) for m in members if m.kind == "dir"}
     for m in members:
         path = _check_path(archive, m.name)
         if path.parts and path.parts[0] == OWNER_MARKER:
             raise _refuse(archive, m.name, "has the name of harmonizer-deploy's own marker file")
         if any(path.parts[:i] in links for i in range(1, len(path.parts))):
             raise _refuse(archive, m.name, "has a path that goes through a link in the archive")
+        # a link named like a directory ("sub/.", "sub/", one holding other members) cannot be created; tarfile
+        # then extracts the link's target instead, which is the link itself: a RecursionError, not an archive
+        if m.kind in ("symlink", "hardlink") and (m.name.rsplit("/", 1)[-1] in (".", "") or str(path) in dirs):
+            raise _refuse(archive, m.name, "is a link in place of a directory")
         if m.kind == "other":
             raise _refuse(archive, m.name, "is a device, fifo or other special file")
         if m.kind == "symlink" and not _inside(path, m.link_target):
@@ -113,6 +123,11 @@ def check_members(archive: Path, members: list[Member]) -> None:
             target = _check_path(archive, m.link_target)
             if not _inside(PurePosixPath("x"), str(target)):
                 raise _refuse(archive, m.name, f"is a hard link outside the destination ({m.link_target})")
+            # tarfile follows a hard link to a link recursively: a cycle is a RecursionError, not an archive
+            if latest.get(posixpath.normpath(str(target))) != "file":
+                raise _refuse(archive, m.name, f"is a hard link to {m.link_target!r}, which is not a regular file "
+                                               "earlier in the archive")
+        latest[posixpath.normpath(str(path))] = m.kind
         if m.size > MAX_MEMBER_BYTES:
             raise _refuse(archive, m.name, f"is {m.size} bytes (limit {MAX_MEMBER_BYTES})")
         total += m.size
@@ -135,6 +150,9 @@ def extract(archive: str | Path, destination: str | Path) -> list[str]:
     archive, destination = Path(archive), Path(destination)
     if not archive.is_file():
         raise HarmonizerError(f"archive not found: {archive}", "pass a .tar.gz, .tgz, .tar or .zip file")
+    if destination.exists() and not destination.is_dir():
+        raise HarmonizerError(f"destination {destination} exists and is not a directory",
+                              "extract into a new directory")
     if destination.resolve() in archive.resolve().parents:
         raise HarmonizerError(f"destination {destination} holds the archive itself", EXTRACT_FIX)
     check_output_dir(destination, EXTRACT_FIX)
@@ -162,6 +180,8 @@ def extract(archive: str | Path, destination: str | Path) -> list[str]:
                     tar.extractall(tmp, filter="data")  # second line of defence after our own checks
         else:
             raise HarmonizerError(f"{archive} is not a tar or zip archive", "pass a .tar.gz, .tgz, .tar or .zip file")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise HarmonizerError(f"cannot extract {archive}: {exc}", "the archive is corrupt; download it again") from exc
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, NotImplementedError, KeyError, ValueError,
+            zlib.error, lzma.LZMAError) as exc:  # a damaged archive: unknown zip version, missing link target, …
+        raise HarmonizerError(f"cannot extract {archive}: {reason(exc)}", "the archive is corrupt; download it again") \
+            from exc
     return [m.name for m in members]

@@ -9,6 +9,7 @@ import numpy as np
 
 from harmonizer_deploy.core.artifacts import atomic_file
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.npz import read_npz
 from harmonizer_deploy.music.encoding import INPUT_CHANNELS, INPUT_NAME, NUM_PITCHES, realistic_inputs
 
 
@@ -36,12 +37,8 @@ def load_inputs(path: str | Path) -> list[np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise HarmonizerError(f"inputs file not found: {path}", "pass a file written by --save-inputs")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = [data[k] for k in sorted(data.files)]
-    except (OSError, ValueError) as exc:
-        raise HarmonizerError(f"{path} is not a readable .npz file ({exc})", "pass a file written by --save-inputs") \
-            from exc
+    data = read_npz(path, "pass a file written by --save-inputs")
+    arrays = [data[k] for k in sorted(data)]
     if not arrays:
         raise HarmonizerError(f"{path} holds no inputs", "pass a file written by --save-inputs")
     for i, x in enumerate(arrays):
@@ -197,12 +194,9 @@ def load_feeds(path: str | Path, inputs: list[dict]) -> list[dict[str, np.ndarra
     """Input sets from an npz: keys = input names (one set), `NAME#k` (set k), or the old `input_000…` (one array
     per set, for a one-input model). Each array must match its input's rank, fixed dims and kind of dtype."""
     path = Path(path)
-    if is_harmonizer_io(inputs):
-        with _npz(path) as data:
-            if INPUT_NAME not in data.files and not any(SAMPLE_SEP in k for k in data.files):
-                return [{INPUT_NAME: x} for x in load_inputs(path)]
-    with _npz(path) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = read_npz(path, "pass a file written by --save-inputs")  # hostile input: never unpickled, sizes checked
+    if is_harmonizer_io(inputs) and INPUT_NAME not in arrays and not any(SAMPLE_SEP in k for k in arrays):
+        return [{INPUT_NAME: x} for x in load_inputs(path)]
     names = [sig["name"] for sig in inputs]
     if set(arrays) == set(names):
         sets = [arrays]
@@ -218,16 +212,6 @@ def load_feeds(path: str | Path, inputs: list[dict]) -> list[dict[str, np.ndarra
         raise HarmonizerError(f"{path} holds arrays {sorted(arrays)[:6]}, not this model's inputs {names}",
                               "key the arrays by input name (NAME, or NAME#k for several), as --save-inputs does")
     return [_checked_feed(path, k, feed, inputs) for k, feed in enumerate(sets)]
-
-
-def _npz(path: Path) -> Any:
-    if not path.is_file():
-        raise HarmonizerError(f"inputs file not found: {path}", "pass a file written by --save-inputs")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise HarmonizerError(f"{path} is not a readable .npz file ({exc})", "pass a file written by --save-inputs") \
-            from exc
 
 
 def _checked_feed(path: Path, k: int, feed: dict[str, np.ndarray], inputs: list[dict]) -> dict[str, np.ndarray]:

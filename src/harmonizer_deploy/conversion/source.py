@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.music.encoding import INPUT_CHANNELS, INPUT_NAME, NUM_PITCHES, OUTPUT_NAME
 from harmonizer_deploy.music.model import BUNDLED_MODEL, bundled_models, bundled_paths, context_mask_layer, load_bundled
@@ -197,7 +197,7 @@ def load_source(model: str | Path | None = None, trust_model: bool = False) -> S
             keras_model = keras.models.load_model(path, compile=False)
         except Exception as exc:  # keras raises many types for corrupt archives
             raise HarmonizerError(
-                f"cannot load Keras model {path}: {str(exc).splitlines()[0][:200]}",
+                f"cannot load Keras model {path}: {reason(exc)}",
                 "the file is corrupt or not a Keras 3 .keras archive; re-export it with model.save('x.keras')",
             ) from exc
         if not getattr(keras_model, "inputs", None) or not getattr(keras_model, "outputs", None):
@@ -223,7 +223,7 @@ def _load_saved_model(path: Path, trust_model: bool = False) -> SourceModel:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
         raise HarmonizerError(
-            f"cannot load SavedModel {path}: {str(exc).splitlines()[0][:200]}", "re-export the SavedModel"
+            f"cannot load SavedModel {path}: {reason(exc)}", "re-export the SavedModel"
         ) from exc
     signature = loaded.signatures.get("serving_default")
     if signature is None:

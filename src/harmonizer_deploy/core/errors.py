@@ -27,3 +27,12 @@ class DeviceUnavailable(HarmonizerError):
     """The target needs hardware this machine does not have (e.g. an NVIDIA GPU)."""
 
     exit_code = EXIT_NO_DEVICE
+
+
+def reason(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message, else its class name: messages built as
+    f"… ({reason(exc)})" never end in an empty "()" (many library errors carry no text)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from harmonizer_deploy.core.errors import HarmonizerError
+    from harmonizer_deploy.core.errors import HarmonizerError, reason
 except ImportError:  # inside a deploy bundle
 
     class HarmonizerError(ValueError):  # type: ignore[no-redef]
         def __init__(self, message: str, fix: str = "") -> None:
             super().__init__(f"{message} — {fix}" if fix else message)
+
+    def reason(exc: BaseException, limit: int = 200) -> str:  # type: ignore[misc]
+        return next((ln.strip()[:limit] for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
 
 
 DEFAULT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -45,13 +48,18 @@ def ort_session(model: str | Path | bytes | Any, *, providers: Sequence[str] = C
     import onnx
     import onnxruntime as ort
 
-    if isinstance(model, str | Path):
-        proto = onnx.load(str(model), load_external_data=False)
-        source: str | bytes = str(model)  # a path keeps external data next to the model readable
-    elif isinstance(model, bytes):
-        proto, source = onnx.load_from_string(model), model
-    else:
-        proto, source = model, model.SerializeToString()
+    what = str(model) if isinstance(model, str | Path) else "the ONNX model"
+    try:  # onnx rejects damaged files; external data outside the model's folder fails in the session below
+        if isinstance(model, str | Path):
+            proto = onnx.load(str(model), load_external_data=False)
+            source: str | bytes = str(model)  # a path keeps external data next to the model readable
+        elif isinstance(model, bytes):
+            proto, source = onnx.load_from_string(model), model
+        else:
+            proto, source = model, model.SerializeToString()
+    except Exception as exc:
+        raise HarmonizerError(f"{what} is not a loadable ONNX model ({reason(exc)})",
+                              "re-create it with `harmonizer-deploy convert`") from exc
     missing = unimplemented_custom_nodes(proto)
     if missing:
         raise HarmonizerError(f"onnxruntime has no implementation for {', '.join(missing)}",
@@ -65,4 +73,8 @@ def ort_session(model: str | Path | bytes | Any, *, providers: Sequence[str] = C
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if quiet:
         options.log_severity_level = 3
-    return ort.InferenceSession(source, options, providers=list(providers))
+    try:
+        return ort.InferenceSession(source, options, providers=list(providers))
+    except Exception as exc:  # onnxruntime's InvalidGraph/Fail/NotImplemented: the model, not this tool
+        raise HarmonizerError(f"onnxruntime cannot load {what} ({reason(exc, 300)})",
+                              "check the model with `harmonizer-deploy ops scan`") from exc

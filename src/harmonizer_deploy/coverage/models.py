@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 from harmonizer_deploy.coverage.tracker import COMPILE_ERROR, IMPORT_ERROR, PASS, UNSUPPORTED, Case, run_coverage
 
 _STAGES = ("import", "compile", "verify")
@@ -66,7 +66,7 @@ def model_coverage(path: Path, jobs: int | None = None, timeout_s: float = 120.0
     try:
         model = onnx.load(str(path))
     except Exception as exc:
-        raise HarmonizerError(f"cannot read ONNX model {path}: {exc}", "pass a valid .onnx file") from exc
+        raise HarmonizerError(f"cannot read ONNX model {path}: {reason(exc)}", "pass a valid .onnx file") from exc
     rng = np.random.default_rng(seed)
     cases, ops = [], []
     for idx, (op, sub) in enumerate([("<whole model>", model), *_single_node_models(model)]):

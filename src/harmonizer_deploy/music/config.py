@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -107,7 +107,7 @@ def load_config(name_or_path: str | Path) -> ModelConfig:
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise HarmonizerError(f"model config {path} is not valid TOML ({exc})", "fix the file") from exc
+        raise HarmonizerError(f"model config {path} is not valid TOML ({reason(exc)})", "fix the file") from exc
     known = set(ModelConfig.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from harmonizer_deploy.core.artifacts import atomic_file
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 from harmonizer_deploy.music.encoding import MIN_PITCH, NUM_PITCHES, NUM_VOICES, STEPS_PER_QUARTER
 
 SPLITS = ("train", "valid", "test")
@@ -34,7 +34,8 @@ def load_npz(path: str | Path, split: str) -> list[np.ndarray]:
                 )
             raw = list(data[split])
     except (OSError, ValueError) as exc:
-        raise HarmonizerError(f"cannot read dataset {path}: {exc}", "pass a JSB-style .npz of chorales") from exc
+        raise HarmonizerError(f"cannot read dataset {path}: {reason(exc)}",
+                              "pass a JSB-style .npz of chorales") from exc
     pieces = [np.asarray(p, dtype=np.float32) for p in raw]
     for i, piece in enumerate(pieces):
         if piece.ndim != 2 or piece.shape[1] != NUM_VOICES:

@@ -55,6 +55,11 @@ def soprano_shift(line: np.ndarray) -> int:
             f"{high - low} ({low}-{high})", "pass a melody with a narrower range",
         )
     fits = [s for s in range(-48, 49) if lo + s >= low and hi + s <= high]
+    if not fits:  # more than four octaves away from the soprano range (e.g. MIDI pitches below 12)
+        raise HarmonizerError(
+            f"the melody (MIDI {int(lo)}-{int(hi)}) is more than four octaves from the soprano range {low}-{high}",
+            "pass a melody in a singable register",
+        )
     octaves = [s for s in fits if s % 12 == 0]
     return min(octaves or fits, key=abs)
 

@@ -7,13 +7,14 @@ names the problem (not a file, no notes, overlapping notes, too long).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from harmonizer_deploy.core.artifacts import atomic_file
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.music.encoding import MIN_PITCH, NUM_PITCHES, STEPS_PER_QUARTER, VOICES
 
@@ -21,6 +22,8 @@ MAX_STEPS = 4096  # 256 quarter notes: beyond this Gibbs sampling takes too long
 TICKS_PER_BEAT = 480
 STEPS_PER_BAR = 16
 _MUSICXML = {".xml", ".musicxml", ".mxl"}
+DRUM_CHANNEL = 9  # MIDI channel 10 (numbered from 0 here): General MIDI percussion
+LOWEST_PITCH = 12  # C0: the lowest note of any instrument; MIDI 0-11 are below hearing as pitch
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class Note:
 def _check_melody(notes: list[Note], source: str) -> list[Note]:
     if not notes:
         raise HarmonizerError(f"{source} contains no notes", "pass a file with a one-voice melody")
+    low = min(notes, key=lambda n: n.pitch)
+    if low.pitch < LOWEST_PITCH or max(n.pitch for n in notes) > 127:
+        bad = low if low.pitch < LOWEST_PITCH else max(notes, key=lambda n: n.pitch)
+        raise HarmonizerError(f"{source} has pitch {bad.pitch} at step {bad.start}, outside MIDI {LOWEST_PITCH}-127 "
+                              "(C0-G9)", "pass a melody in a singable register")
     notes = sorted(notes, key=lambda n: (n.start, n.pitch))
     for a, b in itertools.pairwise(notes):
         if b.start < a.end:
@@ -51,22 +59,33 @@ def _check_melody(notes: list[Note], source: str) -> list[Note]:
 
 
 def read_midi_melody(path: Path) -> tuple[list[Note], float]:
-    """Notes of a one-voice MIDI file (all tracks together) quantized to 16ths, and its first tempo (bpm)."""
+    """Notes of a one-voice MIDI file (all tracks together) quantized to 16ths, and its first tempo (bpm).
+
+    Channel 10 (index 9) is General MIDI percussion: its notes are drum sounds, not pitches, so they are left
+    out, and a file with nothing else is refused."""
     import mido
 
     try:
         mid = mido.MidiFile(str(path))
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as exc:
-        raise HarmonizerError(f"{path} is not a readable MIDI file ({exc})", "pass a standard .mid file") from exc
-    tpb = mid.ticks_per_beat or TICKS_PER_BEAT
+    except Exception as exc:  # mido raises many kinds (EOFError, KeySignatureError, …) on a malformed file
+        raise HarmonizerError(f"{path} is not a readable MIDI file ({reason(exc)})", "pass a standard .mid file") \
+            from exc
+    tpb = mid.ticks_per_beat
+    if not isinstance(tpb, int) or tpb <= 0:
+        raise HarmonizerError(f"{path} has {tpb} ticks per beat (its time division must be a positive number of "
+                              "ticks per quarter note)", "re-export the MIDI file with a metrical time division")
     tempo_bpm = 0.0
     notes: list[Note] = []
+    drum_notes = 0
     for track in mid.tracks:
         tick, active = 0, {}
         for msg in track:
             tick += msg.time
-            if msg.type == "set_tempo" and not tempo_bpm:
+            if msg.type == "set_tempo" and not tempo_bpm and msg.tempo > 0:
                 tempo_bpm = mido.tempo2bpm(msg.tempo)
+            if msg.type in ("note_on", "note_off") and msg.channel == DRUM_CHANNEL:
+                drum_notes += msg.type == "note_on" and msg.velocity > 0
+                continue
             if msg.type == "note_on" and msg.velocity > 0:
                 if (msg.channel, msg.note) in active:
                     raise HarmonizerError(f"{path} is polyphonic: pitch {msg.note} restarts while sounding",
@@ -77,6 +96,9 @@ def read_midi_melody(path: Path) -> tuple[list[Note], float]:
                 start = round(begin * STEPS_PER_QUARTER / tpb)
                 end = max(start + 1, round(tick * STEPS_PER_QUARTER / tpb))
                 notes.append(Note(msg.note, start, end))
+    if not notes and drum_notes:
+        raise HarmonizerError(f"{path} has only percussion: its {drum_notes} notes are on MIDI channel 10, which "
+                              "holds drum sounds, not pitches", "pass a melody on any channel but 10")
     return _check_melody(notes, str(path)), tempo_bpm or 90.0
 
 
@@ -90,7 +112,7 @@ def read_musicxml_melody(path: Path) -> tuple[list[Note], float]:
         # folder: a planted pickle runs code, and a stale one (older mtime on the MusicXML) is the wrong melody
         score = converter.parse(str(path), format="musicxml", forceSource=True, storePickle=False)
     except Exception as exc:  # music21 raises many kinds on malformed files
-        raise HarmonizerError(f"{path} is not readable MusicXML ({str(exc)[:200]})", "pass a valid MusicXML") from exc
+        raise HarmonizerError(f"{path} is not readable MusicXML ({reason(exc)})", "pass a valid MusicXML") from exc
     parts = list(getattr(score, "parts", [])) or [score]
     notes = []
     for n in parts[0].flatten().notes:
@@ -100,7 +122,7 @@ def read_musicxml_melody(path: Path) -> tuple[list[Note], float]:
         notes.append(Note(n.pitch.midi, start, max(start + 1, round(float(n.offset + n.quarterLength) * 4))))
     bpm = 90.0
     marks = list(score.flatten().getElementsByClass("MetronomeMark"))
-    if marks and marks[0].number:
+    if marks and marks[0].number and math.isfinite(float(marks[0].number)) and float(marks[0].number) > 0:
         bpm = float(marks[0].number)
     return _check_melody(notes, str(path)), bpm
 
@@ -152,7 +174,9 @@ def _write_tracks(tracks: list[tuple[str, list[Note]]], path: str | Path, bpm: f
         track = mido.MidiTrack()
         track.append(mido.MetaMessage("track_name", name=name, time=0))
         if channel == 0:
-            track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
+            # the file format holds 1 µs to 16.7 s per quarter note; a tempo beyond that is written as its bound
+            tempo = min(max(round(60_000_000 / bpm), 1), 0xFFFFFF) if math.isfinite(bpm) and bpm > 0 else 666_667
+            track.append(mido.MetaMessage("set_tempo", tempo=tempo, time=0))
         events = []
         for n in notes:
             events.append((n.start * per_step, 1, n.pitch))

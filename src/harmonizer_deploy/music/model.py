@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 from harmonizer_deploy.music.config import ModelConfig, load_config
 from harmonizer_deploy.music.encoding import INPUT_CHANNELS, INPUT_NAME, NUM_PITCHES, NUM_VOICES, OUTPUT_NAME
 
@@ -211,7 +211,8 @@ def load_weights_npz(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
-        raise HarmonizerError(f"cannot read weights {path}: {exc}", "pass a .npz written by harmonizer-deploy") from exc
+        raise HarmonizerError(f"cannot read weights {path}: {reason(exc)}",
+                              "pass a .npz written by harmonizer-deploy") from exc
 
 
 def load_bundled(name: str = BUNDLED_MODEL) -> tuple[Any, ModelConfig, dict]:

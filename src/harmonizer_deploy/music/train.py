@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.core.artifacts import atomic_file, write_json
-from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.errors import HarmonizerError, reason
 from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.music.config import ModelConfig, load_config
 from harmonizer_deploy.music.data import dataset_digest, load_dataset, to_pianoroll
@@ -118,7 +118,8 @@ def _load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], list[np.n
             weights = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("weights:")}
             opt = [data[f"optimizer:{i}"] for i in range(sum(k.startswith("optimizer:") for k in data.files))]
     except (OSError, ValueError, KeyError) as exc:
-        raise HarmonizerError(f"cannot read training checkpoint {path}: {exc}", "delete it to start afresh") from exc
+        raise HarmonizerError(f"cannot read training checkpoint {path}: {reason(exc)}",
+                              "delete it to start afresh") from exc
     return meta, weights, opt
 
 

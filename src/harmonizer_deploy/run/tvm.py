@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.core.cpus import use_all_cpu_cores
-from harmonizer_deploy.core.errors import DeviceUnavailable, HarmonizerError
+from harmonizer_deploy.core.errors import DeviceUnavailable, HarmonizerError, reason
 from harmonizer_deploy.core.manifest import verified_manifest
 from harmonizer_deploy.core.params import PARAM_TRANSFORM, PARAMS_FILE, load_params
 
@@ -75,7 +75,7 @@ class CompiledModel:
         try:
             module = tvm.runtime.load_module(str(library))
         except Exception as exc:
-            raise HarmonizerError(f"cannot load {library}: {str(exc).splitlines()[0][:200]}",
+            raise HarmonizerError(f"cannot load {library}: {reason(exc)}",
                                   "recompile the artifact") from exc
         self.vm = relax.VirtualMachine(module, self.device)
         arrays = load_params(self.dir / PARAMS_FILE, expected=len(self.manifest["params"]))

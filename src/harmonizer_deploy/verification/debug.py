@@ -26,6 +26,7 @@ from harmonizer_deploy.core.artifacts import atomic_file, sha256_file, write_jso
 from harmonizer_deploy.core.compare import Tolerances, error_stats, max_abs_error
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.manifest import read_manifest
+from harmonizer_deploy.core.npz import read_npz
 from harmonizer_deploy.run.runners import RUNNERS
 from harmonizer_deploy.verification.verify import VerifyReport
 
@@ -660,12 +661,7 @@ def load_named_inputs(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise HarmonizerError(f"inputs file not found: {path}", f"pass the {REDUCED_INPUTS} written by debug reduce")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise HarmonizerError(f"{path} is not a readable .npz file ({exc})", "pass a file written by debug reduce") \
-            from exc
+    return read_npz(path, f"pass the {REDUCED_INPUTS} written by debug reduce")
 
 
 def verify_onnx(

@@ -20,8 +20,9 @@ from harmonizer_deploy.core.compare import (
     validate_stats,
 )
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.limits import check_elements
 from harmonizer_deploy.core.manifest import check_integrity, read_manifest
-from harmonizer_deploy.music.encoding import INPUT_NAME, OUTPUT_NAME
+from harmonizer_deploy.music.encoding import INPUT_CHANNELS, INPUT_NAME, NUM_PITCHES, OUTPUT_NAME
 from harmonizer_deploy.run.runners import RUNNERS
 
 
@@ -140,6 +141,9 @@ def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions
     atol, rtol, check_error_stat = options.atol, options.rtol, options.check_error_stat
     fail_fast, validate, histogram, value_range = (options.fail_fast, options.validate, options.histogram,
                                                    options.value_range)
+    for flag, value in (("--num-inputs", num_inputs), ("--batch", batch), ("--time", time_steps)):
+        if value is not None and value < 1:
+            raise HarmonizerError(f"{flag} must be positive, got {value}", f"pass {flag} 1 or more")
     spec = load_target(target)
     artifact_dir = Path(artifact_dir) if artifact_dir else Path("build") / spec.name
     manifest = read_manifest(artifact_dir)
@@ -168,6 +172,10 @@ def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions
     weights_atol, weights_rtol = spec.tolerance_for(web_weights)
     spec = replace(spec, atol=weights_atol, rtol=weights_rtol)
     tolerances = Tolerances.build(spec, atol, rtol, names)
+    if not load_inputs_from and harmonizer:  # refuse absurd sizes before allocating anything
+        check_elements([num_inputs, batch, time_steps, NUM_PITCHES, INPUT_CHANNELS],
+                       "the inputs to generate (--num-inputs × --batch × --time × pitches × channels)",
+                       "pass smaller --num-inputs/--batch/--time")
     if check_error_stat not in CHECK_ERROR_STATS:
         raise HarmonizerError(f"unknown --check-error-stat {check_error_stat!r}",
                               f"use one of {', '.join(CHECK_ERROR_STATS)}")

@@ -1,8 +1,15 @@
 """A small HTTP server on 127.0.0.1 for the browser: static page assets, tvmjs, compiled artifacts, and (for
-verify/bench) the job, its inputs and the POSTed outputs. Only ever binds the loopback interface."""
+verify/bench) the job, its inputs and the POSTed outputs. Only ever binds the loopback interface.
+
+Every request is hostile until checked: the Host header must name this loopback server (a DNS-rebinding page
+on another origin reaches 127.0.0.1 with its own host name and gets 403), a POST body must declare a sane
+Content-Length (checked before anything is read), paths are capped in length, each connection has a read
+timeout, and at most MAX_CONNECTIONS are served at once (others get 503 and are closed at once), so slow
+clients cannot pile up threads. A failing request is one status line, never a traceback on the console."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 import threading
@@ -15,6 +22,11 @@ from urllib.parse import unquote, urlparse
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 HOST = "127.0.0.1"
 MAX_POST_BYTES = 256 << 20
+MAX_PATH_CHARS = 2048  # artifact paths are short; an 8 KB segment is an attack or a bug
+READ_TIMEOUT_S = 10.0  # per socket read: a client that sends nothing for this long is dropped
+CONNECTION_DEADLINE_S = 300.0  # per connection in all: a client dribbling a byte every few seconds is dropped too
+MAX_CONNECTIONS = 32  # connections served at once; the page itself opens a handful
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
 
@@ -53,6 +65,58 @@ def _inside(root: Path, rel: str) -> Path | None:
     return path
 
 
+def host_allowed(host: str | None, port: int) -> bool:
+    """Is `host` (a Host header) this server: a loopback name with the served port (no port only for 80)?"""
+    host = (host or "").strip().lower()
+    if host.startswith("["):  # [::1] or [::1]:port
+        name, bracket, rest = host.partition("]")
+        name += bracket
+        if rest and not rest.startswith(":"):
+            return False
+        given = rest[1:]
+    else:
+        name, _, given = host.partition(":")
+    if name not in LOOPBACK_NAMES:
+        return False
+    return given == str(port) or (given == "" and port == 80)
+
+
+class _LimitedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on concurrent connections and one quiet line per failed request."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A broken or malicious client is not the server's problem: no traceback (socketserver prints one)."""
+        import sys
+
+        kind = sys.exc_info()[0]
+        if kind is not None and not issubclass(kind, OSError | ValueError):
+            sys.stderr.write(f"serve: request from {client_address[0]} failed ({kind.__name__})\n")
+
+
 class WebServer:
     """Serves `/static/*`, `/vendor/tvmjs.js`, `/artifacts/<name>/*` (from `artifacts`), `/` (index page), and
     the verify job endpoints when a job is set. Runs in a background thread; use as a context manager."""
@@ -65,8 +129,7 @@ class WebServer:
         self.extra_files = extra_files or {}
         self.posted: dict[str, Any] = {}
         self.posted_event = threading.Event()
-        self.httpd = ThreadingHTTPServer((HOST, port), self._handler())
-        self.httpd.daemon_threads = True
+        self.httpd = _LimitedServer((HOST, port), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -88,8 +151,42 @@ class WebServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = READ_TIMEOUT_S  # socket timeout for every read of this connection
+
             def log_message(self, *args: Any) -> None:  # quiet: the CLI reports what matters
                 return
+
+            def handle(self) -> None:
+                """The request(s) of one connection, cut off at CONNECTION_DEADLINE_S (shutting the socket down
+                wakes a blocked read), so READ_TIMEOUT_S per read is not a loophole for a slow drip."""
+                import socket
+
+                def cut() -> None:
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+
+                timer = threading.Timer(CONNECTION_DEADLINE_S, cut)
+                timer.daemon = True
+                timer.start()
+                try:
+                    super().handle()
+                finally:
+                    timer.cancel()
+
+            def _refuse(self, status: int, why: str) -> None:
+                self.close_connection = True
+                self._send(why.encode(), "text/plain", status)
+
+            def _checked_path(self) -> str | None:
+                """The request's path if the Host and the path are acceptable; else the refusal is sent."""
+                hosts = self.headers.get_all("Host") or []
+                if len(hosts) != 1 or not host_allowed(hosts[0], server.httpd.server_address[1]):
+                    self._refuse(403, "forbidden host")
+                    return None
+                if len(self.path) > MAX_PATH_CHARS:
+                    self._refuse(414, "path too long")
+                    return None
+                return urlparse(self.path).path
 
             def _send(self, body: bytes, ctype: str, status: int = 200) -> None:
                 self.send_response(status)
@@ -103,15 +200,22 @@ class WebServer:
                 self.wfile.write(body)
 
             def _file(self, path: Path | None) -> None:
-                if path is None or not path.is_file():
+                try:
+                    body = path.read_bytes() if path is not None and path.is_file() else None
+                except OSError:  # a name too long, a permission, a file vanishing: not found, not a traceback
+                    body = None
+                if body is None:
                     self._send(b"not found", "text/plain", 404)
                     return
                 ctype = (SCRIPT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
                          or "application/octet-stream")
-                self._send(path.read_bytes(), ctype)
+                self._send(body, ctype)
 
             def do_GET(self) -> None:
-                path = unquote(urlparse(self.path).path)
+                raw = self._checked_path()
+                if raw is None:
+                    return
+                path = unquote(raw)
                 job = server.job
                 if path in ("/", "/index.html"):
                     self._file(STATIC_DIR / "index.html")
@@ -139,12 +243,28 @@ class WebServer:
                     self._send(b"not found", "text/plain", 404)
 
             def do_POST(self) -> None:
-                path = urlparse(self.path).path
-                length = int(self.headers.get("Content-Length") or 0)
+                path = self._checked_path()
+                if path is None:
+                    return
+                if self.headers.get("Transfer-Encoding"):
+                    self._refuse(501, "Transfer-Encoding is not supported; send Content-Length")
+                    return
+                declared = self.headers.get_all("Content-Length") or []
+                if len(declared) != 1:
+                    self._refuse(411 if not declared else 400, "one Content-Length header is required")
+                    return
+                text = declared[0].strip()
+                if not text.isascii() or not text.isdigit():  # "-1", "abc", "+5", "1e9" never reach int()
+                    self._refuse(400, "bad Content-Length")
+                    return
+                length = int(text)
                 if length > MAX_POST_BYTES:
-                    self._send(b"too large", "text/plain", 413)
+                    self._refuse(413, "too large")
                     return
                 body = self.rfile.read(length)
+                if len(body) != length:  # the client closed early: nothing half-received is used
+                    self.close_connection = True
+                    return
                 job = server.job
                 if job and path.startswith("/output/") and path.removeprefix("/output/").isdigit():
                     job.outputs[int(path.removeprefix("/output/"))] = body
@@ -193,12 +313,14 @@ def page_artifacts(build_dir: str | Path) -> dict[str, Path]:
 
 def serve(build_dir: str | Path = "build", port: int = 8000) -> WebServer:
     """A server for the harmonizer page on 127.0.0.1:`port` with the web artifacts of `build_dir` (not started)."""
-    from harmonizer_deploy.core.errors import HarmonizerError
+    from harmonizer_deploy.core.errors import HarmonizerError, reason
     from harmonizer_deploy.web.jsdeps import tvmjs_bundle
 
+    if not 0 <= port <= 65535:
+        raise HarmonizerError(f"--port {port} is not a TCP port", "pass 1-65535, or 0 for any free port")
     artifacts = page_artifacts(build_dir)
     try:
         return WebServer(tvmjs_bundle(), artifacts, port=port)
     except OSError as exc:
-        raise HarmonizerError(f"cannot listen on {HOST}:{port} ({exc.strerror})",
+        raise HarmonizerError(f"cannot listen on {HOST}:{port} ({exc.strerror or reason(exc)})",
                               "pick another port with --port, or 0 for any free port") from exc
