@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from harmonizer_deploy.core import artifacts
-from harmonizer_deploy.core.artifacts import OWNER_MARKER, atomic_dir, atomic_file, check_output_dir, owned_by_tool
+from harmonizer_deploy.core.artifacts import (
+    OWNER_MARKER,
+    _lock_path,
+    atomic_dir,
+    atomic_file,
+    check_output_dir,
+    owned_by_tool,
+)
 from harmonizer_deploy.core.errors import HarmonizerError
 
 
@@ -47,7 +54,7 @@ def test_failure_leaves_previous_content(tmp_path):
         (tmp / "new").write_text("half")
         raise RuntimeError("boom")
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [OWNER_MARKER, "keep"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".d.lock", "d", "f.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f.txt"]
 
 
 # --- issue 15 §1: never delete what the tool did not make ---------------------------------------------------------
@@ -176,7 +183,7 @@ def test_concurrent_writers_all_succeed_and_readers_never_see_it_missing(tmp_pat
     watch.join()
     assert errors == []
     assert missing == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".cpu.lock", "cpu"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu"]
     value = (out / "manifest.json").read_text()
     assert (out / "model.so").read_text() == value * 1000  # one writer's version, whole
 
@@ -195,7 +202,7 @@ def test_concurrent_writer_processes(tmp_path):
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".cpu.lock", "cpu"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu"]
 
 
 def test_fallback_without_renameat2_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -204,7 +211,7 @@ def test_fallback_without_renameat2_leaves_nothing_behind(tmp_path, monkeypatch)
     for i in range(3):
         _write_version(out, str(i))
     assert (out / "manifest.json").read_text() == "2"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".cpu.lock", "cpu"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu"]
 
 
 # --- temp files of killed runs ---------------------------------------------------------------------------------
@@ -251,7 +258,7 @@ def test_dot_output_in_an_empty_folder_fills_it_in_place(tmp_path, monkeypatch):
         (tmp / "manifest.json").write_text("{}")
     assert here.stat().st_ino == inode  # the same folder (the shell's cwd stays valid)
     assert sorted(p.name for p in here.iterdir()) == [OWNER_MARKER, "manifest.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".proj.lock", "proj"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
     (here / "mine.txt").write_text("x")
     with pytest.raises(HarmonizerError, match="not empty"), atomic_dir(".") as tmp:
         pass
@@ -271,7 +278,10 @@ def test_scratch_dir_removes_the_parents_it_created_when_left_empty(tmp_path):
 def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
-    (tmp_path / ".cpu.lock").symlink_to(victim)
+    lock = _lock_path(tmp_path / "cpu")  # in the tool's cache, keyed by the output's path
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(victim)
     with pytest.raises(HarmonizerError, match="lock file"), atomic_dir(tmp_path / "cpu") as tmp:
         (tmp / "a").write_text("1")
+    lock.unlink()
     assert victim.read_text() == "keep" and not (tmp_path / "cpu").exists()

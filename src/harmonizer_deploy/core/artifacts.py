@@ -201,10 +201,26 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _lock_path(final: Path) -> Path:
+    from harmonizer_deploy.core.paths import cache_root
+
+    key = hashlib.sha256(str(final.parent.resolve() / final.name).encode()).hexdigest()[:32]
+    locks = cache_root() / "locks"
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        return locks / f"{key}.lock"
+    except OSError:
+        return final.with_name(f".{final.name}.lock")
+
+
 @contextlib.contextmanager
 def output_lock(final: Path) -> Iterator[None]:
-    """An exclusive lock (fcntl) on `.NAME.lock` next to `final`: one writer at a time swaps it in."""
-    lock = final.with_name(f".{final.name}.lock")
+    """An exclusive lock (fcntl) per output path: one writer at a time swaps it in.
+
+    The lock file lives in the tool's cache (`locks/<hash of the output's real path>.lock`), not next to the
+    output: nothing is left beside what the user named. Where the cache cannot be written, `.NAME.lock` next to
+    the output is the fallback."""
+    lock = _lock_path(final)
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666 & ~_umask())
     except OSError as exc:  # e.g. a symbolic link planted in its place (O_NOFOLLOW)
