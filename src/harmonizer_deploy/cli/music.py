@@ -9,6 +9,7 @@ import typer
 
 from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, err, out
 from harmonizer_deploy.cli.progress import progress_bar
+from harmonizer_deploy.music.model import REFERENCE_MODEL
 
 music_app = typer.Typer()
 
@@ -68,20 +69,33 @@ def evaluate(
     masks: Annotated[int, typer.Option(min=1, help="Random orderless-NADE masks (orderings sampled) per piece.")] = 16,
     seed: Annotated[int, typer.Option()] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N pieces.")] = None,
+    compare_with: Annotated[str | None, typer.Option(
+        help="Also score this bundled model on the same pieces and masks (TensorFlow). Default: "
+             f"'{REFERENCE_MODEL}' when --model names another bundled model; 'none' to skip.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Note-wise NLL on held-out chorales (orderless NADE estimate), next to Coconet's published figure."""
+    from harmonizer_deploy.music.model import bundled_models
     from harmonizer_deploy.run.jobs import evaluate_dataset
 
+    if compare_with is None:
+        named_bundled = model is not None and not Path(model).exists() and model in bundled_models()
+        compare_with = REFERENCE_MODEL if named_bundled and model != REFERENCE_MODEL else "none"
     with progress_bar(f"scoring {split} pieces", not as_json) as update:
         result = evaluate_dataset(dataset, split, backend, build_dir, model, masks, seed, limit=limit,
-                                  progress=update)
+                                  progress=update, compare_with=None if compare_with == "none" else compare_with)
     if as_json:
         emit_json(result)
         return
     out.print(f"note-wise NLL {result['nll_per_note']:.4f} ± {result['stderr']:.4f} nats on {result['pieces']} "
               f"{split} pieces ({result['notes']} notes, {masks} masks/piece, {result['seconds']:.0f} s); "
               "published Coconet: {}-{}".format(*result["published"]["coconet_nll_per_note"]), highlight=False)
+    if "baseline" in result:
+        base = result["baseline"]
+        out.print(f"{base['model']} on the same pieces and masks: {base['nll_per_note']:.4f} ± {base['stderr']:.4f}",
+                  highlight=False)
+    if result.get("model_info", {}).get("caveat"):
+        out.print(f"caveat: {result['model_info']['caveat']}", highlight=False)
 
 
 @music_app.command()
