@@ -102,7 +102,8 @@ def evaluate(
 @cli_command
 def harmonize(
     melody: Annotated[Path, typer.Argument(help="Melody as MIDI (.mid) or MusicXML (.xml/.musicxml/.mxl).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Four-part MIDI to write.")] = Path("chorale.mid"),
+    output: Annotated[Path, typer.Option("-o", "--output", help="Four-part chorale to write: .mid, or "
+                                         ".musicxml/.xml for MusicXML.")] = Path("chorale.mid"),
     backend: Annotated[str, typer.Option(help="tensorflow, onnxruntime or tvm-<dir> (e.g. tvm-cpu).")]
     = "tensorflow",
     build_dir: Annotated[Path, typer.Option(help="Where onnxruntime/TVM artifacts live.")] = Path("build"),
@@ -110,18 +111,27 @@ def harmonize(
     seed: Annotated[int, typer.Option(help="Same seed + backend → same chorale.")] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Gibbs steps (the Bach Doodle uses 96).")] = 96,
     png: Annotated[Path | None, typer.Option(help="Also draw the pianoroll to this PNG.")] = None,
+    melody_voice: Annotated[str, typer.Option(
+        help="Which voice sings the melody: auto (the voice whose range in the chorales fits it best), soprano, "
+             "alto, tenor or bass. The other three are infilled.")] = "auto",
+    keep_voices: Annotated[bool, typer.Option(
+        "--keep-voices", help="The file holds 2-3 single-line tracks: keep each as a voice, note for note "
+                              "(by track name S/A/T/B, else by register), and infill the rest.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Harmonize a melody into a four-part chorale (soprano = the melody, kept exactly)."""
+    """Harmonize a melody into a four-part chorale (the melody kept exactly, in the voice that fits it)."""
     from harmonizer_deploy.run.jobs import harmonize_file
 
     with progress_bar(f"Gibbs sampling on {backend}", not as_json) as update:
-        result = harmonize_file(melody, output, backend, build_dir, model, seed, steps, png, progress=update)
+        result = harmonize_file(melody, output, backend, build_dir, model, seed, steps, png, progress=update,
+                                melody_voice=melody_voice, keep_voices=keep_voices)
     if as_json:
         emit_json(result)
         return
     shift = result["transposed_semitones"]
     shifted = f", transposed {shift:+d} for the model" if shift else ""
-    out.print(f"wrote {output} (4 voices, {result['time_steps']} 16th-note steps, {backend}, seed {seed}, "
+    given = ", ".join(result["given_voices"])
+    out.print(f"wrote {output} (4 voices, given: {given}; {result['time_steps']} 16th-note steps, {backend}, "
+              f"seed {seed}, "
               f"{steps} Gibbs steps, {result['seconds']:.1f} s{shifted})" + (f"; pianoroll {png}" if png else ""),
               highlight=False)
