@@ -72,11 +72,31 @@ def evaluate(
     compare_with: Annotated[str | None, typer.Option(
         help="Also score this bundled model on the same pieces and masks (TensorFlow). Default: "
              f"'{REFERENCE_MODEL}' when --model names another bundled model; 'none' to skip.")] = None,
+    musical: Annotated[bool, typer.Option(
+        "--musical", help="Instead of NLL: harmonize every soprano line of the split and count parallel fifths/"
+                          "octaves, voice crossings, notes out of range and repeated notes, next to Bach's own.")]
+    = False,
+    steps: Annotated[int, typer.Option(min=1, help="Gibbs steps per harmonization (--musical).")] = 32,
     as_json: JsonOpt = False,
 ) -> None:
     """Note-wise NLL on held-out chorales (orderless NADE estimate), next to Coconet's published figure."""
     from harmonizer_deploy.music.model import bundled_models
-    from harmonizer_deploy.run.jobs import evaluate_dataset
+    from harmonizer_deploy.run.jobs import evaluate_dataset, evaluate_musical_dataset
+
+    if musical:
+        from harmonizer_deploy.music.evaluate import musical_table
+
+        with progress_bar(f"harmonizing {split} sopranos", not as_json) as update:
+            report = evaluate_musical_dataset(dataset, split, backend, build_dir, model, steps, seed, limit,
+                                              progress=update)
+        if as_json:
+            emit_json(report)
+            return
+        out.print(musical_table({str(model or "bundled"): report}), highlight=False, markup=False)
+        within = report["within_2x_of_bach"]
+        out.print("within 2x of Bach: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in within.items()),
+                  highlight=False)
+        return
 
     if compare_with is None:
         named_bundled = model is not None and not Path(model).exists() and model in bundled_models()

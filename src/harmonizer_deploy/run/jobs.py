@@ -14,7 +14,7 @@ import numpy as np
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.music.data import load_dataset
 from harmonizer_deploy.music.encoding import VOICES
-from harmonizer_deploy.music.evaluate import evaluate
+from harmonizer_deploy.music.evaluate import evaluate, musical_evaluation
 from harmonizer_deploy.music.harmonize import (
     VOICE_CHOICES,
     assign_voices,
@@ -124,4 +124,20 @@ def evaluate_dataset(dataset: str | Path, split: str = "test", backend: str = "t
         report["baseline"] = {"model": compare_with, "backend": "tensorflow", "same_pieces_and_masks": True,
                               **{k: base[k] for k in ("nll_per_note", "stderr", "pieces", "notes", "seconds")},
                               **({"model_info": _bundled_info(compare_with)} if _bundled_info(compare_with) else {})}
+    return report
+
+
+def evaluate_musical_dataset(dataset: str | Path, split: str = "test", backend: str = "tensorflow",
+                             build_dir: str | Path = "build", model: str | Path | None = None, steps: int = 32,
+                             seed: int = 0, limit: int | None = None,
+                             progress: Callable[[int, int], None] | None = None) -> dict:
+    """Harmonize the split's soprano lines with a model and compare musical figures with Bach's chorales."""
+    pieces = load_dataset(dataset, split)[:limit] if limit else load_dataset(dataset, split)
+    runner = open_backend(backend, build_dir, model=model)
+    result = musical_evaluation(runner.run, pieces, steps, seed, progress)
+    report = {"dataset": str(dataset), "split": split, "backend": runner.name,
+              "model": str(model) if model else f"bundled:{BUNDLED_MODEL}", **result}
+    info = _bundled_info(model)
+    if info:
+        report["model_info"] = info
     return report
