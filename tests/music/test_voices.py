@@ -220,3 +220,15 @@ def test_musical_problems_names_a_changed_given_voice():
     low = chorale.copy()
     low[:, 1] = MIN_PITCH
     assert any("alto leaves its range" in p for p in musical_problems(melody, low))
+
+
+def test_an_invalid_key_signature_is_a_clear_error(tmp_path):
+    """mido raises KeySignatureError (not a ValueError) for 20 sharps: still one clear line, not exit 70."""
+    path = _write(tmp_path / "key.mid", [("M", _ticks(SOPRANO_TUNE))],
+                  meta=[(0, mido.MetaMessage("key_signature", key="C"))])
+    data = bytearray(path.read_bytes())
+    at = data.find(bytes([0xFF, 0x59, 0x02]))
+    data[at + 3] = 20
+    path.write_bytes(bytes(data))
+    with pytest.raises(HarmonizerError, match=r"not a readable MIDI file.*20 sharps"):
+        read_score(path)

@@ -109,10 +109,11 @@ def read_midi_score(path: Path, keep_voices: bool = False) -> Score:
     (a given voice). Time signatures, key signatures and the tempo map are kept as MetaEvents.
     """
     import mido
+    from mido.midifiles.meta import KeySignatureError
 
     try:
         mid = mido.MidiFile(str(path))
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, IndexError, KeySignatureError) as exc:
         raise HarmonizerError(f"{path} is not a readable MIDI file ({exc})", "pass a standard .mid file") from exc
     tpb = mid.ticks_per_beat or TICKS_PER_BEAT
     if tpb <= 0:
