@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.music.checkpoints import (
@@ -130,3 +133,156 @@ def test_published_configs_have_the_released_variables():
     assert [s["index"] for s in doodle_config.layer_specs() if s["kind"] == "split"] == [17]
     dil = {s["index"]: s["dilation"] for s in doodle_config.layer_specs()}
     assert dil[1] == (1, 1) and dil[6] == (16, 32) and dil[7] == (1, 1) and dil[30] == (16, 32) and dil[31] == (1, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A TF.js manifest is hostile input: validated whole before any shard byte is read (issue 15 §2).
+
+SHARED_DOODLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "bach-doodle"
+
+
+def _quantized_manifest(directory: Path, seed: int = 5) -> list:
+    """A valid uint8-quantized manifest (the Doodle's form) for REGULAR; returns its JSON."""
+    write_tfjs_manifest(_random_weights(REGULAR, seed), directory, quantize="uint8")
+    return json.loads((directory / "weights_manifest.json").read_text())
+
+
+def _rewrite(directory: Path, groups: object) -> Path:
+    (directory / "weights_manifest.json").write_text(json.dumps(groups))
+    return directory
+
+
+def test_quantized_writer_round_trips_within_half_a_step(tmp_path):
+    weights = _random_weights(REGULAR, 6)
+    groups = _quantized_manifest(tmp_path)
+    loaded = load_tfjs_manifest(tmp_path, REGULAR)
+    for spec in groups[0]["weights"]:
+        name = spec["name"].removeprefix("model/")
+        assert np.abs(loaded[name] - _random_weights(REGULAR, 5)[name]).max() <= spec["quantization"]["scale"]
+    assert set(loaded) == set(weights)
+
+
+def _mutated(tmp_path: Path, change) -> Path:
+    groups = _quantized_manifest(tmp_path)
+    change(groups)
+    return _rewrite(tmp_path, groups)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda g: g[0]["weights"][3].update(shape=[-4]), r"shape \[-4\].*non-negative integers"),
+    (lambda g: g[0]["weights"][3].update(shape="3x3"), r"shape '3x3'"),
+    (lambda g: g[0]["weights"][3].update(shape=[3.0, 3, 8, 8]), r"shape \[3\.0, 3, 8, 8\]"),
+    (lambda g: g[0]["weights"][3].update(shape=[True, 3]), r"shape \[True, 3\]"),
+    (lambda g: g[0]["weights"][2].pop("name"), r"weight 2 has no name"),
+    (lambda g: g[0]["weights"][2].update(name=7), r"weight 2 has no name"),
+    (lambda g: g[0]["weights"][1].update(dtype="complex64"), r"dtype 'complex64'"),
+    (lambda g: g[0]["weights"][1]["quantization"].update(dtype="int4"), r"quantization dtype 'int4'"),
+    (lambda g: g[0]["weights"][1]["quantization"].pop("scale"), r"uint8 quantization needs a finite number 'scale'"),
+    (lambda g: g[0]["weights"][1]["quantization"].update(min="0"), r"needs a finite number 'min'"),
+    (lambda g: g[0]["weights"][1]["quantization"].update(scale=float("nan")), r"finite number 'scale'"),
+    (lambda g: g[0]["weights"][1].update(dtype="bool"), r"is bool but quantized"),
+    (lambda g: g[0]["weights"].append(dict(g[0]["weights"][0])), r"listed twice"),
+    (lambda g: g[0].update(paths=[]), r"no shard paths"),
+    (lambda g: g[0].update(paths=["../../secret.bin"]), r"'\.\./\.\./secret\.bin' leaves the manifest's folder"),
+    (lambda g: g[0].update(paths=["sub/../../secret.bin"]), r"leaves the manifest's folder"),
+    (lambda g: g[0].update(paths=["/etc/passwd"]), r"'/etc/passwd' is absolute"),
+    (lambda g: g[0].update(paths=["C:\\secret.bin"]), r"is absolute"),
+    (lambda g: g[0].update(paths=[3]), r"shard path 3 is not a file name"),
+    (lambda g: g.clear(), r"not a non-empty list"),
+])
+def test_each_bad_manifest_is_named_before_reading(tmp_path, change, message):
+    (tmp_path.parent / "secret.bin").write_bytes(b"\0" * 4096)
+    folder = _mutated(tmp_path / "m", change)
+    with pytest.raises(HarmonizerError, match=message):
+        load_tfjs_manifest(folder, REGULAR)
+
+
+@pytest.mark.parametrize(("extra", "message"), [(13, "13 bytes longer"), (-1, "1 bytes shorter")])
+def test_shard_length_must_match_the_manifest_exactly(tmp_path, extra, message):
+    _quantized_manifest(tmp_path)
+    shard = tmp_path / "group1-shard1of1"
+    data = shard.read_bytes()
+    shard.write_bytes(data + b"\r" * extra if extra > 0 else data[:extra])
+    with pytest.raises(HarmonizerError, match=message):
+        load_tfjs_manifest(tmp_path, REGULAR)
+
+
+def test_a_symlinked_shard_may_not_leave_the_folder(tmp_path):
+    _quantized_manifest(tmp_path / "m")
+    outside = tmp_path / "outside.bin"
+    (tmp_path / "m" / "group1-shard1of1").rename(outside)
+    (tmp_path / "m" / "group1-shard1of1").symlink_to(outside)
+    with pytest.raises(HarmonizerError, match="outside the manifest's folder"):
+        load_tfjs_manifest(tmp_path / "m", REGULAR)
+    # a link that stays inside the folder is fine
+    inside = tmp_path / "m" / "real.bin"
+    outside.rename(inside)
+    (tmp_path / "m" / "group1-shard1of1").unlink()
+    (tmp_path / "m" / "group1-shard1of1").symlink_to(inside)
+    assert len(load_tfjs_manifest(tmp_path / "m", REGULAR)) == len(expected_shapes(REGULAR))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats()
+    | st.sampled_from(["uint8", "uint16", "float16", "float32", "int32", "bool", "../x", "/etc/passwd", "",
+                       "group1-shard1of1", "model/conv0/weights"]) | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["name", "shape", "dtype", "quantization", "scale", "min", "paths",
+                                       "weights"]) | st.text(max_size=4), children, max_size=4),
+    max_leaves=8,
+)
+
+
+def _apply(obj: object, route: list[int], value: object, delete: bool) -> object:
+    parent, key, node = None, None, obj
+    for r in route:
+        if isinstance(node, list) and node:
+            parent, key = node, r % len(node)
+        elif isinstance(node, dict) and node:
+            parent, key = node, sorted(node)[r % len(node)]
+        else:
+            break
+        node = parent[key]
+    if parent is None:
+        return value
+    if delete:
+        parent.pop(key)
+    else:
+        parent[key] = value
+    return obj
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutations=st.lists(st.tuples(st.lists(st.integers(0, 300), max_size=5), _json, st.booleans()),
+                          min_size=1, max_size=3),
+       tail=st.integers(-3, 3))
+def test_mutated_manifests_give_a_clear_error_or_weights(tmp_path_factory, mutations, tail):
+    """Whatever a manifest says, loading ends in weights or a HarmonizerError — never another exception."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    groups: object = _quantized_manifest(folder)
+    for route, value, delete in mutations:
+        groups = _apply(groups, route, value, delete)
+    _rewrite(folder, groups)
+    shard = folder / "group1-shard1of1"
+    data = shard.read_bytes()
+    shard.write_bytes(data + b"\r" * tail if tail >= 0 else data[:tail])
+    try:
+        loaded = load_tfjs_manifest(folder, REGULAR)
+    except HarmonizerError as exc:
+        assert exc.problem and "\n" not in exc.problem
+    else:
+        assert set(loaded) == set(expected_shapes(REGULAR)) and tail == 0
+
+
+@pytest.mark.skipif(not (SHARED_DOODLE / "damaged").is_dir(), reason="../shared/data/bach-doodle is not present")
+def test_import_weights_refuses_the_damaged_doodle_shard(tmp_path):
+    from typer.testing import CliRunner
+
+    from harmonizer_deploy.cli import app
+
+    result = CliRunner().invoke(app, ["import-weights", str(SHARED_DOODLE / "damaged"), "--config", "doodle-33x128",
+                                      "-o", str(tmp_path / "w.npz")])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith("error:") and "13 bytes longer than the manifest says" in text
+    assert "Traceback" not in result.output and not (tmp_path / "w.npz").exists()

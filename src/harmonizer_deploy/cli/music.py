@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,18 @@ import typer
 
 from harmonizer_deploy.cli.common import HELP, JsonOpt, NoBuildOpt, cli_command, deprecated, emit_json, err, out
 from harmonizer_deploy.cli.progress import progress_bar
+from harmonizer_deploy.music.model import REFERENCE_MODEL
+
+
+class MelodyVoice(StrEnum):
+    """`--melody-voice`: a choice, checked before any work (building an artifact, loading a model)."""
+
+    auto = "auto"
+    soprano = "soprano"
+    alto = "alto"
+    tenor = "tenor"
+    bass = "bass"
+
 
 music_app = typer.Typer(context_settings=HELP)
 
@@ -74,34 +87,69 @@ def evaluate(
     masks: Annotated[int, typer.Option(min=1, help="Random orderless-NADE masks (orderings sampled) per piece.")] = 16,
     seed: Annotated[int, typer.Option()] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N pieces.")] = None,
+    compare_with: Annotated[str | None, typer.Option(
+        help="Also score this bundled model on the same pieces and masks (TensorFlow). Default: "
+             f"'{REFERENCE_MODEL}' when --model names another bundled model; 'none' to skip.")] = None,
+    musical: Annotated[bool, typer.Option(
+        "--musical", help="Instead of NLL: harmonize every soprano line of the split and count parallel fifths/"
+                          "octaves, voice crossings, notes out of range and repeated notes, next to Bach's own.")]
+    = False,
+    steps: Annotated[int, typer.Option(min=1, help="Gibbs steps per harmonization (--musical).")] = 32,
     no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Note-wise NLL on held-out chorales (orderless NADE estimate), next to Coconet's published figure."""
+    """Note-wise NLL on held-out chorales (orderless NADE estimate), next to Coconet's published figure;
+    with --musical, the musical quality of harmonized test sopranos next to Bach's own."""
+    from harmonizer_deploy.music.model import bundled_models
     from harmonizer_deploy.run.backends import check_backend_name
     from harmonizer_deploy.run.ensure import ensure_backend
-    from harmonizer_deploy.run.jobs import evaluate_dataset
+    from harmonizer_deploy.run.jobs import evaluate_dataset, evaluate_musical_dataset
 
     check_backend_name(backend, build_dir)
     if not no_build:
         ensure_backend(backend, build_dir)
 
+    if musical:
+        from harmonizer_deploy.music.evaluate import musical_table
+
+        with progress_bar(f"harmonizing {split} sopranos", not as_json) as update:
+            report = evaluate_musical_dataset(dataset, split, backend, build_dir, model, steps, seed, limit,
+                                              progress=update)
+        if as_json:
+            emit_json(report)
+            return
+        out.print(musical_table({str(model or "bundled"): report}), highlight=False, markup=False)
+        within = report["within_2x_of_bach"]
+        out.print("within 2x of Bach: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in within.items()),
+                  highlight=False)
+        return
+
+    if compare_with is None:
+        named_bundled = model is not None and not Path(model).exists() and model in bundled_models()
+        compare_with = REFERENCE_MODEL if named_bundled and model != REFERENCE_MODEL else "none"
     with progress_bar(f"scoring {split} pieces", not as_json) as update:
         result = evaluate_dataset(dataset, split, backend, build_dir, model, masks, seed, limit=limit,
-                                  progress=update)
+                                  progress=update, compare_with=None if compare_with == "none" else compare_with)
     if as_json:
         emit_json(result)
         return
     out.print(f"note-wise NLL {result['nll_per_note']:.4f} ± {result['stderr']:.4f} nats on {result['pieces']} "
               f"{split} pieces ({result['notes']} notes, {masks} masks/piece, {result['seconds']:.0f} s); "
               "published Coconet: {}-{}".format(*result["published"]["coconet_nll_per_note"]), highlight=False)
+    if "baseline" in result:
+        base = result["baseline"]
+        out.print(f"{base['model']} on the same pieces and masks: {base['nll_per_note']:.4f} ± {base['stderr']:.4f}",
+                  highlight=False)
+    if result.get("model_info", {}).get("caveat"):
+        out.print(f"caveat: {result['model_info']['caveat']}", highlight=False)
 
 
 @music_app.command()
 @cli_command
 def harmonize(
     melody: Annotated[Path, typer.Argument(help="Melody as MIDI (.mid) or MusicXML (.xml/.musicxml/.mxl).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Four-part MIDI to write.")] = Path("chorale.mid"),
+    output: Annotated[Path, typer.Option("-o", "--output", help="Four-part chorale to write: .mid, or "
+                                         ".musicxml/.xml for MusicXML.")] = Path("chorale.mid"),
     backend: Annotated[str, typer.Option(help="tensorflow, onnxruntime or tvm-<dir> (e.g. tvm-cpu).")]
     = "tensorflow",
     build_dir: Annotated[Path, typer.Option(help="Where onnxruntime/TVM artifacts live.")] = Path("build"),
@@ -109,11 +157,17 @@ def harmonize(
     seed: Annotated[int, typer.Option(help="Same seed + backend → same chorale.")] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Gibbs steps (the Bach Doodle uses 96).")] = 96,
     png: Annotated[Path | None, typer.Option(help="Also draw the pianoroll to this PNG.")] = None,
+    melody_voice: Annotated[MelodyVoice, typer.Option(
+        help="Which voice sings the melody: auto (the voice whose range in the chorales fits it best), soprano, "
+             "alto, tenor or bass. The other three are infilled.")] = MelodyVoice.auto,
+    keep_voices: Annotated[bool, typer.Option(
+        "--keep-voices", help="The file holds 2-3 single-line tracks: keep each as a voice, note for note "
+                              "(by track name S/A/T/B, else by register), and infill the rest.")] = False,
     no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Harmonize a melody into a four-part chorale (soprano = the melody, kept exactly); builds a missing
-    model.onnx or tvm-<target> artifact in --build-dir first (unless --no-build)."""
+    """Harmonize a melody into a four-part chorale (the melody kept exactly, in the voice that fits it); builds
+    a missing model.onnx or tvm-<target> artifact in --build-dir first (unless --no-build)."""
     from harmonizer_deploy.run.backends import check_backend_name
     from harmonizer_deploy.run.ensure import ensure_backend
     from harmonizer_deploy.run.jobs import harmonize_file
@@ -123,12 +177,15 @@ def harmonize(
         ensure_backend(backend, build_dir)
 
     with progress_bar(f"Gibbs sampling on {backend}", not as_json) as update:
-        result = harmonize_file(melody, output, backend, build_dir, model, seed, steps, png, progress=update)
+        result = harmonize_file(melody, output, backend, build_dir, model, seed, steps, png, progress=update,
+                                melody_voice=melody_voice.value, keep_voices=keep_voices)
     if as_json:
         emit_json(result)
         return
     shift = result["transposed_semitones"]
     shifted = f", transposed {shift:+d} for the model" if shift else ""
-    out.print(f"wrote {output} (4 voices, {result['time_steps']} 16th-note steps, {backend}, seed {seed}, "
+    given = ", ".join(result["given_voices"])
+    out.print(f"wrote {output} (4 voices, given: {given}; {result['time_steps']} 16th-note steps, {backend}, "
+              f"seed {seed}, "
               f"{steps} Gibbs steps, {result['seconds']:.1f} s{shifted})" + (f"; pianoroll {png}" if png else ""),
               highlight=False)

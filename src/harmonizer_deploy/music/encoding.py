@@ -20,6 +20,11 @@ VOICE_RANGES = {
     "bass": (36, 64),
 }
 
+# Each voice's range in the JSB chorales' train split (Jsb16thSeparated.npz, 229 pieces): lowest-highest
+# pitch, and the 1st-99th percentile (where the voice really lives). VOICE_RANGES above lie inside the former.
+DATA_VOICE_RANGES = {"soprano": (60, 81), "alto": (52, 74), "tenor": (46, 69), "bass": (36, 66)}
+TYPICAL_VOICE_RANGES = {"soprano": (62, 78), "alto": (57, 71), "tenor": (52, 67), "bass": (39, 60)}
+
 INPUT_NAME = "pianoroll_mask"
 OUTPUT_NAME = "probs"
 

@@ -14,13 +14,14 @@ left out of numerator and denominator. Per-piece estimates are weighted by the p
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from harmonizer_deploy.music.data import to_pianoroll
-from harmonizer_deploy.music.encoding import model_input
+from harmonizer_deploy.music.encoding import VOICE_RANGES, VOICES, model_input
 from harmonizer_deploy.music.train import orderless_mask
 
 RunFn = Callable[[np.ndarray], np.ndarray]
@@ -86,3 +87,165 @@ def evaluate(run: RunFn, pieces: list[np.ndarray], masks: int = 16, seed: int = 
     }
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Musical quality: what a musician checks first in a four-part harmonization, counted the same way for the
+# model's chorales and for Bach's. Pieces are [T, 4] pitch arrays on the 16th grid (SATB, NaN = rest).
+
+BEAT = 4  # 16th steps per quarter-note beat
+PAIRS = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+
+
+def _onset_states(x: np.ndarray, y: np.ndarray) -> list[tuple[float, float]]:
+    """The pair's successive (pitch, pitch) sonorities: a new state wherever either voice changes; a rest
+    breaks the chain (None)."""
+    states: list = []
+    for t in range(len(x)):
+        state = (float(x[t]), float(y[t]))
+        if np.isnan(state[0]) or np.isnan(state[1]):
+            if states and states[-1] is not None:
+                states.append(None)
+            continue
+        if not states or states[-1] != state:
+            states.append(state)
+    return states
+
+
+def parallel_perfects(piece: np.ndarray) -> tuple[int, int]:
+    """(parallel fifths, parallel octaves/unisons) over every voice pair: two successive sonorities of the pair
+    a perfect fifth (or octave/unison) apart, compound intervals included, both voices moving the same way."""
+    fifths = octaves = 0
+    for a, b in PAIRS:
+        states = _onset_states(piece[:, a], piece[:, b])
+        for prev, cur in itertools.pairwise(states):
+            if prev is None or cur is None:
+                continue
+            da, db = cur[0] - prev[0], cur[1] - prev[1]
+            if da == 0 or db == 0 or (da > 0) != (db > 0):
+                continue
+            i0, i1 = abs(prev[0] - prev[1]) % 12, abs(cur[0] - cur[1]) % 12
+            if i0 == i1 == 7:
+                fifths += 1
+            elif i0 == i1 == 0:
+                octaves += 1
+    return fifths, octaves
+
+
+def voice_crossings(piece: np.ndarray) -> int:
+    """Times a lower voice goes above its upper neighbour (S/A, A/T, T/B), counted once per crossing."""
+    count = 0
+    for upper in range(3):
+        crossed = piece[:, upper + 1] > piece[:, upper]  # NaN compares False: a rest ends a crossing
+        count += int(crossed[0]) + int((crossed[1:] & ~crossed[:-1]).sum())
+    return count
+
+
+def out_of_range(piece: np.ndarray, voices: tuple[int, ...] = (0, 1, 2, 3)) -> tuple[int, int]:
+    """(16th steps any of `voices` sounds outside its SATB range (encoding.VOICE_RANGES), steps sounding)."""
+    outside = sounding = 0
+    for v in voices:
+        line = piece[:, v]
+        low, high = VOICE_RANGES[VOICES[v]]
+        ok = ~np.isnan(line)
+        sounding += int(ok.sum())
+        outside += int(((line[ok] < low) | (line[ok] > high)).sum())
+    return outside, sounding
+
+
+def repeated_beats(piece: np.ndarray, voices: tuple[int, ...] = (1, 2, 3)) -> tuple[int, int]:
+    """(beats where a voice keeps the previous beat's pitch, beats compared), lower voices. The 16th grid
+    cannot tell a held note from a repeated one, so this is the share of beats without movement."""
+    same = total = 0
+    for v in voices:
+        beats = piece[::BEAT, v]
+        prev, cur = beats[:-1], beats[1:]
+        ok = ~np.isnan(prev) & ~np.isnan(cur)
+        same += int((prev[ok] == cur[ok]).sum())
+        total += int(ok.sum())
+    return same, total
+
+
+def musical_figures(pieces: list[np.ndarray]) -> dict:
+    """Parallels, crossings, range and movement over `pieces`, as rates a musician can compare."""
+    beats = sum(p.shape[0] for p in pieces) / BEAT
+    fifths = octaves = crossings = outside = sounding = same = compared = 0
+    for piece in pieces:
+        f, o = parallel_perfects(piece)
+        fifths, octaves, crossings = fifths + f, octaves + o, crossings + voice_crossings(piece)
+        a, b = out_of_range(piece, (1, 2, 3))
+        outside, sounding = outside + a, sounding + b
+        a, b = repeated_beats(piece)
+        same, compared = same + a, compared + b
+    per100 = 100.0 / beats if beats else float("nan")
+    return {
+        "pieces": len(pieces), "beats": beats,
+        "parallel_fifths_per_100_beats": fifths * per100,
+        "parallel_octaves_per_100_beats": octaves * per100,
+        "parallels_per_100_beats": (fifths + octaves) * per100,
+        "voice_crossings_per_100_beats": crossings * per100,
+        "out_of_range_share": outside / sounding if sounding else float("nan"),
+        "repeated_beat_ratio": same / compared if compared else float("nan"),
+    }
+
+
+MUSICAL_DEFINITIONS = {
+    "parallel_fifths/octaves": "per voice pair, two successive sonorities (a new one wherever either voice "
+                               "moves) both a perfect fifth (octave/unison), compound included, both voices "
+                               "moving in the same direction; summed over the 6 pairs, per 100 quarter beats",
+    "voice_crossings": "a lower voice above its upper neighbour (S/A, A/T, T/B), counted once per crossing, "
+                       "per 100 beats",
+    "out_of_range_share": "share of sounding 16th steps of alto, tenor and bass outside encoding.VOICE_RANGES "
+                          "(alto 53-74, tenor 48-69, bass 36-64)",
+    "repeated_beat_ratio": "share of beat-to-beat steps where alto, tenor or bass keeps its pitch (the 16th "
+                           "grid cannot tell a held note from a repeated one)",
+}
+
+
+def harmonize_sopranos(run: RunFn, pieces: list[np.ndarray], steps: int, seed: int = 0,
+                       progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+    """Each piece's soprano line harmonized by the model (Gibbs, `steps` steps, piece i seeded seed + i)."""
+    from harmonizer_deploy.music.harmonize import harmonize_notes
+    from harmonizer_deploy.music.midi import roll_to_notes
+    from harmonizer_deploy.music.sampling import GibbsSettings
+
+    out = []
+    for i, piece in enumerate(pieces):
+        notes = roll_to_notes(piece[:, 0])
+        result = harmonize_notes(notes, run, seed + i, GibbsSettings(steps=steps), melody_voice="soprano")
+        chorale = result.chorale.copy()
+        chorale[: piece.shape[0], 0] = piece[: chorale.shape[0], 0]
+        out.append(chorale)
+        if progress:
+            progress(i + 1, len(pieces))
+    return out
+
+
+def musical_evaluation(run: RunFn, pieces: list[np.ndarray], steps: int, seed: int = 0,
+                       progress: Callable[[int, int], None] | None = None) -> dict:
+    """The model's harmonizations of the pieces' soprano lines next to Bach's own chorales, same figures."""
+    start = time.perf_counter()
+    harmonized = musical_figures(harmonize_sopranos(run, pieces, steps, seed, progress))
+    bach = musical_figures(pieces)
+    keys = ("parallels_per_100_beats", "voice_crossings_per_100_beats")
+    ratio = {k: harmonized[k] / bach[k] if bach[k] else None for k in keys}
+    within = {k: harmonized[k] <= 2.0 * bach[k] for k in keys}
+    return {"harmonized": harmonized, "bach": bach, "gibbs_steps": steps, "seed": seed,
+            "ratio_to_bach": ratio, "within_2x_of_bach": within,
+            "definitions": MUSICAL_DEFINITIONS, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def musical_table(reports: dict[str, dict]) -> str:
+    """Markdown: one row per model plus Bach's own chorales (taken from the first report)."""
+    cols = [("parallel_fifths_per_100_beats", "parallel 5ths /100 beats", "{:.2f}"),
+            ("parallel_octaves_per_100_beats", "parallel 8ves /100 beats", "{:.2f}"),
+            ("voice_crossings_per_100_beats", "voice crossings /100 beats", "{:.2f}"),
+            ("out_of_range_share", "A/T/B out of range", "{:.2%}"),
+            ("repeated_beat_ratio", "A/T/B same pitch as previous beat", "{:.1%}")]
+    lines = ["| harmonized by | " + " | ".join(c[1] for c in cols) + " |", "|" + " --- |" * (len(cols) + 1)]
+    first = next(iter(reports.values()))
+    rows = [(f"`{name}` ({r['gibbs_steps']} Gibbs steps)", r["harmonized"]) for name, r in reports.items()]
+    rows.append(("Bach (the same chorales)", first["bach"]))
+    for label, figures in rows:
+        lines.append(f"| {label} | " + " | ".join(f.format(figures[k]) for k, _, f in cols) + " |")
+    return "\n".join(lines) + "\n"

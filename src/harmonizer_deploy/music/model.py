@@ -23,7 +23,19 @@ from harmonizer_deploy.music.encoding import INPUT_CHANNELS, INPUT_NAME, NUM_PIT
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+# The model every command uses when none is named (convert, harmonize, make, page, serve). One line to switch:
+# "bach-doodle" once its architecture converts to ONNX.
 BUNDLED_MODEL = "default"
+# The small model trained by this project: what other models' scores are set next to.
+REFERENCE_MODEL = "default"
+TFJS_MANIFEST = "weights_manifest.json"
+# sha256 of every file of a bundled model kept in TF.js form, checked each time it is loaded.
+BUNDLED_SHA256 = {
+    "bach-doodle": {
+        "weights_manifest.json": "1b84f8999523b08c7aa5086b13b2aa444a52bbc466c7b4918878bf7190cc05a4",
+        "group1-shard1of1": "87f5d100dbdab7a42e0b89e1a04362e5f1c5cb18dcd2536b79ddf0cbd57545c7",
+    },
+}
 
 
 def _keras():
@@ -198,11 +210,21 @@ def set_weights(model: Any, config: ModelConfig, weights: Mapping[str, np.ndarra
 
 
 def bundled_models() -> list[str]:
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.npz"))
+    """Names of the bundled models: `NAME.npz` (float32 arrays) or `NAME/weights_manifest.json` (TF.js)."""
+    npz = {p.stem for p in WEIGHTS_DIR.glob("*.npz")}
+    tfjs = {p.parent.name for p in WEIGHTS_DIR.glob(f"*/{TFJS_MANIFEST}")}
+    return sorted(npz | tfjs)
+
+
+def _tfjs_dir(name: str) -> Path:
+    return WEIGHTS_DIR / name
 
 
 def bundled_paths(name: str) -> tuple[Path, Path, Path]:
-    """(config toml, weights npz, info json) of a bundled model."""
+    """(config toml, weights file, info json) of a bundled model; the weights file is the `.npz`, or for a
+    model kept in TF.js form its binary shard (the manifest is pinned by BUNDLED_SHA256 as well)."""
+    if (_tfjs_dir(name) / TFJS_MANIFEST).is_file():
+        return WEIGHTS_DIR / f"{name}.toml", _tfjs_dir(name) / "group1-shard1of1", WEIGHTS_DIR / f"{name}.json"
     return WEIGHTS_DIR / f"{name}.toml", WEIGHTS_DIR / f"{name}.npz", WEIGHTS_DIR / f"{name}.json"
 
 
@@ -215,16 +237,41 @@ def load_weights_npz(path: str | Path) -> dict[str, np.ndarray]:
                               "pass a .npz written by harmonizer-deploy") from exc
 
 
+def check_bundled_files(name: str) -> None:
+    """Refuse a bundled TF.js model whose files differ from the ones shipped (damaged or altered install)."""
+    from harmonizer_deploy.core.artifacts import sha256_file
+
+    for file, expected in BUNDLED_SHA256.get(name, {}).items():
+        path = _tfjs_dir(name) / file
+        actual = sha256_file(path) if path.is_file() else "missing"
+        if actual != expected:
+            raise HarmonizerError(
+                f"bundled model {name!r}: {path} has sha256 {actual[:16]}…, expected {expected[:16]}…",
+                "the installation is damaged; reinstall harmonizer-deploy",
+            )
+
+
+def bundled_weights(name: str, config: ModelConfig) -> dict[str, np.ndarray]:
+    """Coconet-named float32 arrays of a bundled model (TF.js ones dequantized here, after the sha256 check)."""
+    if (_tfjs_dir(name) / TFJS_MANIFEST).is_file():
+        from harmonizer_deploy.music.checkpoints import load_tfjs_manifest
+
+        check_bundled_files(name)
+        return load_tfjs_manifest(_tfjs_dir(name), config)
+    return load_weights_npz(bundled_paths(name)[1])
+
+
 def load_bundled(name: str = BUNDLED_MODEL) -> tuple[Any, ModelConfig, dict]:
     """The bundled Keras model with its weights, config and provenance info."""
-    cfg_path, npz_path, info_path = bundled_paths(name)
-    if not npz_path.is_file():
+    if name not in bundled_models():
         raise HarmonizerError(
             f"no bundled model named {name!r}", f"bundled models: {', '.join(bundled_models()) or 'none'}"
         )
+    cfg_path, weights_path, info_path = bundled_paths(name)
     config = load_config(cfg_path)
+    weights = bundled_weights(name, config)
     model = build_model(config)
-    set_weights(model, config, load_weights_npz(npz_path), source=str(npz_path))
+    set_weights(model, config, weights, source=str(weights_path))
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return model, config, info
 

@@ -38,12 +38,17 @@ def yao_probability(i: int, n: int, s: GibbsSettings) -> float:
     return max(s.pmin, (s.pmax - (s.pmax - s.pmin) * i / n) / s.alpha)
 
 
-def range_mask() -> np.ndarray:
-    """[46, 4] 1 where a pitch is inside the voice's SATB range: sampling never leaves a voice's range."""
+def range_mask(shift: int = 0) -> np.ndarray:
+    """[46, 4] 1 where a pitch is inside the voice's SATB range: sampling never leaves a voice's range.
+
+    `shift`: the piece is sampled `shift` semitones above where it will sound, so the ranges move with it and
+    every voice still lies in its range once transposed back."""
     allowed = np.zeros((NUM_PITCHES, NUM_VOICES), dtype=np.float64)
     for v, voice in enumerate(VOICES):
-        low, high = VOICE_RANGES[voice]
-        allowed[max(low, MIN_PITCH) - MIN_PITCH : high - MIN_PITCH + 1, v] = 1.0
+        low, high = (p + shift for p in VOICE_RANGES[voice])
+        low, high = max(low, MIN_PITCH) - MIN_PITCH, min(high, MIN_PITCH + NUM_PITCHES - 1) - MIN_PITCH
+        if low <= high:
+            allowed[low : high + 1, v] = 1.0
     return allowed
 
 
@@ -73,17 +78,18 @@ def windowed_probs(run: RunFn, roll: np.ndarray, mask: np.ndarray, window: int |
 
 
 def gibbs(run: RunFn, roll: np.ndarray, known: np.ndarray, seed: int, settings: GibbsSettings = DEFAULT_GIBBS,
-          progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+          progress: Callable[[int, int], None] | None = None, allowed: np.ndarray | None = None) -> np.ndarray:
     """Fill the unknown cells of `roll` [T, 46, 4]; `known` [T, 4] is True where a voice's value is given.
 
     Step i masks each unknown (time, voice) cell with probability yao_probability(i), runs the network once
-    on the masked piece, and redraws all masked cells from its output (tempered by `temperature`).
+    on the masked piece, and redraws all masked cells from its output (tempered by `temperature`), limited
+    to `allowed` [46, 4] (default: each voice's range).
     """
     rng = np.random.default_rng(seed)
     t = roll.shape[0]
     roll = roll.astype(np.float32) * known[:, None, :]
     unknown = ~known
-    allowed = range_mask()
+    allowed = range_mask() if allowed is None else allowed
     n = settings.steps
     for i in range(n):
         pm = yao_probability(i, n, settings)
