@@ -43,12 +43,20 @@ def fake_artifact(directory: Path, onnx_path: Path) -> Path:
     enough for verify to reach its input handling and the onnxruntime reference, which come first."""
     from harmonizer_deploy.core.artifacts import sha256_file
 
+    import numpy as np
+
     directory.mkdir(parents=True, exist_ok=True)
+    # a library verify never gets to load, and empty params: both hashed, so the integrity check (which comes
+    # before anything is loaded) passes and the input handling under test is reached
+    (directory / "model.so").write_bytes(b"not loaded: verify stops at the inputs first")
+    np.savez(directory / "params.npz")
+    artifacts = {name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+                 for name in ("model.so", "params.npz")}
     manifest = {"format_version": 1, "target": "cpu", "backend": "tvm-cpu", "device": "cpu", "runner": "local",
                 "model": {"path": str(onnx_path.resolve()), "sha256": sha256_file(onnx_path), "sidecar": None},
                 "inputs": [{"name": "x", "dtype": "float32", "shape": ["batch", "time", 46, 8]}],
                 "outputs": [{"name": "probs", "dtype": "float32", "shape": ["batch", "time", 46, 4]}],
-                "static_shape": None, "artifacts": {}, "library": "model.so", "params": []}
+                "static_shape": None, "artifacts": artifacts, "library": "model.so", "params": []}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory
 

@@ -194,7 +194,7 @@ def test_verify_onnx_with_external_data_outside_its_folder(tmp_path):
     model = tiny_onnx(tmp_path / "m" / "model.onnx", external="../secret.bin")
     artifact = fake_artifact(tmp_path / "art", model)
     result = run("verify", artifact, "--num-inputs", "1", "--batch", "1", "--time", "4")
-    assert_one_line_error(result, "not a loadable ONNX model")
+    assert_one_line_error(result, "cannot load", "External data path escapes")  # refused, naming why
 
 
 @pytest.mark.parametrize("batch", ["0", str(2**40)])
@@ -230,7 +230,7 @@ def test_compile_refuses_absurd_batch_before_compiling(tmp_path, batch):
 
 @pytest.mark.parametrize("port", ["70000", "-1"])
 def test_serve_port_out_of_range(tmp_path, port):
-    assert_one_line_error(run("serve", "--build", tmp_path, "--port", port), f"--port {port}", "65535")
+    assert_one_line_error(run("serve", "--build-dir", tmp_path, "--port", port), f"--port {port}", "65535")
 
 
 def test_extract_into_an_existing_file(tmp_path):

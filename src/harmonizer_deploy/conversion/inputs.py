@@ -194,6 +194,8 @@ def load_feeds(path: str | Path, inputs: list[dict]) -> list[dict[str, np.ndarra
     """Input sets from an npz: keys = input names (one set), `NAME#k` (set k), or the old `input_000…` (one array
     per set, for a one-input model). Each array must match its input's rank, fixed dims and kind of dtype."""
     path = Path(path)
+    if not path.is_file():
+        raise HarmonizerError(f"inputs file not found: {path}", "pass a file written by --save-inputs")
     arrays = read_npz(path, "pass a file written by --save-inputs")  # hostile input: never unpickled, sizes checked
     if is_harmonizer_io(inputs) and INPUT_NAME not in arrays and not any(SAMPLE_SEP in k for k in arrays):
         return [{INPUT_NAME: x} for x in load_inputs(path)]

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.compiler.targets import load_target
-from harmonizer_deploy.conversion.inputs import index_ranges, is_harmonizer_io, load_feeds, make_feeds, save_feeds
+from harmonizer_deploy.conversion.inputs import (
+    concrete_shape,
+    index_ranges,
+    is_harmonizer_io,
+    load_feeds,
+    make_feeds,
+    save_feeds,
+)
 from harmonizer_deploy.core.artifacts import sha256_file
 from harmonizer_deploy.core.compare import (
     CHECK_ERROR_STATS,
@@ -22,7 +29,7 @@ from harmonizer_deploy.core.compare import (
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.limits import check_elements
 from harmonizer_deploy.core.manifest import check_integrity, read_manifest
-from harmonizer_deploy.music.encoding import INPUT_CHANNELS, INPUT_NAME, NUM_PITCHES, OUTPUT_NAME
+from harmonizer_deploy.music.encoding import INPUT_NAME, OUTPUT_NAME
 from harmonizer_deploy.run.runners import RUNNERS
 
 
@@ -172,10 +179,11 @@ def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions
     weights_atol, weights_rtol = spec.tolerance_for(web_weights)
     spec = replace(spec, atol=weights_atol, rtol=weights_rtol)
     tolerances = Tolerances.build(spec, atol, rtol, names)
-    if not load_inputs_from and harmonizer:  # refuse absurd sizes before allocating anything
-        check_elements([num_inputs, batch, time_steps, NUM_PITCHES, INPUT_CHANNELS],
-                       "the inputs to generate (--num-inputs × --batch × --time × pitches × channels)",
-                       "pass smaller --num-inputs/--batch/--time")
+    if not load_inputs_from:  # refuse absurd sizes before allocating anything, for any signature
+        for sig in signature:
+            check_elements([num_inputs, *concrete_shape(sig, batch, time_steps)],
+                           f"the inputs to generate for {sig['name']} (--num-inputs × its shape at --batch/--time)",
+                           "pass smaller --num-inputs/--batch/--time")
     if check_error_stat not in CHECK_ERROR_STATS:
         raise HarmonizerError(f"unknown --check-error-stat {check_error_stat!r}",
                               f"use one of {', '.join(CHECK_ERROR_STATS)}")
