@@ -179,7 +179,7 @@ def zoo_coverage(work_dir: Path, verify: Callable[..., Any], names: list[str] | 
     import onnx
 
     from harmonizer_deploy.compiler.build import compile as compile_model
-    from harmonizer_deploy.compiler.build import import_onnx
+    from harmonizer_deploy.compiler.relax_import import import_onnx
     from harmonizer_deploy.conversion.convert import convert
 
     rows = []
