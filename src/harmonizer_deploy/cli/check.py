@@ -11,6 +11,7 @@ from rich.table import Table
 
 from harmonizer_deploy.cli.common import JsonOpt, TolOpt, cli_command, emit_json, out, parse_range
 from harmonizer_deploy.cli.progress import progress_bar
+from harmonizer_deploy.cli.remote import RpcKeyOpt, RpcOpt, RpcTimeoutOpt
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
 
 check_app = typer.Typer()
@@ -41,16 +42,21 @@ def verify(
     histogram: Annotated[Path | None, typer.Option(help="Write a PNG histogram of the abs error here.")] = None,
     val_range: Annotated[str | None, typer.Option(help="Seeded uniform inputs in LOW,HIGH instead of realistic "
                                                        "pianorolls.")] = None,
+    rpc: RpcOpt = None,
+    rpc_key: RpcKeyOpt = None,
+    rpc_timeout: RpcTimeoutOpt = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch."""
+    from harmonizer_deploy.core.remote import RemoteSpec
     from harmonizer_deploy.verification.verify import parse_tolerance
     from harmonizer_deploy.verification.verify import verify as run
 
+    remote = RemoteSpec.parse(rpc, rpc_key, rpc_timeout)
     with progress_bar(f"verifying {target} against onnxruntime", not as_json) as update:
         report = run(artifact_dir, target, num_inputs, seed, batch, time_steps, save_inputs, load_inputs,
                      parse_tolerance(atol, "atol"), parse_tolerance(rtol, "rtol"), update, check_error_stat,
-                     fail_fast, validate, histogram, parse_range(val_range))
+                     fail_fast, validate, histogram, parse_range(val_range), remote)
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -71,6 +77,11 @@ def print_verify(report: Any) -> None:
         out.print(f"input value ranges: {ranges}{' …' if len(report.input_ranges) > 4 else ''}")
     if report.histogram:
         out.print(f"error histogram: {report.histogram}")
+    if getattr(report, "remote", None):
+        out.print(f"ran on remote device {escape(report.remote['device'])} (key {escape(report.remote['key'])}, "
+                  f"tracker {report.remote['tracker']})", highlight=False)
+        for event in report.remote["events"]:
+            out.print(f"[yellow]warning:[/] {escape(event)}")
     for note in report.notes:
         out.print(f"[yellow]warning:[/] {escape(note)}")
     out.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")

@@ -14,6 +14,7 @@ from harmonizer_deploy.conversion.inputs import load_inputs, make_inputs, save_i
 from harmonizer_deploy.core.artifacts import sha256_file
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.manifest import integrity_problems, read_manifest
+from harmonizer_deploy.core.remote import RemoteSpec
 from harmonizer_deploy.music.encoding import OUTPUT_NAME
 from harmonizer_deploy.run.runners import RUNNERS
 
@@ -184,12 +185,14 @@ class VerifyReport:
     input_ranges: list[list[float]] = field(default_factory=list)
     mode: str = "compare"
     histogram: str | None = None
+    remote: dict | None = None  # --rpc: the tracker, key and the device(s) that ran the artifact
 
     def to_dict(self) -> dict:
         return {"target": self.target, "backend": self.backend, "passed": self.passed, "outputs": self.outputs,
                 "reference": self.reference, "artifact_dir": self.artifact_dir, "num_inputs": self.num_inputs,
                 "seed": self.seed, "input_shapes": self.input_shapes, "input_ranges": self.input_ranges,
-                "mode": self.mode, "histogram": self.histogram, "integrity": self.integrity, "notes": self.notes}
+                "mode": self.mode, "histogram": self.histogram, "integrity": self.integrity, "notes": self.notes,
+                "remote": self.remote}
 
 
 def _reference_session(manifest: dict):
@@ -224,12 +227,14 @@ def verify(
     validate: bool = False,
     histogram: str | Path | None = None,
     value_range: tuple[float, float] | None = None,
+    remote: RemoteSpec | None = None,
 ) -> VerifyReport:
     """Run the artifact and onnxruntime on the same inputs; pass when every output is within tolerance.
 
     `atol`/`rtol`: a number or {output name: value}. `fail_fast` stops at the first input out of tolerance.
     `validate` skips onnxruntime and only checks the artifact's outputs for NaN/Inf. `histogram` writes a PNG of
-    the abs error. `value_range` replaces the realistic pianorolls with seeded uniform values in [low, high]."""
+    the abs error. `value_range` replaces the realistic pianorolls with seeded uniform values in [low, high].
+    `remote` runs the artifact on a device a TVM RPC tracker assigns (the reference still runs here)."""
     spec = load_target(target)
     artifact_dir = Path(artifact_dir) if artifact_dir else Path("build") / spec.name
     manifest = read_manifest(artifact_dir)
@@ -238,7 +243,8 @@ def verify(
             f"{artifact_dir} holds a {manifest.get('target')!r} artifact, not {spec.name!r}",
             f"pass --target {manifest.get('target')} or the right directory",
         )
-    if manifest.get("runner", "local") == "local":  # say "no GPU here" before spending time on the reference
+    # say "no GPU here" before spending time on the reference (a remote run checks the remote device instead)
+    if manifest.get("runner", "local") == "local" and remote is None:
         from harmonizer_deploy.run.tvm import tvm_device
 
         tvm_device(manifest["device"], artifact_dir)
@@ -265,6 +271,12 @@ def verify(
         save_inputs(save_inputs_to, inputs)
 
     runner = RUNNERS.lookup(manifest.get("runner", "local"))
+    remote_runner = None
+    if remote is not None:
+        from harmonizer_deploy.run.rpc import RemoteRunner
+
+        remote_runner = RemoteRunner(artifact_dir, remote)
+        runner = lambda _dir, _manifest, batch: remote_runner(batch)  # noqa: E731
     integrity = integrity_problems(artifact_dir, manifest)
     notes = [f"artifact file {p}: the artifact on disk is not what compile produced" for p in integrity]
     common = {"target": spec.name, "backend": manifest["backend"], "artifact_dir": str(artifact_dir),
@@ -277,7 +289,7 @@ def verify(
         output = {"name": name, **validate_stats(np.concatenate([a.ravel() for a in actual]))}
         return VerifyReport(passed=output["passed"] and not integrity, outputs=[output], num_inputs=len(inputs),
                             input_shapes=[list(x.shape) for x in inputs], mode="validate", reference="none",
-                            **common)
+                            remote=_remote_info(remote, remote_runner), **common)
 
     session = _reference_session(manifest)
     input_name = manifest["inputs"][0]["name"]
@@ -314,7 +326,15 @@ def verify(
     used = inputs[: len(actual)]
     return VerifyReport(passed=output["passed"] and not integrity, outputs=[output], num_inputs=len(used),
                         input_shapes=[list(x.shape) for x in used], histogram=str(histogram) if histogram else None,
-                        **common)
+                        remote=_remote_info(remote, remote_runner), **common)
+
+
+def _remote_info(remote: RemoteSpec | None, runner: Any) -> dict | None:
+    """For the report: which tracker, which key, which device ran it (and any device lost on the way)."""
+    if remote is None or runner is None:
+        return None
+    return {"tracker": remote.tracker, "key": remote.key, "device": runner.device, "devices": runner.devices,
+            "events": runner.events}
 
 
 # The browser runner (webgpu/wasm targets) registers itself on import; it needs no browser until it runs.

@@ -1,0 +1,162 @@
+"""Remote devices over TVM's RPC tracker: a tracker and two cpu device servers on 127.0.0.1, all started
+as subprocesses of the test, every wait bounded, every process group killed in `finally`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harmonizer_deploy.cli import app
+from harmonizer_deploy.core.errors import EXIT_NO_DEVICE, EXIT_USER_ERROR
+
+pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado (the [remote] extra)")
+
+runner = CliRunner()
+KEY = "cpu-test"
+START_TIMEOUT_S = 60
+CLI = [sys.executable, "-c", "import sys; from harmonizer_deploy.cli import main; sys.argv[0] = 'harmonizer-deploy'; "
+       "main()"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(*args: str, log: Path) -> subprocess.Popen:
+    """A CLI command in its own process group (so its TVM worker processes die with it)."""
+    handle = log.open("w")
+    return subprocess.Popen([*CLI, *args], stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def status(address: str) -> dict:
+    result = runner.invoke(app, ["tracker", "--status", address, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def servers(address: str, key: str = KEY) -> list[str]:
+    return next((k["servers"] for k in status(address)["keys"] if k["key"] == key), [])
+
+
+def wait_for(condition, what: str, timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Pool:
+    """A tracker and device servers, started by the test and always stopped by it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.tracker = self.spawn("tracker", "--port", str(self.port), log_name="tracker.log")
+        wait_for(lambda: _answers(self.port), "the tracker")
+
+    def spawn(self, *args: str, log_name: str) -> subprocess.Popen:
+        proc = start(*args, log=self.tmp / log_name)
+        self.procs.append(proc)
+        return proc
+
+    def add_server(self, key: str = KEY) -> subprocess.Popen:
+        before = len(servers(self.address, key))
+        proc = self.spawn("device-server", "--tracker", self.address, "--key", key, "--port", str(free_port()),
+                          log_name=f"server-{len(self.procs)}.log")
+        wait_for(lambda: len(servers(self.address, key)) > before or proc.poll() is not None, "a device server")
+        assert proc.poll() is None, (self.tmp / f"server-{len(self.procs) - 1}.log").read_text()
+        return proc
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            stop(proc)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pool(tmp_path):
+    pool = Pool(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def one_line(result) -> str:
+    return " ".join(result.output.split())
+
+
+def test_verify_through_the_tracker_passes_and_names_the_remote_device(pool, built):
+    pool.add_server()
+    pool.add_server()
+    registered = servers(pool.address)
+    assert len(registered) == 2 and all(s.startswith("127.0.0.1:") for s in registered)
+    result = runner.invoke(app, ["verify", str(built / "cpu"), "--target", "cpu", "--num-inputs", "2", "--time",
+                                 "8", "--rpc", pool.address, "--rpc-key", KEY, "--rpc-timeout", "30", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["passed"] and report["outputs"][0]["max_abs_err"] <= 1e-4
+    remote = report["remote"]
+    assert remote["key"] == KEY and remote["tracker"] == pool.address
+    assert remote["device"] in {f"{KEY}@{s}" for s in registered}
+    text = runner.invoke(app, ["verify", str(built / "cpu"), "--target", "cpu", "--num-inputs", "1", "--time", "8",
+                               "--rpc", pool.address, "--rpc-key", KEY])
+    assert text.exit_code == 0, text.output
+    assert f"ran on remote device {KEY}@127.0.0.1:" in one_line(text) and "PASSED" in text.output
+
+
+def test_unreachable_tracker_unknown_key_and_busy_devices_are_one_line(pool, built):
+    args = ["verify", str(built / "cpu"), "--target", "cpu", "--num-inputs", "1", "--time", "8"]
+    result = runner.invoke(app, [*args, "--rpc", f"127.0.0.1:{free_port()}", "--rpc-key", KEY])
+    assert result.exit_code == EXIT_NO_DEVICE and "cannot reach the RPC tracker" in one_line(result)
+    result = runner.invoke(app, [*args, "--rpc", pool.address, "--rpc-key", "nobody"])
+    assert result.exit_code == EXIT_NO_DEVICE, result.output
+    assert "no device is registered under key 'nobody'" in one_line(result) and "Traceback" not in result.output
+    result = runner.invoke(app, [*args, "--rpc", pool.address])
+    assert result.exit_code == EXIT_USER_ERROR and "--rpc needs --rpc-key" in one_line(result)
+    result = runner.invoke(app, [*args, "--rpc", "nohost:", "--rpc-key", KEY])
+    assert result.exit_code == EXIT_USER_ERROR and "is not HOST:PORT" in one_line(result)
+
+    # the only device is held by another client: no free device within --rpc-timeout, and no hang
+    pool.add_server()
+    from harmonizer_deploy.compiler.tracker import request_session
+    from harmonizer_deploy.core.remote import RemoteSpec
+
+    held = request_session(RemoteSpec("127.0.0.1", pool.port, KEY, 10))
+    try:
+        t0 = time.monotonic()
+        result = runner.invoke(app, [*args, "--rpc", pool.address, "--rpc-key", KEY, "--rpc-timeout", "2"])
+        assert time.monotonic() - t0 < 30
+        assert result.exit_code == EXIT_NO_DEVICE, result.output
+        assert "no free device under key 'cpu-test' within --rpc-timeout 2 s" in one_line(result)
+    finally:
+        del held
