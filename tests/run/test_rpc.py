@@ -73,6 +73,7 @@ class Pool:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
+        self.by_address: dict[str, subprocess.Popen] = {}
         self.tracker = self.spawn("tracker", "--port", str(self.port), log_name="tracker.log")
         wait_for(lambda: _answers(self.port), "the tracker")
 
@@ -83,8 +84,10 @@ class Pool:
 
     def add_server(self, key: str = KEY) -> subprocess.Popen:
         before = len(servers(self.address, key))
-        proc = self.spawn("device-server", "--tracker", self.address, "--key", key, "--port", str(free_port()),
-                          log_name=f"server-{len(self.procs)}.log")
+        port = free_port()
+        proc = self.spawn("device-server", "--tracker", self.address, "--key", key, "--port", str(port),
+                          "--port-end", str(port + 1), log_name=f"server-{len(self.procs)}.log")
+        self.by_address[f"127.0.0.1:{port}"] = proc
         wait_for(lambda: len(servers(self.address, key)) > before or proc.poll() is not None, "a device server")
         assert proc.poll() is None, (self.tmp / f"server-{len(self.procs) - 1}.log").read_text()
         return proc
@@ -160,3 +163,53 @@ def test_unreachable_tracker_unknown_key_and_busy_devices_are_one_line(pool, bui
         assert "no free device under key 'cpu-test' within --rpc-timeout 2 s" in one_line(result)
     finally:
         del held
+
+
+@pytest.mark.slow  # two device servers started and stopped: ~50 s on 2 busy cores
+def test_a_device_lost_mid_run_is_retried_once_on_another_then_reported(pool, built):
+    from harmonizer_deploy.conversion.inputs import make_inputs
+    from harmonizer_deploy.core.remote import RemoteSpec
+    from harmonizer_deploy.run.rpc import RemoteDeviceLost, RemoteRunner
+
+    pool.add_server()
+    pool.add_server()
+    inputs = make_inputs(0, 2, 1, 8)
+    run = RemoteRunner(built / "cpu", RemoteSpec("127.0.0.1", pool.port, KEY, 20))
+    first = run(inputs[:1])
+    lost = run.device
+    stop(pool.by_address[lost.split("@", 1)[1]])  # the device server goes away between two calls
+    t0 = time.monotonic()
+    second = run(inputs)
+    assert time.monotonic() - t0 < 60
+    assert run.device != lost and run.devices == [lost, run.device]
+    assert len(second) == 2 and second[0].shape == first[0].shape
+    assert run.events and f"remote device {lost} was lost mid-run" in run.events[0]
+
+    # the second loss is reported, not retried again, and never hangs
+    stop(pool.by_address[run.device.split("@", 1)[1]])
+    t0 = time.monotonic()
+    with pytest.raises(RemoteDeviceLost, match="was lost mid-run"):
+        run(inputs)
+    assert time.monotonic() - t0 < 60
+
+
+def test_verify_reports_a_lost_device_in_one_line_when_no_other_is_left(pool, built, monkeypatch):
+    """The only device stops while verify runs: exit 4 with one line, within the bounded timeout."""
+    from harmonizer_deploy.run import rpc
+
+    pool.add_server()
+    (only,) = pool.by_address.values()
+    real_run = rpc.RemoteModel.run
+
+    def run_then_lose_the_device(self, x):
+        stop(only)  # the server process group is killed while this call is about to go out
+        return real_run(self, x)
+
+    monkeypatch.setattr(rpc.RemoteModel, "run", run_then_lose_the_device)
+    t0 = time.monotonic()
+    result = runner.invoke(app, ["verify", str(built / "cpu"), "--target", "cpu", "--num-inputs", "1", "--time",
+                                 "8", "--rpc", pool.address, "--rpc-key", KEY, "--rpc-timeout", "3"])
+    assert time.monotonic() - t0 < 90
+    assert result.exit_code == EXIT_NO_DEVICE, result.output
+    text = one_line(result)
+    assert text.startswith("error:") and "was lost mid-run" in text and "Traceback" not in result.output
