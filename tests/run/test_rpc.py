@@ -213,3 +213,20 @@ def test_verify_reports_a_lost_device_in_one_line_when_no_other_is_left(pool, bu
     assert result.exit_code == EXIT_NO_DEVICE, result.output
     text = one_line(result)
     assert text.startswith("error:") and "was lost mid-run" in text and "Traceback" not in result.output
+
+
+def test_bench_rpc_gives_the_remote_tvm_row_next_to_the_local_rows(pool, built, tmp_path):
+    pool.add_server()
+    (address,) = servers(pool.address)
+    result = runner.invoke(app, ["bench", "--backend", "onnxruntime", "--backend", "tvm-cpu", "--build-dir",
+                                 str(built), "--batch", "1", "--time", "8", "--warmup", "1", "--repeats", "3",
+                                 "--harmonize-repeats", "0", "--out-dir", str(tmp_path / "res"), "--rpc",
+                                 pool.address, "--rpc-key", KEY, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["backend"]: r for r in json.loads(result.stdout)["rows"]}
+    assert set(rows) == {"onnxruntime", "tvm-cpu", "tvm-cpu@rpc"}
+    remote = rows["tvm-cpu@rpc"]
+    assert remote["where"] == f"remote {KEY}@{address}" and remote["repeats"] == 3
+    assert 0 < remote["min_ms"] <= remote["p50_ms"] and "where" not in rows["tvm-cpu"]
+    table = (tmp_path / "res" / "bench.md").read_text()
+    assert f"tvm-cpu@rpc (remote {KEY}@{address}, 3 repeats)" in table

@@ -20,6 +20,7 @@ import numpy as np
 from harmonizer_deploy.benchmark.flops import measured_peak_gflops, model_flops
 from harmonizer_deploy.core.artifacts import atomic_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.remote import RemoteSpec
 from harmonizer_deploy.music.encoding import realistic_inputs
 from harmonizer_deploy.music.harmonize import SAMPLES_DIR
 from harmonizer_deploy.run.backends import DEFAULT_BUILD_DIR, built_tvm_targets, open_backend
@@ -122,6 +123,25 @@ def harmonize_rows(opened: dict, repeats: int, seed: int) -> list[dict]:
              "p50_s": statistics.median(v), "min_s": min(v), "repeats": len(v)} for n, v in seconds.items()]
 
 
+def remote_backends(build_dir: Path, requested: list[str] | None) -> list[str]:
+    """The tvm-<dir> backends `bench --rpc` also runs remotely: those requested, else every built artifact that
+    TVM's runtime runs (not browser artifacts)."""
+    candidates = requested if requested is not None else [f"tvm-{a}" for a in built_tvm_targets(build_dir)]
+    chosen = []
+    for name in candidates:
+        manifest = build_dir / name.removeprefix("tvm-") / "manifest.json"
+        if name.startswith("tvm-") and manifest.is_file() and \
+                json.loads(manifest.read_text()).get("runner", "local") == "local":
+            chosen.append(name)
+    return chosen
+
+
+def _device_here(artifact_dir: Path) -> bool:
+    from harmonizer_deploy.run.tvm import device_present
+
+    return device_present(json.loads((artifact_dir / "manifest.json").read_text()).get("device", "cpu"))
+
+
 def machine_info() -> dict:
     import psutil
 
@@ -153,8 +173,12 @@ def bench(
     name: str = "bench",
     progress: Callable[[int, int], None] | None = None,
     harmonize_repeats: int = 3,
+    remote: RemoteSpec | None = None,
 ) -> dict:
-    """Time each backend per batch size; write `<out_dir>/<name>.{json,md,png}` unless out_dir is None."""
+    """Time each backend per batch size; write `<out_dir>/<name>.{json,md,png}` unless out_dir is None.
+
+    `remote` adds a `tvm-<dir>@rpc` row per TVM artifact, run on a device the RPC tracker assigns, interleaved
+    with the local rows (an artifact whose device is not here runs remotely only)."""
     build_dir = Path(build_dir)
     if repeats < 1 or warmup < 0 or any(b < 1 for b in batches) or time_steps < 1:
         raise HarmonizerError("bench needs repeats >= 1, warmup >= 0, batch >= 1, time >= 1", "fix the options")
@@ -162,11 +186,27 @@ def bench(
     skipped = [] if backends else skipped_backends(build_dir, requested)
     in_browser = {n: p for n in requested if (p := _browser_artifact(n, build_dir)) is not None}
     names = [n for n in requested if n not in in_browser]
+    remote_names = remote_backends(build_dir, requested if backends else None) if remote is not None else []
+    if remote_names:
+        names = [n for n in names if n not in remote_names or _device_here(build_dir / n.removeprefix("tvm-"))]
+        skipped = [s for s in skipped if s["backend"] not in remote_names]
     opened, load_ms = {}, {}
     for backend_name in names:
         t0 = time.perf_counter()
         opened[backend_name] = open_backend(backend_name, build_dir)
         load_ms[backend_name] = (time.perf_counter() - t0) * 1e3
+    if remote is not None:
+        from harmonizer_deploy.run.rpc import RemoteBackend
+
+        if not remote_names:
+            raise HarmonizerError(f"bench --rpc found no TVM artifact to run remotely in {build_dir}",
+                                  "compile one (cpu, cuda, vulkan) or name it with --backend tvm-<dir>")
+        for backend_name in remote_names:
+            t0 = time.perf_counter()
+            backend = RemoteBackend(build_dir / backend_name.removeprefix("tvm-"), remote)
+            opened[backend.name] = backend
+            load_ms[backend.name] = (time.perf_counter() - t0) * 1e3
+            names.append(backend.name)
     rows = []
     total = len(batches) * len(names) * (1 + warmup + repeats)
     done = 0
@@ -199,6 +239,9 @@ def bench(
                          "p50_ms": statistics.median(s), "min_ms": min(s), "p90_ms": _percentile(s, 90),
                          "mean_ms": statistics.fmean(s), "first_run_ms": first[n], "load_ms": load_ms[n],
                          "repeats": repeats, "warmup": warmup})
+    for r in rows:  # remote rows say which device ran them
+        if getattr(opened.get(r["backend"]), "where", None):
+            r["where"] = opened[r["backend"]].where
     if in_browser:
         rows += browser_rows(in_browser, time_steps, warmup, repeats, seed)
     harmonize = harmonize_rows(opened, harmonize_repeats, seed) if harmonize_repeats > 0 else []

@@ -123,16 +123,21 @@ def bench(
     name: Annotated[str, typer.Option(help="Base name of the result files.")] = "bench",
     harmonize_repeats: Annotated[int, typer.Option(help="End-to-end harmonizations of the two-bar sample (96 Gibbs "
                                                    "steps) per local backend; 0 skips them.")] = 3,
+    rpc: RpcOpt = None,
+    rpc_key: RpcKeyOpt = None,
+    rpc_timeout: RpcTimeoutOpt = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Latency of every available backend on the same inputs (min / p50 / p90, first run, GFLOP/s, ratio to
     onnxruntime in the same run), and end-to-end harmonize time per backend."""
     from harmonizer_deploy.benchmark.bench import bench as run
     from harmonizer_deploy.benchmark.bench import markdown_table
+    from harmonizer_deploy.core.remote import RemoteSpec
 
+    remote = RemoteSpec.parse(rpc, rpc_key, rpc_timeout)
     with progress_bar("benchmarking", not as_json) as update:
         result = run(backend or None, tuple(batch or [1]), time_steps, warmup, repeats, 0, build_dir, out_dir, name,
-                     update, harmonize_repeats)
+                     update, harmonize_repeats, remote)
     if as_json:
         emit_json(result)
         return
