@@ -3,8 +3,10 @@ as subprocesses of the test, every wait bounded, every process group killed in `
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -230,3 +232,76 @@ def test_bench_rpc_gives_the_remote_tvm_row_next_to_the_local_rows(pool, built, 
     assert 0 < remote["min_ms"] <= remote["p50_ms"] and "where" not in rows["tvm-cpu"]
     table = (tmp_path / "res" / "bench.md").read_text()
     assert f"tvm-cpu@rpc (remote {KEY}@{address}, 3 repeats)" in table
+
+
+@pytest.mark.slow  # 16 MetaSchedule trials built here and measured on two device servers: minutes on 2 cores
+@pytest.mark.skipif(importlib.util.find_spec("xgboost") is None, reason="needs the [tune] extra (xgboost)")
+def test_tune_rpc_measures_on_both_servers_and_compile_applies_the_records(pool, built, tmp_path, monkeypatch):
+    import harmonizer_deploy as hd
+    from harmonizer_deploy.compiler.targets import targets_dir
+
+    targets = tmp_path / "targets"  # records written by this test never land in the repository
+    shutil.copytree(targets_dir(), targets, ignore=shutil.ignore_patterns("tuning"))
+    monkeypatch.setenv("HARMONIZER_DEPLOY_TARGETS", str(targets))
+    monkeypatch.chdir(tmp_path)  # build/tuning-logs/ goes here
+    pool.add_server()
+    pool.add_server()
+    registered = servers(pool.address)
+    result = runner.invoke(app, ["tune", str(built / "model.onnx"), "--target", "cpu", "--batch", "1", "--time", "8",
+                                 "--trials", "16", "--rpc", pool.address, "--rpc-key", KEY, "--json"])
+    assert result.exit_code == 0, result.output
+    tuned = json.loads(result.stdout)
+    assert tuned["trials"] == 16 and sorted(tuned["rpc"]["servers"]) == sorted(registered)
+    measured = tuned["rpc"]["measurements_by_server"]
+    assert set(measured) == {f"{KEY}@{s}" for s in registered}, measured  # both servers measured candidates
+    log = [json.loads(line) for line in Path(tuned["rpc"]["log"]).read_text().splitlines()]
+    assert all(entry["costs_s"] and min(entry["costs_s"]) > 0 for entry in log)
+    records = Path(tuned["records"])
+    assert (records / "database_tuning_record.json").is_file() and (records / "meta.json").is_file()
+    compiled = hd.compile(built / "model.onnx", "cpu", tmp_path / "tuned", batch=1, time_steps=8)
+    assert compiled.manifest["tuning"]["used"] is (tuned["records_kept"] > 0)
+    if tuned["records_kept"]:
+        assert compiled.manifest["tuning"]["records"] == str(records)
+    assert hd.verify(tmp_path / "tuned", "cpu", num_inputs=1).passed
+
+
+def test_a_bundle_run_py_serve_joins_the_tracker_and_a_cpu_bundle_verifies_through_it(pool, built, tmp_path):
+    """A machine with only the deploy bundle (TVM runtime + apache-tvm-ffi, no compiler) serves the pool."""
+    from harmonizer_deploy.compiler.bundle import make_bundle
+
+    bundle = tmp_path / "bundle"
+    make_bundle(built / "cpu", bundle)
+    port = free_port()
+    log = (tmp_path / "bundle-serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, str(bundle / "run.py"), "serve", "--tracker", pool.address, "--key",
+                             "bundle-cpu", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    pool.procs.append(proc)
+    wait_for(lambda: servers(pool.address, "bundle-cpu") or proc.poll() is not None, "run.py serve")
+    assert proc.poll() is None, (tmp_path / "bundle-serve.log").read_text()
+    assert servers(pool.address, "bundle-cpu") == [f"127.0.0.1:{port}"]
+    for _ in range(2):  # the server takes a second session after the first ends
+        result = runner.invoke(app, ["verify", str(built / "cpu"), "--target", "cpu", "--num-inputs", "2", "--time",
+                                     "8", "--rpc", pool.address, "--rpc-key", "bundle-cpu", "--rpc-timeout", "30",
+                                     "--json"])
+        assert result.exit_code == 0, result.output + (tmp_path / "bundle-serve.log").read_text()
+        report = json.loads(result.stdout)
+        assert report["passed"] and report["remote"]["device"] == f"bundle-cpu@127.0.0.1:{port}"
+
+
+def test_a_cuda_artifact_sent_to_a_cpu_only_server_stops_before_uploading(pool, built, tmp_path):
+    """The remote device kind is checked first: one line, exit 4, nothing uploaded or run."""
+    import shutil as sh
+
+    from harmonizer_deploy.core.remote import RemoteSpec
+    from harmonizer_deploy.run.rpc import RemoteModel
+
+    fake = tmp_path / "cuda"
+    sh.copytree(built / "cpu", fake)
+    manifest = json.loads((fake / "manifest.json").read_text())
+    manifest.update(target="cuda", device="cuda")
+    (fake / "manifest.json").write_text(json.dumps(manifest))
+    pool.add_server()
+    with pytest.raises(Exception, match=r"remote device cpu-test@127\.0\.0\.1:\d+ has no cuda device") as info:
+        RemoteModel(fake, RemoteSpec("127.0.0.1", pool.port, KEY, 20))
+    assert info.value.exit_code == EXIT_NO_DEVICE
