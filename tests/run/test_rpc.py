@@ -305,3 +305,26 @@ def test_a_cuda_artifact_sent_to_a_cpu_only_server_stops_before_uploading(pool, 
     with pytest.raises(Exception, match=r"remote device cpu-test@127\.0\.0\.1:\d+ has no cuda device") as info:
         RemoteModel(fake, RemoteSpec("127.0.0.1", pool.port, KEY, 20))
     assert info.value.exit_code == EXIT_NO_DEVICE
+
+
+def test_tracker_and_device_server_refuse_in_one_line_and_stop_cleanly(tmp_path):
+    result = runner.invoke(app, ["device-server", "--tracker", f"127.0.0.1:{free_port()}", "--key", KEY])
+    assert result.exit_code == EXIT_NO_DEVICE and "cannot reach the RPC tracker" in one_line(result)
+    result = runner.invoke(app, ["tracker", "--status", "127.0.0.1:x"])
+    assert result.exit_code == EXIT_USER_ERROR and "is not HOST:PORT" in one_line(result)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        result = runner.invoke(app, ["tracker", "--port", str(busy.getsockname()[1])])
+        assert result.exit_code == EXIT_USER_ERROR and "cannot listen on 127.0.0.1:" in one_line(result)
+    # SIGTERM to the command stops TVM's tracker worker with it: the port is free again
+    port = free_port()
+    proc = start("tracker", "--port", str(port), log=tmp_path / "tracker.log")
+    try:
+        wait_for(lambda: _answers(port), "the tracker")
+        assert status(f"127.0.0.1:{port}") == {"tracker": f"127.0.0.1:{port}", "keys": []}
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        wait_for(lambda: not _answers(port), "the tracker to stop", timeout=15)
+    finally:
+        stop(proc)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from harmonizer_deploy.cli.common import JsonOpt, cli_command, emit_json, out, parse_dims
 from harmonizer_deploy.cli.progress import progress_bar, spinner
+from harmonizer_deploy.cli.remote import RpcKeyOpt, RpcOpt, RpcTimeoutOpt
 
 build_app = typer.Typer()
 
@@ -81,18 +82,28 @@ def tune(
     trials: Annotated[int, typer.Option(help="MetaSchedule trials in total (this run).")] = 256,
     time_budget: Annotated[float | None, typer.Option("--time-budget", help="Stop after this many minutes.")]
     = None,
+    rpc: RpcOpt = None,
+    rpc_key: RpcKeyOpt = None,
+    rpc_timeout: RpcTimeoutOpt = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """MetaSchedule-tune the model for this CPU; records go to targets/tuning/ and compile uses them."""
+    """MetaSchedule-tune the model for this CPU (or, with --rpc, on every device server under the key);
+    records go to targets/tuning/ and compile uses them."""
     from harmonizer_deploy.compiler.tuning import tune as run
+    from harmonizer_deploy.core.remote import RemoteSpec
 
+    remote = RemoteSpec.parse(rpc, rpc_key, rpc_timeout)
     with progress_bar(f"tuning for {target}", not as_json) as update:
-        result = run(model, target, batch, time_steps, trials, time_budget, progress=update)
+        result = run(model, target, batch, time_steps, trials, time_budget, progress=update, remote=remote)
     if as_json:
         emit_json(result)
         return
     out.print(f"{result['records']}: {result['tasks']} tasks, {result['trials']} trials in total, "
               f"{result['tuning_seconds']:.0f} s; compile with --batch {batch} --time {time_steps} to use them")
+    if result.get("rpc"):
+        measured = ", ".join(f"{escape(s)}: {n}" for s, n in result["rpc"]["measurements_by_server"].items())
+        out.print(f"measured on {result['rpc']['key']} devices via {result['rpc']['tracker']}: {measured or 'none'} "
+                  f"(log {result['rpc']['log']})", highlight=False)
     shape = f"{batch}x{time_steps}/"
     for task, decision in sorted(result["records_vs_hand_schedules"].items()):
         if task.startswith(shape):

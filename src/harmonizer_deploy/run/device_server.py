@@ -44,7 +44,10 @@ def _wait(proc: Any, stop: Callable[[], None]) -> None:
         proc.join()
     finally:
         signal.signal(signal.SIGTERM, previous)
-        stop()
+        try:
+            stop()
+        except Exception:  # e.g. TVM's tracker stop dials 127.0.0.1, which a tracker on another --host ignores
+            proc.kill()
 
 
 def start_tracker(host: str = LOCALHOST, port: int = 9190) -> Any:
