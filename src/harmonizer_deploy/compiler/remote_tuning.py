@@ -22,7 +22,10 @@ from harmonizer_deploy.core.remote import RemoteSpec
 LOG_ENV = "HARMONIZER_RPC_MEASURE_LOG"
 TIMEOUT_ENV = "HARMONIZER_RPC_TIMEOUT"
 MEASUREMENTS = "rpc-measurements.jsonl"
-SESSION_TIMEOUT_S = 60  # one candidate's upload + measurement; MetaSchedule counts a slower one as failed
+# Bounds, not expectations: a MetaSchedule worker process imports TVM before its first job, which took 49 s for
+# a trivial kernel on a loaded 2-core machine (LocalBuilder's default 30 s timed every build out there).
+BUILD_TIMEOUT_S = 300
+SESSION_TIMEOUT_S = 300  # one candidate's session: upload + measurement; a slower one counts as failed
 
 _current: dict[str, str] = {}  # per worker process: the device the open session is on
 
@@ -76,6 +79,13 @@ def rpc_runner(spec: RemoteSpec, log_path: Path) -> tuple[Any, list[str]]:
                                  f_create_session=create_logged_session, f_upload_module=upload_logged_module,
                                  f_run_evaluator=run_logged_evaluator)
     return runner, registered
+
+
+def local_builder() -> Any:
+    """MetaSchedule's LocalBuilder with a timeout that survives a busy build machine."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S)
 
 
 def measurements_by_server(log_path: Path, since: float = 0.0) -> dict[str, int]:

@@ -205,11 +205,11 @@ def tune(
     work_dir.mkdir(parents=True, exist_ok=True)
     runner_args: dict[str, Any] = {}
     if remote is not None:
-        from harmonizer_deploy.compiler.remote_tuning import MEASUREMENTS, rpc_runner
+        from harmonizer_deploy.compiler.remote_tuning import MEASUREMENTS, local_builder, rpc_runner
 
         log_path = work_dir / MEASUREMENTS
         runner_args["runner"], servers = rpc_runner(remote, log_path)
-        runner_args["builder"] = ms.builder.LocalBuilder()
+        runner_args["builder"] = local_builder()
     started_at = time.time()
     while done < trials:
         if time_budget_min is not None and time.perf_counter() - start > time_budget_min * 60:
