@@ -247,14 +247,17 @@ def test_tune_rpc_measures_on_both_servers_and_compile_applies_the_records(pool,
     pool.add_server()
     pool.add_server()
     registered = servers(pool.address)
-    result = runner.invoke(app, ["tune", str(built / "model.onnx"), "--target", "cpu", "--batch", "1", "--time", "8",
-                                 "--trials", "16", "--rpc", pool.address, "--rpc-key", KEY, "--json"])
-    assert result.exit_code == 0, result.output
-    tuned = json.loads(result.stdout)
+    from harmonizer_deploy.compiler.tuning import tune
+    from harmonizer_deploy.core.remote import RemoteSpec
+
+    # the library, not CliRunner: MetaSchedule's loggers keep the stream they were created with, which CliRunner
+    # closes after the command
+    tuned = tune(built / "model.onnx", "cpu", batch=1, time_steps=8, trials=16,
+                 remote=RemoteSpec("127.0.0.1", pool.port, KEY, 60))
     assert tuned["trials"] == 16 and sorted(tuned["rpc"]["servers"]) == sorted(registered)
     measured = tuned["rpc"]["measurements_by_server"]
     assert set(measured) == {f"{KEY}@{s}" for s in registered}, measured  # both servers measured candidates
-    log = [json.loads(line) for line in Path(tuned["rpc"]["log"]).read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / tuned["rpc"]["log"]).read_text().splitlines()]
     assert all(entry["costs_s"] and min(entry["costs_s"]) > 0 for entry in log)
     records = Path(tuned["records"])
     assert (records / "database_tuning_record.json").is_file() and (records / "meta.json").is_file()
