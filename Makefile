@@ -2,6 +2,7 @@
 # `make target=X` picks a target from targets/ (default cpu); `make help` lists everything.
 # `runner=docker` runs the goals inside docker/$(target).Dockerfile's image, `runner=host` here; the default is
 # docker when a docker daemon answers, else host. `arch=sm_90` picks the CUDA architecture (default: detected).
+# `rpc=HOST:PORT key=KEY` runs verify and bench on a remote device from a TVM RPC tracker (README "Many machines").
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,6 +11,9 @@ HD     := $(BIN)/harmonizer-deploy
 BUILD  ?= build
 target ?= cpu
 arch   ?=
+rpc    ?=
+key    ?=
+RPC_FLAGS := $(if $(rpc),--rpc $(rpc) --rpc-key $(key))
 TARGETS := $(basename $(notdir $(wildcard targets/*.toml)))
 DOCKER ?= docker
 runner ?= $(shell $(DOCKER) info >/dev/null 2>&1 && echo docker || echo host)
@@ -17,6 +21,12 @@ IMAGE  := harmonizer-deploy:$(target)
 # GPUs into the container: all NVIDIA GPUs for cuda, the DRI render nodes (if any) for vulkan
 GPU_FLAGS_cuda   := --gpus all
 GPU_FLAGS_vulkan := $(if $(wildcard /dev/dri),--device /dev/dri)
+
+ifneq ($(rpc),)
+ifeq ($(key),)
+$(error rpc=$(rpc) needs key=KEY: the key the device servers registered under)
+endif
+endif
 
 ifeq ($(filter $(target),$(TARGETS)),)
 $(error unknown target '$(target)'; valid targets: $(TARGETS))
@@ -31,7 +41,8 @@ all: bench harmonize ## convert → compile → verify → bench for $(target), 
 help: ## list the make goals and variables
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 	@echo "variables: target=<$(TARGETS)> (default cpu), runner=docker|host (now: $(runner)), arch=sm_80|sm_89|sm_90"
-	@echo "           (cuda; default detected), VENV=$(VENV), BUILD=$(BUILD)"
+	@echo "           (cuda; default detected), VENV=$(VENV), BUILD=$(BUILD), rpc=HOST:PORT key=KEY (verify/bench"
+	@echo "           on a remote device from a TVM RPC tracker)"
 	@echo "exit: a GPU target's verify on a machine without that GPU stops make with 'Error 4' (see docs/gpu.md)"
 
 image: ## build docker/$(target).Dockerfile as harmonizer-deploy:$(target)
@@ -42,7 +53,7 @@ ifeq ($(runner),docker)
 convert compile verify bench harmonize: image
 	mkdir -p $(BUILD)
 	$(DOCKER) run --rm $(GPU_FLAGS_$(target)) -v "$(abspath $(BUILD)):/app/build" $(IMAGE) \
-	  make $@ target=$(target) arch=$(arch) runner=host VENV=/opt/venv BUILD=build
+	  make $@ target=$(target) arch=$(arch) rpc=$(rpc) key=$(key) runner=host VENV=/opt/venv BUILD=build
 else
 
 setup: $(VENV)/.installed ## create the virtualenv; install every extra at the tested versions (constraints.txt)
@@ -62,11 +73,11 @@ convert: setup ## bundled Keras model → $(BUILD)/model.onnx, checked against T
 compile: convert ## compile $(BUILD)/model.onnx for $(target) into $(BUILD)/$(target) (+ deploy bundle for GPUs)
 	$(HD) compile $(BUILD)/model.onnx --target $(target) -o $(BUILD)/$(target) $(if $(arch),--arch $(arch))
 
-verify: compile ## compare the $(target) artifact with onnxruntime (exit 4: no such device here)
-	$(HD) verify $(BUILD)/$(target) --target $(target)
+verify: compile ## compare the $(target) artifact with onnxruntime (exit 4: no such device here; rpc= key=: remote)
+	$(HD) verify $(BUILD)/$(target) --target $(target) $(RPC_FLAGS)
 
 bench: verify ## latency table of every built backend → bench/results/
-	$(HD) bench --batch 1 --batch 8 --repeats 5 --build-dir $(BUILD)
+	$(HD) bench --batch 1 --batch 8 --repeats 5 --build-dir $(BUILD) $(RPC_FLAGS)
 
 SAMPLE := src/harmonizer_deploy/music/samples/ode-to-joy.mid
 harmonize: verify ## harmonize the bundled sample melody on tvm-$(target) → $(BUILD)/ode-to-joy-chorale.mid/.png

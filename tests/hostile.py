@@ -41,9 +41,9 @@ def tiny_onnx(path: Path, dims: tuple[str, str] = ("batch", "time"), external: s
 def fake_artifact(directory: Path, onnx_path: Path) -> Path:
     """A cpu artifact directory whose manifest points at `onnx_path` (hash included) but holds no library:
     enough for verify to reach its input handling and the onnxruntime reference, which come first."""
-    from harmonizer_deploy.core.artifacts import sha256_file
-
     import numpy as np
+
+    from harmonizer_deploy.core.artifacts import sha256_file
 
     directory.mkdir(parents=True, exist_ok=True)
     # a library verify never gets to load, and empty params: both hashed, so the integrity check (which comes

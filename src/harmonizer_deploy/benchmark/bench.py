@@ -26,6 +26,7 @@ import numpy as np
 from harmonizer_deploy.benchmark.flops import measured_peak_gflops, model_flops
 from harmonizer_deploy.core.artifacts import atomic_file, sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.core.remote import RemoteSpec
 from harmonizer_deploy.music.encoding import realistic_inputs
 from harmonizer_deploy.music.harmonize import SAMPLES_DIR
 from harmonizer_deploy.run.backends import (
@@ -200,6 +201,25 @@ def harmonize_rows(opened: dict, repeats: int, seed: int) -> list[dict]:
     return rows
 
 
+def remote_backends(build_dir: Path, requested: list[str] | None) -> list[str]:
+    """The tvm-<dir> backends `bench --rpc` also runs remotely: those requested, else every built artifact that
+    TVM's runtime runs (not browser artifacts)."""
+    candidates = requested if requested is not None else [f"tvm-{a}" for a in built_tvm_targets(build_dir)]
+    chosen = []
+    for name in candidates:
+        manifest = build_dir / name.removeprefix("tvm-") / "manifest.json"
+        if name.startswith("tvm-") and manifest.is_file() and \
+                json.loads(manifest.read_text()).get("runner", "local") == "local":
+            chosen.append(name)
+    return chosen
+
+
+def _device_here(artifact_dir: Path) -> bool:
+    from harmonizer_deploy.run.tvm import device_present
+
+    return device_present(json.loads((artifact_dir / "manifest.json").read_text()).get("device", "cpu"))
+
+
 def machine_info() -> dict:
     import psutil
 
@@ -293,11 +313,14 @@ def bench(
     progress: Callable[[int, int], None] | None = None,
     harmonize_repeats: int = 3,
     threads: int | None = None,
+    remote: RemoteSpec | None = None,
 ) -> dict:
     """Time each backend per batch size; write `<out_dir>/<name>.{json,md,png}` unless out_dir is None.
 
     `threads` gives every backend the same intra-op thread count; each row records the count its runtime
-    reports. Every row carries its max abs error against onnxruntime on the inputs it was timed on.
+    reports. Every row carries its max abs error against onnxruntime on the inputs it was timed on. `remote`
+    adds a `tvm-<dir>@rpc` row per TVM artifact, run on a device the RPC tracker assigns, interleaved with the
+    local rows (an artifact whose device is not here runs remotely only).
     """
     build_dir = Path(build_dir)
     if repeats < 1 or warmup < 0 or any(b < 1 for b in batches) or time_steps < 1:
@@ -312,9 +335,26 @@ def bench(
     if not backends:
         peers = ort_web_peers(in_browser, threads)
     in_browser.update(dict.fromkeys(peers))
-    opened, load_ms, missing = _open_all([n for n in requested if n not in in_browser], build_dir, threads)
+    local = [n for n in requested if n not in in_browser]
+    remote_names = remote_backends(build_dir, requested if backends else None) if remote is not None else []
+    if remote_names:
+        local = [n for n in local if n not in remote_names or _device_here(build_dir / n.removeprefix("tvm-"))]
+        skipped = [s for s in skipped if s["backend"] not in remote_names]
+    opened, load_ms, missing = _open_all(local, build_dir, threads)
     skipped += missing
     names = list(opened)
+    if remote is not None:
+        from harmonizer_deploy.run.rpc import RemoteBackend
+
+        if not remote_names:
+            raise HarmonizerError(f"bench --rpc found no TVM artifact to run remotely in {build_dir}",
+                                  "compile one (cpu, cuda, vulkan) or name it with --backend tvm-<dir>")
+        for backend_name in remote_names:
+            t0 = time.perf_counter()
+            backend = RemoteBackend(build_dir / backend_name.removeprefix("tvm-"), remote)
+            opened[backend.name] = backend
+            load_ms[backend.name] = (time.perf_counter() - t0) * 1e3
+            names.append(backend.name)
     onnx_path = build_dir / "model.onnx"
     reference = opened.get("onnxruntime")
     if reference is None and onnx_path.is_file():
@@ -355,6 +395,9 @@ def bench(
                          "first_run_ms": first[n], "load_ms": load_ms[n], "repeats": repeats, "warmup": warmup,
                          "max_abs_err_vs_onnxruntime": error[n],
                          **{k: v for k, v in settings.items() if k != "versions"}})
+    for r in rows:  # remote rows say which device ran them
+        if getattr(opened.get(r["backend"]), "where", None):
+            r["where"] = opened[r["backend"]].where
     if in_browser:
         web_rows, web_skipped = browser_rows(in_browser, onnx_path, time_steps, warmup, repeats, seed)
         rows += web_rows

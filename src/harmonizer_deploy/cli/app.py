@@ -20,6 +20,7 @@ from harmonizer_deploy.cli.coverage import coverage_app
 from harmonizer_deploy.cli.debug import debug_app
 from harmonizer_deploy.cli.model import model_app
 from harmonizer_deploy.cli.music import music_app
+from harmonizer_deploy.cli.remote import remote_app
 from harmonizer_deploy.core.version import __version__
 
 app = typer.Typer(
@@ -71,7 +72,7 @@ def _root(
     configure_logging(verbose, quiet)
 
 
-for group in (model_app, build_app, check_app, music_app, coverage_app):
+for group in (model_app, build_app, check_app, music_app, coverage_app, remote_app):
     app.add_typer(group)
 app.add_typer(debug_app, name="debug")
 

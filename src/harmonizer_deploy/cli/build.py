@@ -13,6 +13,7 @@ from rich.table import Table
 
 from harmonizer_deploy.cli.common import HELP, JsonOpt, cli_command, emit_json, err, out, parse_dims
 from harmonizer_deploy.cli.progress import progress_bar, spinner
+from harmonizer_deploy.cli.remote import RpcKeyOpt, RpcOpt, RpcTimeoutOpt
 from harmonizer_deploy.core.errors import EXIT_USER_ERROR
 
 build_app = typer.Typer(context_settings=HELP)
@@ -116,19 +117,30 @@ def tune(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Records folder (default: the user cache, "
                                                 "<cache>/tuning/<target>-<cpu>, where compile looks first).")]
     = None,
+    rpc: RpcOpt = None,
+    rpc_key: RpcKeyOpt = None,
+    rpc_timeout: RpcTimeoutOpt = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """MetaSchedule-tune the model for this CPU; records go to the user cache (or -o DIR) and compile uses them."""
+    """MetaSchedule-tune the model for this CPU (or, with --rpc, on every device server under the key); records go
+    to the user cache (or -o DIR) and compile uses them."""
     from harmonizer_deploy.compiler.tuning import tune as run
+    from harmonizer_deploy.core.remote import RemoteSpec
 
+    remote = RemoteSpec.parse(rpc, rpc_key, rpc_timeout)
     with progress_bar(f"tuning for {target}", not as_json) as update:
-        result = run(model, target, batch, time_steps, trials, time_budget, progress=update, output=output)
+        result = run(model, target, batch, time_steps, trials, time_budget, progress=update, output=output,
+                     remote=remote)
     if as_json:
         emit_json(result)
         return
     use = f" --tuning-records {output}" if output is not None else ""
     out.print(f"{result['records']}: {result['tasks']} tasks, {result['trials']} trials in total, "
               f"{result['tuning_seconds']:.0f} s; compile with --batch {batch} --time {time_steps}{use} to use them")
+    if result.get("rpc"):
+        measured = ", ".join(f"{escape(s)}: {n}" for s, n in result["rpc"]["measurements_by_server"].items())
+        out.print(f"measured on {result['rpc']['key']} devices via {result['rpc']['tracker']}: {measured or 'none'} "
+                  f"(log {result['rpc']['log']})", highlight=False)
     shape = f"{batch}x{time_steps}/"
     for task, decision in sorted(result["records_vs_hand_schedules"].items()):
         if task.startswith(shape):

@@ -24,6 +24,7 @@ from harmonizer_deploy.cli.common import (
     parse_tolerance,
 )
 from harmonizer_deploy.cli.progress import progress_bar
+from harmonizer_deploy.cli.remote import RpcKeyOpt, RpcOpt, RpcTimeoutOpt
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED, HarmonizerError
 
 check_app = typer.Typer(context_settings=HELP)
@@ -57,25 +58,30 @@ def verify(
         help="Seeded uniform inputs in LOW,HIGH (every input; for the harmonizer instead of realistic pianorolls), "
              "or NAME=LOW,HIGH for one input; repeatable.")] = None,
     no_build: NoBuildOpt = False,
+    rpc: RpcOpt = None,
+    rpc_key: RpcKeyOpt = None,
+    rpc_timeout: RpcTimeoutOpt = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a compiled artifact with onnxruntime on seeded, realistic inputs; exit 3 on mismatch. Without an
     artifact directory, a missing build/<target> is built first (unless --no-build)."""
     from harmonizer_deploy.conversion.inputs import parse_value_ranges
+    from harmonizer_deploy.core.remote import RemoteSpec
     from harmonizer_deploy.run.ensure import ensure_artifact
     from harmonizer_deploy.verification.verify import VerifyOptions
     from harmonizer_deploy.verification.verify import verify as run
 
+    remote = RemoteSpec.parse(rpc, rpc_key, rpc_timeout)
     options = VerifyOptions(
         num_inputs=num_inputs, seed=seed, batch=batch, time_steps=time_steps, save_inputs_to=save_inputs,
         load_inputs_from=load_inputs, atol=parse_tolerance(atol, "atol"), rtol=parse_tolerance(rtol, "rtol"),
         check_error_stat=check_error_stat.value, fail_fast=fail_fast, validate=validate, histogram=histogram,
         value_range=parse_value_ranges(val_range) or None,
     )
-    if artifact_dir is None and not no_build:
+    if artifact_dir is None and not no_build and remote is None:
         ensure_artifact(target, "build")
     with progress_bar(f"verifying {target} against onnxruntime", not as_json) as update:
-        report = run(artifact_dir, target, options=options, progress=update)
+        report = run(artifact_dir, target, options=options, progress=update, remote=remote)
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -96,6 +102,11 @@ def print_verify(report: Any) -> None:
         out.print(f"input value ranges: {ranges}{' …' if len(report.input_ranges) > 4 else ''}")
     if report.histogram:
         out.print(f"error histogram: {report.histogram}")
+    if getattr(report, "remote", None):
+        out.print(f"ran on remote device {escape(report.remote['device'])} (key {escape(report.remote['key'])}, "
+                  f"tracker {report.remote['tracker']})", highlight=False)
+        for event in report.remote["events"]:
+            out.print(f"[yellow]warning:[/] {escape(event)}")
     for note in report.notes:
         log.warning(note)
     out.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
@@ -151,12 +162,16 @@ def bench(
     readme: Annotated[Path | None, typer.Option(help="With --readme-table: replace the generated table block in "
                                                 "this README instead of printing it.")] = None,
     no_build: NoBuildOpt = False,
+    rpc: RpcOpt = None,
+    rpc_key: RpcKeyOpt = None,
+    rpc_timeout: RpcTimeoutOpt = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Latency of every available backend on the same inputs (min / p50 / p90, stdev, IQR, first run, GFLOP/s,
     ratio to onnxruntime in the same run, max abs error against onnxruntime, threads as each runtime reports
     them), and end-to-end harmonize time per backend."""
     from harmonizer_deploy.benchmark import bench as b
+    from harmonizer_deploy.core.remote import RemoteSpec
     from harmonizer_deploy.run.backends import check_backend_name
     from harmonizer_deploy.run.ensure import ensure_bench
 
@@ -173,6 +188,7 @@ def bench(
     baseline = b.read_result(compare) if compare is not None else None  # a bad baseline fails before any work
     if threshold < 0:
         raise HarmonizerError(f"--threshold must be >= 0, got {threshold}", "pass a percentage such as 10")
+    remote = RemoteSpec.parse(rpc, rpc_key, rpc_timeout)
     out_dir = deprecated("--out-dir", "-o/--output", old_out_dir, out_dir)
     for name_ in backend or []:
         check_backend_name(name_, build_dir)
@@ -180,7 +196,7 @@ def bench(
         ensure_bench(backend or None, build_dir)
     with progress_bar("benchmarking", not as_json) as update:
         result = b.bench(backend or None, tuple(batch or [1]), time_steps, warmup, repeats, 0, build_dir, out_dir,
-                         name, update, harmonize_repeats, threads)
+                         name, update, harmonize_repeats, threads, remote)
     changes = b.compare(result, baseline, threshold) if baseline is not None else None
     if changes is not None:
         result["compare"] = {"baseline": str(compare), "threshold_pct": threshold, "rows": changes}

@@ -10,6 +10,8 @@ for a live comparison or onnxruntime timings). It drives the Relax VM through th
                                            (or, with --onnxruntime, with onnxruntime run here on fresh inputs)
     python run.py bench [--batch N ...]    latency of the model (and of onnxruntime when installed)
     python run.py run IN.npz OUT.npz       run every array of IN.npz, write the outputs (used by tests/tools)
+    python run.py serve --tracker H:P --key K   join a TVM RPC tracker as a device server, so a build machine can
+                                           `harmonizer-deploy verify/bench --rpc H:P --rpc-key K` on this device
 
 Exit codes: 0 ok, 2 bad bundle/usage, 3 verify failed, 4 the device (e.g. an NVIDIA GPU) is not here.
 """
@@ -17,12 +19,19 @@ Exit codes: 0 ok, 2 bad bundle/usage, 3 verify failed, 4 the device (e.g. an NVI
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import hashlib
 import json
 import os
+import random
+import select
+import shutil
+import socket
 import statistics
+import struct
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -257,6 +266,145 @@ def cmd_bench(bundle_dir: Path, batches: list[int], steps: int, warmup: int, rep
     return {"target": model.info["target"], "rows": rows}
 
 
+# --- serve: TVM's RPC device server, for a machine that has only this bundle ----------------------------------
+# TVM's server (tvm/rpc/server.py) needs the full `tvm` package; this is the same tracker protocol and the same
+# runtime session loop (`rpc.ServerLoop` in libtvm_runtime.so) without it. No authentication: trusted networks.
+RPC_MAGIC, RPC_TRACKER_MAGIC = 0xFF271, 0x2F271
+RPC_CODE_SUCCESS, RPC_CODE_MISMATCH = RPC_MAGIC + 0, RPC_MAGIC + 2
+TRACKER_SUCCESS, TRACKER_PUT, TRACKER_UPDATE_INFO, TRACKER_GET_PENDING = 0, 3, 5, 7
+PING_S = 2.0
+
+
+def _send_json(sock: socket.socket, value: Any) -> None:
+    data = json.dumps(value).encode()
+    sock.sendall(struct.pack("<i", len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = b""
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        chunks += chunk
+    return chunks
+
+
+def _recv_json(sock: socket.socket) -> Any:
+    size = struct.unpack("<i", _recv_exact(sock, 4))[0]
+    return json.loads(_recv_exact(sock, size).decode())
+
+
+def _tracker_call(sock: socket.socket, message: list) -> Any:
+    _send_json(sock, message)
+    return _recv_json(sock)
+
+
+def _join_tracker(tracker: tuple[str, int], key: str, port: int) -> socket.socket:
+    try:
+        sock = socket.create_connection(tracker, timeout=10)
+        sock.sendall(struct.pack("<i", RPC_TRACKER_MAGIC))
+        if struct.unpack("<i", _recv_exact(sock, 4))[0] != RPC_TRACKER_MAGIC:
+            raise ConnectionError("not a TVM RPC tracker")
+        if _tracker_call(sock, [TRACKER_UPDATE_INFO, {"key": "server:" + key, "addr": [None, port]}]) != 0:
+            raise ConnectionError("the tracker refused the registration")
+    except OSError as exc:
+        raise BundleError(f"cannot join the RPC tracker at {tracker[0]}:{tracker[1]}: {exc}", EXIT_NO_DEVICE) from exc
+    sock.settimeout(None)
+    return sock
+
+
+def _serve_session(ffi: Any, conn: socket.socket, bundle_dir: Path) -> None:
+    """One client session in a forked child: uploads land in a fresh temp dir, removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix="run-py-rpc-"))
+    pid = os.fork()
+    if pid == 0:  # child: serve until the client closes the session
+        code = 0
+        try:
+            os.chdir(work)
+            ffi.register_global_func("tvm.rpc.server.workpath", lambda path: str(work / path), override=True)
+            ffi.register_global_func("tvm.rpc.server.load_module", lambda name: ffi.load_module(str(work / name)),
+                                     override=True)
+            ffi.get_global_func("rpc.ServerLoop")(conn.fileno())
+        except BaseException:  # a client that vanished mid-session: end this child only
+            code = 1
+        finally:
+            os._exit(code)
+    conn.close()
+    os.waitpid(pid, 0)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def cmd_serve(bundle_dir: Path, tracker: str, key: str, host: str, port: int) -> int:
+    """Register this machine's device with a TVM RPC tracker under `key` and serve sessions one at a time."""
+    info = read_bundle(bundle_dir)
+    ffi = load_runtime(bundle_dir, info)
+    if not device_exists(ffi, info["device"]):
+        raise BundleError(f"no {info['device']} device on this machine to serve", EXIT_NO_DEVICE)
+    tracker_host, _, tracker_port = tracker.rpartition(":")
+    if not tracker_host or not tracker_port.isdigit():
+        raise BundleError(f"--tracker {tracker!r} is not HOST:PORT")
+    listen = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listen.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listen.bind((host, port))
+    except OSError as exc:
+        raise BundleError(f"cannot listen on {host}:{port}: {exc}") from exc
+    listen.listen(1)
+    port = listen.getsockname()[1]
+    address = (tracker_host, int(tracker_port))
+    conn_tracker = _join_tracker(address, key, port)
+    print(f"serving {info['device']} under key {key} on {host}:{port} via tracker {tracker} (Ctrl-C stops)",
+          flush=True)
+    try:
+        while True:
+            match_key = f"{key}:{random.random()}"
+            _tracker_call(conn_tracker, [TRACKER_PUT, key, [port, match_key], None])
+            unmatched = 0
+            while True:  # wait for the client the tracker sends here; re-announce if it never comes
+                ready, _, _ = select.select([listen], [], [], PING_S)
+                if ready:
+                    conn, _ = listen.accept()
+                    if _handshake(conn, key, match_key):
+                        break
+                    continue
+                pending = _tracker_call(conn_tracker, [TRACKER_GET_PENDING])
+                unmatched = 0 if match_key in pending else unmatched + 1
+                if unmatched * PING_S > 4 + PING_S:
+                    match_key = f"{key}:{random.random()}"
+                    _tracker_call(conn_tracker, [TRACKER_PUT, key, [port, match_key], None])
+                    unmatched = 0
+            _serve_session(ffi, conn, bundle_dir)
+    except (ConnectionError, OSError) as exc:
+        raise BundleError(f"lost the RPC tracker at {tracker}: {exc}", EXIT_NO_DEVICE) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            conn_tracker.close()
+        listen.close()
+
+
+def _handshake(conn: socket.socket, key: str, match_key: str) -> bool:
+    """TVM's RPC server handshake: the client must present the match key the tracker handed out."""
+    try:
+        conn.settimeout(10)
+        if struct.unpack("<i", _recv_exact(conn, 4))[0] != RPC_MAGIC:
+            conn.close()
+            return False
+        size = struct.unpack("<i", _recv_exact(conn, 4))[0]
+        words = _recv_exact(conn, size).decode().split()
+        if not words or words[0] != "client:" + match_key:
+            conn.sendall(struct.pack("<i", RPC_CODE_MISMATCH))
+            conn.close()
+            return False
+        server_key = ("server:" + key).encode()
+        conn.sendall(struct.pack("<i", RPC_CODE_SUCCESS) + struct.pack("<i", len(server_key)) + server_key)
+        conn.settimeout(None)
+        return True
+    except (OSError, ValueError):
+        conn.close()
+        return False
+
+
 def cmd_info(bundle_dir: Path) -> dict:
     info = read_bundle(bundle_dir)
     try:
@@ -284,8 +432,15 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run")
     r.add_argument("inputs", type=Path)
     r.add_argument("outputs", type=Path)
+    srv = sub.add_parser("serve", help="join a TVM RPC tracker as a device server (trusted networks only)")
+    srv.add_argument("--tracker", required=True, help="HOST:PORT of the tracker")
+    srv.add_argument("--key", required=True, help="device key clients ask for (--rpc-key)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=9090, help="port to listen on (0: any free port)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "serve":
+            return cmd_serve(args.bundle, args.tracker, args.key, args.host, args.port)
         if args.command == "info":
             result = cmd_info(args.bundle)
         elif args.command == "verify":
@@ -301,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(result, indent=2))
     return EXIT_VERIFY_FAILED if args.command == "verify" and not result["passed"] else 0
 

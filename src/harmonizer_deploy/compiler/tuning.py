@@ -22,6 +22,7 @@ from harmonizer_deploy.core.artifacts import sha256_file, write_json
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.extras import require
 from harmonizer_deploy.core.paths import cache_root
+from harmonizer_deploy.core.remote import RemoteSpec
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -206,9 +207,14 @@ def tune(
     trials_per_round: int = 64,
     progress: Callable[[int, int], None] | None = None,
     output: str | Path | None = None,
+    remote: RemoteSpec | None = None,
 ) -> dict:
     """Tune the model's fused kernels for `target` on this CPU into `output` (default: the user cache, see
-    `records_dir`); resumable (the JSON database accumulates); MetaSchedule's logs go to `output/logs/`."""
+    `records_dir`); resumable (the JSON database accumulates); MetaSchedule's logs go to `output/logs/`.
+
+    `remote`: build candidates here, measure them on every device server under the tracker key (MetaSchedule's
+    RPCRunner); which server measured what goes to build/tuning-logs/<records>/rpc-measurements.jsonl."""
+
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
@@ -240,6 +246,14 @@ def tune(
     done, start = 0, time.perf_counter()
     work_dir = out  # MetaSchedule writes its logs under work_dir/logs
     work_dir.mkdir(parents=True, exist_ok=True)
+    runner_args: dict[str, Any] = {}
+    if remote is not None:
+        from harmonizer_deploy.compiler.remote_tuning import MEASUREMENTS, local_builder, rpc_runner
+
+        log_path = work_dir / MEASUREMENTS
+        runner_args["runner"], servers = rpc_runner(remote, log_path)
+        runner_args["builder"] = local_builder()
+    started_at = time.time()
     while done < trials:
         if time_budget_min is not None and time.perf_counter() - start > time_budget_min * 60:
             break
@@ -247,14 +261,15 @@ def tune(
         database = ms.database.JSONDatabase(str(out / WORKLOADS), str(out / RECORDS), allow_missing=True)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, str(work_dir))
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=step,
-                      num_trials_per_iter=min(16, step), database=database)
+                      num_trials_per_iter=min(16, step), database=database, **runner_args)
         done += step
         if progress:
             progress(done, trials)
     seconds = time.perf_counter() - start
     shape_key = f"{batch}x{time_steps}"
     decisions = {**previous.get("records_vs_hand_schedules", {}),
-                 **{f"{shape_key}/{task}": d for task, d in keep_winning_records(tasks, out, tvm_target).items()}}
+                 **{f"{shape_key}/{task}": d for task, d in keep_winning_records(tasks, out, tvm_target,
+                                                                                 _timer(remote)).items()}}
     tasks_by_shape = {**previous.get("tasks_by_shape", {}), shape_key: len(tasks)}
     meta = {
         "target": spec.name, "target_json": spec.resolved_target(), "tvm": tvm.__version__,
@@ -268,4 +283,19 @@ def tune(
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(meta_path, meta)
-    return {"records": str(out), "tasks": len(tasks), **meta}
+    result = {"records": str(out), "tasks": len(tasks), **meta}
+    if remote is not None:
+        from harmonizer_deploy.compiler.remote_tuning import measurements_by_server
+
+        result["rpc"] = {"tracker": remote.tracker, "key": remote.key, "servers": servers, "log": str(log_path),
+                         "measurements_by_server": measurements_by_server(log_path, started_at)}
+    return result
+
+
+def _timer(remote: RemoteSpec | None) -> Callable[[Any, Any], float]:
+    """Where records are judged against the hand schedules: this CPU, or a device under the --rpc key."""
+    if remote is None:
+        return kernel_seconds
+    from harmonizer_deploy.compiler.remote_tuning import remote_kernel_timer
+
+    return remote_kernel_timer(remote)

@@ -29,6 +29,7 @@ from harmonizer_deploy.core.compare import (
 from harmonizer_deploy.core.errors import HarmonizerError
 from harmonizer_deploy.core.limits import check_elements
 from harmonizer_deploy.core.manifest import check_integrity, read_manifest
+from harmonizer_deploy.core.remote import RemoteSpec
 from harmonizer_deploy.music.encoding import INPUT_NAME, OUTPUT_NAME
 from harmonizer_deploy.run.runners import RUNNERS
 
@@ -81,12 +82,14 @@ class VerifyReport:
     input_ranges: list[list[float]] = field(default_factory=list)
     mode: str = "compare"
     histogram: str | None = None
+    remote: dict | None = None  # --rpc: the tracker, key and the device(s) that ran the artifact
 
     def to_dict(self) -> dict:
         return {"target": self.target, "backend": self.backend, "passed": self.passed, "outputs": self.outputs,
                 "reference": self.reference, "artifact_dir": self.artifact_dir, "num_inputs": self.num_inputs,
                 "seed": self.seed, "input_shapes": self.input_shapes, "input_ranges": self.input_ranges,
-                "mode": self.mode, "histogram": self.histogram, "integrity": self.integrity, "notes": self.notes}
+                "mode": self.mode, "histogram": self.histogram, "integrity": self.integrity, "notes": self.notes,
+                "remote": self.remote}
 
 
 def _reference_session(manifest: dict):
@@ -128,21 +131,23 @@ class VerifyOptions:
 
 
 def verify(artifact_dir: str | Path | None = None, target: str = "cpu", *, options: VerifyOptions | None = None,
-           progress: Callable[[int, int], None] | None = None, **fields: Any) -> VerifyReport:
+           progress: Callable[[int, int], None] | None = None, remote: RemoteSpec | None = None,
+           **fields: Any) -> VerifyReport:
     """Run the artifact and onnxruntime on the same inputs; pass when every output is within tolerance.
 
     Everything after the target is keyword-only: an `options` object, or its fields by name
-    (`verify(d, "cpu", num_inputs=2)`); `progress(done, total)` is called as inputs finish."""
+    (`verify(d, "cpu", num_inputs=2)`); `progress(done, total)` is called as inputs finish. `remote` runs the
+    artifact on a device a TVM RPC tracker assigns (the reference still runs here)."""
     if fields:
         unknown = sorted(set(fields) - set(VerifyOptions.__dataclass_fields__))
         if unknown:
             raise TypeError(f"verify() got unexpected keyword argument(s) {', '.join(unknown)}")
         options = replace(options or VerifyOptions(), **fields)
-    return _verify(artifact_dir, target, options or VerifyOptions(), progress)
+    return _verify(artifact_dir, target, options or VerifyOptions(), progress, remote)
 
 
 def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions,
-            progress: Callable[[int, int], None] | None) -> VerifyReport:
+            progress: Callable[[int, int], None] | None, remote: RemoteSpec | None = None) -> VerifyReport:
     num_inputs, seed, batch, time_steps = options.num_inputs, options.seed, options.batch, options.time_steps
     save_inputs_to, load_inputs_from = options.save_inputs_to, options.load_inputs_from
     atol, rtol, check_error_stat = options.atol, options.rtol, options.check_error_stat
@@ -160,7 +165,8 @@ def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions
             f"pass --target {manifest.get('target')} or the right directory",
         )
     check_integrity(artifact_dir, manifest)  # before anything is loaded: a damaged model.so must not reach dlopen
-    if manifest.get("runner", "local") == "local":  # say "no GPU here" before spending time on the reference
+    # say "no GPU here" before spending time on the reference (a remote run checks the remote device instead)
+    if manifest.get("runner", "local") == "local" and remote is None:
         from harmonizer_deploy.run.tvm import tvm_device
 
         tvm_device(manifest["device"], artifact_dir)
@@ -210,6 +216,12 @@ def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions
     integrity: list[str] = []  # a damaged artifact was refused above; kept in the report for its readers
     notes: list[str] = []
     arrays = [x for feed in feeds for x in feed.values()]
+    remote_runner = None
+    if remote is not None:
+        from harmonizer_deploy.run.rpc import RemoteRunner
+
+        remote_runner = RemoteRunner(artifact_dir, remote)
+        runner = lambda _dir, _manifest, batch: remote_runner(batch)  # noqa: E731
     common = {"target": spec.name, "backend": manifest["backend"], "artifact_dir": str(artifact_dir),
               "seed": used_seed, "integrity": integrity, "notes": notes,
               "input_ranges": [[float(x.min()), float(x.max())] if x.size else [] for x in arrays]}
@@ -233,7 +245,8 @@ def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions
                    for k, n in enumerate(names)]
         return VerifyReport(passed=all(o["passed"] for o in outputs) and not integrity, outputs=outputs,
                             num_inputs=len(feeds), input_shapes=[list(x.shape) for x in arrays], mode="validate",
-                            reference="none", **common)
+                            reference="none",
+                            remote=_remote_info(remote, remote_runner), **common)
 
     session = _reference_session(manifest)
     # one input set at a time with --fail-fast (stop at the first miss), else all in one runner call
@@ -272,7 +285,8 @@ def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions
     used = feeds[: len(actual)]
     return VerifyReport(passed=all(o["passed"] for o in outputs) and not integrity, outputs=outputs,
                         num_inputs=len(used), input_shapes=[list(x.shape) for f in used for x in f.values()],
-                        histogram=str(histogram) if histogram else None, **common)
+                        histogram=str(histogram) if histogram else None,
+                        remote=_remote_info(remote, remote_runner), **common)
 
 
 def _is_int(sig: dict) -> bool:
@@ -285,6 +299,14 @@ def _index_ranges(manifest: dict) -> dict[str, tuple[int, int]]:
 
     path = Path(manifest["model"]["path"])
     return index_ranges(onnx.load(str(path))) if path.is_file() else {}
+
+
+def _remote_info(remote: RemoteSpec | None, runner: Any) -> dict | None:
+    """For the report: which tracker, which key, which device ran it (and any device lost on the way)."""
+    if remote is None or runner is None:
+        return None
+    return {"tracker": remote.tracker, "key": remote.key, "device": runner.device, "devices": runner.devices,
+            "events": runner.events}
 
 
 # The browser runner (webgpu/wasm targets) registers itself on import; it needs no browser until it runs.
