@@ -81,10 +81,10 @@ def test_tune_writes_to_the_user_cache_or_dash_o_never_into_the_package(user_dir
 
     writes: list[Path] = []
 
-    def fake_tune_tasks(*, tasks, task_weights, work_dir, max_trials_global, num_trials_per_iter, database):
+    def fake_tune_tasks(*, tasks, task_weights, work_dir, max_trials_global, num_trials_per_iter, database, **_):
         writes.append(Path(work_dir))
 
-    def fake_keep(tasks, path, target):
+    def fake_keep(tasks, path, target, *_):
         writes.append(Path(path))
         for name in (tuning.WORKLOADS, tuning.RECORDS):
             (path / name).write_text("")
