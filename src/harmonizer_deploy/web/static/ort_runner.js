@@ -1,19 +1,6 @@
 // Headless runner for the bench's onnxruntime-web rows: the same model.onnx and inputs as the TVM rows, in the
 // same Chromium, with the execution provider and thread count the job asks for. Posts outputs and timings back.
-const logEl = document.getElementById("log");
-const lines = [];
-function log(msg) {
-  lines.push(msg);
-  logEl.textContent = lines.slice(-40).join("\n");
-  fetch("/log", { method: "POST", headers: { "Content-Type": "text/plain" }, body: String(msg) }).catch(() => {});
-}
-window.addEventListener("error", (e) => log(`page error: ${e.message}`));
-window.addEventListener("unhandledrejection", (e) => log(`unhandled: ${e.reason && e.reason.stack || e.reason}`));
-
-async function post(url, body, type) {
-  const r = await fetch(url, { method: "POST", headers: { "Content-Type": type }, body });
-  if (!r.ok) throw new Error(`POST ${url}: HTTP ${r.status}`);
-}
+import { log, post, runJob } from "/static/job_page.js";
 
 async function main() {
   const job = await (await fetch("/job.json")).json();
@@ -57,8 +44,4 @@ async function main() {
     threads: ort.env.wasm.numThreads, version: ort.env.versions?.web || null }), "application/json");
 }
 
-main().catch((e) => {
-  log(String(e && e.stack || e));
-  post("/done", JSON.stringify({ ok: false, error: String(e && e.message || e), log: lines.slice(-20) }),
-    "application/json").catch(() => {});
-});
+runJob(main);

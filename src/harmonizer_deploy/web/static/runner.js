@@ -1,21 +1,8 @@
 // Headless runner for verify and bench: fetch the job, run every input, POST outputs and timings back.
 import { openModel } from "/static/tvm_session.js";
+import { log, post, runJob } from "/static/job_page.js";
 
-const logEl = document.getElementById("log");
-const lines = [];
-function log(msg) {
-  lines.push(msg);
-  logEl.textContent = lines.slice(-40).join("\n");
-  fetch("/log", { method: "POST", headers: { "Content-Type": "text/plain" }, body: String(msg) }).catch(() => {});
-}
-window.addEventListener("error", (e) => log(`page error: ${e.message}`));
-window.addEventListener("unhandledrejection", (e) => log(`unhandled: ${e.reason && e.reason.stack || e.reason}`));
 log("runner page started");
-
-async function post(url, body, type) {
-  const r = await fetch(url, { method: "POST", headers: { "Content-Type": type }, body });
-  if (!r.ok) throw new Error(`POST ${url}: HTTP ${r.status}`);
-}
 
 async function main() {
   const job = await (await fetch("/job.json")).json();
@@ -41,8 +28,4 @@ async function main() {
     timings: model.timings, runs, userAgent: navigator.userAgent }), "application/json");
 }
 
-main().catch((e) => {
-  log(String(e && e.stack || e));
-  post("/done", JSON.stringify({ ok: false, error: String(e && e.message || e), log: lines.slice(-20) }),
-    "application/json").catch(() => {});
-});
+runJob(main);
