@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,3 +89,15 @@ def assert_one_line_error(result, *fragments: str, code: int = EXIT_USER_ERROR) 
     for fragment in fragments:
         assert fragment in text, result.output
     return text
+
+
+def tiny_site(root: Path) -> Any:
+    """A WebServer on 127.0.0.1 over a fake artifact and a one-input job (not started: use it as a context)."""
+    from harmonizer_deploy.web import server as server_module
+
+    art = root / "art"
+    art.mkdir()
+    (art / "manifest.json").write_text("{}")
+    (root / "tvmjs.js").write_text("// js")
+    job = server_module.Job(artifact_url="/artifacts/model/", inputs=[b"\0" * 8], shapes=[[2]])
+    return server_module.WebServer(root / "tvmjs.js", {"model": art}, job)

@@ -13,7 +13,7 @@ from fuzzing import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harmonizer_deploy.web import server as server_module
+from hostile import tiny_site
 
 SECRET = b"SECRET-OUTSIDE-THE-ROOT"
 ANSWERS = {0, 200, 400, 403, 404, 408, 411, 413, 414, 431, 501, 503, 505}
@@ -23,12 +23,7 @@ ANSWERS = {0, 200, 400, 403, 404, 408, 411, 413, 414, 431, 501, 503, 505}
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("http")
     (root / "secret.txt").write_bytes(SECRET)
-    art = root / "art"
-    art.mkdir()
-    (art / "manifest.json").write_text("{}")
-    (root / "tvmjs.js").write_text("// js")
-    job = server_module.Job(artifact_url="/artifacts/model/", inputs=[b"\0" * 8], shapes=[[2]])
-    with server_module.WebServer(root / "tvmjs.js", {"model": art}, job) as web:
+    with tiny_site(root) as web:
         yield web
 
 

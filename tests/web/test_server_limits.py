@@ -9,17 +9,12 @@ import time
 import pytest
 
 from harmonizer_deploy.web import server as server_module
+from hostile import tiny_site
 
 
 @pytest.fixture(scope="module")
 def shared_site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("site")
-    art = root / "art"
-    art.mkdir()
-    (art / "manifest.json").write_text("{}")
-    (root / "tvmjs.js").write_text("// js")
-    job = server_module.Job(artifact_url="/artifacts/model/", inputs=[b"\0" * 8], shapes=[[2]])
-    with server_module.WebServer(root / "tvmjs.js", {"model": art}, job) as web:
+    with tiny_site(tmp_path_factory.mktemp("site")) as web:
         yield web
 
 

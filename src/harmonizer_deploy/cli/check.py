@@ -82,6 +82,11 @@ def verify(
         ensure_artifact(target, "build")
     with progress_bar(f"verifying {target} against onnxruntime", not as_json) as update:
         report = run(artifact_dir, target, options=options, progress=update, remote=remote)
+    finish_verify(report, as_json)
+
+
+def finish_verify(report: Any, as_json: bool) -> None:
+    """How every verify-like command ends: JSON or the table, then exit 3 when it did not pass."""
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from harmonizer_deploy.cli.check import print_verify
+from harmonizer_deploy.cli.check import finish_verify
 from harmonizer_deploy.cli.common import HELP, JsonOpt, TolOpt, cli_command, emit_json, out, parse_tolerance
 from harmonizer_deploy.cli.progress import progress_bar, spinner
 from harmonizer_deploy.core.errors import EXIT_VERIFY_FAILED
@@ -159,9 +159,4 @@ def verify_model(
     a, r = _tolerances(atol, rtol)
     with spinner(f"compiling {model} for {target} and comparing…", not as_json):
         report = verify_onnx(model, inputs, target, a, r)
-    if as_json:
-        emit_json(report.to_dict())
-    else:
-        print_verify(report)
-    if not report.passed:
-        raise typer.Exit(EXIT_VERIFY_FAILED)
+    finish_verify(report, as_json)
