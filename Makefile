@@ -67,7 +67,7 @@ web-setup: setup ## Debian emscripten + chromium, TVM's JS runtime (npm) and web
 serve: setup ## the harmonizer page on http://127.0.0.1:8000 (needs make target=webgpu or target=wasm first)
 	$(HD) serve --build-dir $(BUILD)
 
-convert: setup ## bundled Keras model → $(BUILD)/model.onnx, checked against TensorFlow
+convert: setup ## bundled Keras model (the Bach Doodle's) → $(BUILD)/model.onnx, checked against TensorFlow
 	$(HD) convert -o $(BUILD)/model.onnx
 
 compile: convert ## compile $(BUILD)/model.onnx for $(target) into $(BUILD)/$(target) (+ deploy bundle for GPUs)
@@ -76,8 +76,15 @@ compile: convert ## compile $(BUILD)/model.onnx for $(target) into $(BUILD)/$(ta
 verify: compile ## compare the $(target) artifact with onnxruntime (exit 4: no such device here; rpc= key=: remote)
 	$(HD) verify $(BUILD)/$(target) --target $(target) $(RPC_FLAGS)
 
-bench: verify ## latency table of every built backend → bench/results/
-	$(HD) bench --batch 1 --batch 8 --repeats 5 --build-dir $(BUILD) $(RPC_FLAGS)
+# The small model this project trained (16x64, `default`) is benched beside the bundled Bach Doodle model, from
+# its own build folder: both rows come from the same make run.
+SMALL_BUILD := $(BUILD)/small-model
+bench: verify ## latency of every built backend, Bach Doodle model and the small default model → bench/results/
+	$(HD) bench --batch 1 --batch 8 --repeats 5 --harmonize-repeats 0 --build-dir $(BUILD) $(RPC_FLAGS)
+	$(HD) convert default -o $(SMALL_BUILD)/model.onnx
+	$(HD) compile $(SMALL_BUILD)/model.onnx --target $(target) -o $(SMALL_BUILD)/$(target) $(if $(arch),--arch $(arch))
+	$(HD) bench --batch 1 --batch 8 --repeats 5 --harmonize-repeats 0 --build-dir $(SMALL_BUILD) --name bench-default \
+		--backend onnxruntime --backend openvino --backend tvm-$(target) $(RPC_FLAGS)
 
 SAMPLE := src/harmonizer_deploy/music/samples/ode-to-joy.mid
 harmonize: verify ## harmonize the bundled sample melody on tvm-$(target) → $(BUILD)/ode-to-joy-chorale.mid/.png

@@ -39,11 +39,11 @@ def small_keras(tmp_path_factory, small_config):
 
 @pytest.fixture(scope="session")
 def bundled_onnx(tmp_path_factory):
-    """The bundled default model (16 layers x 64 filters, trained weights) converted to ONNX."""
+    """The small model this project trained, bundled as `default` (16 layers x 64 filters), converted to ONNX."""
     from harmonizer_deploy import convert
 
     path = tmp_path_factory.mktemp("bundled") / "model.onnx"
-    result = convert(None, path)
+    result = convert("default", path)
     return path, result
 
 

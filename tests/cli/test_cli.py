@@ -177,7 +177,7 @@ def test_import_weights_then_harmonize_and_evaluate(tmp_path):
     assert json.loads(result.stdout)["variables"] == len(weights)
     out = tmp_path / "chorale.mid"
     result = run("harmonize", str(SAMPLE_MELODY), "-o", str(out), "--model", str(keras_path), "--steps", "3",
-                 "--seed", "1", "--json")
+                 "--seed", "1", "--backend", "tensorflow", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["backend"] == "tensorflow" and len(report["voices"]["bass"]) == 128 and out.is_file()

@@ -108,7 +108,8 @@ def test_bass_register_tune_harmonizes_in_range_through_the_cli(tmp_path):
 
     melody = _write(tmp_path / "bass.mid", [("Tune", _ticks(BASS_TUNE))])
     out = tmp_path / "out.mid"
-    result = CliRunner().invoke(app, ["harmonize", str(melody), "-o", str(out), "--steps", "6", "--json"])
+    result = CliRunner().invoke(app, ["harmonize", str(melody), "-o", str(out), "--steps", "6", "--backend",
+                                      "tensorflow", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["melody_voice"] == "bass" and report["transposed_semitones"] == 0

@@ -55,6 +55,9 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     logger.addHandler(ConsoleHandler())
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
+    # tf2onnx calls deprecated TensorFlow APIs; their "WARNING:tensorflow:... is deprecated" notes are not the
+    # user's problem, so TensorFlow's own Python logger speaks only with -v (or for errors).
+    logging.getLogger("tensorflow").setLevel(logging.NOTSET if verbose else logging.ERROR)
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, QuietTensorFlowImport)]

@@ -10,7 +10,7 @@ import typer
 
 from harmonizer_deploy.cli.common import HELP, JsonOpt, NoBuildOpt, cli_command, deprecated, emit_json, err, out
 from harmonizer_deploy.cli.progress import progress_bar
-from harmonizer_deploy.music.model import REFERENCE_MODEL
+from harmonizer_deploy.music.model import BUNDLED_MODEL, REFERENCE_MODEL
 
 
 class MelodyVoice(StrEnum):
@@ -107,7 +107,7 @@ def evaluate(
 
     check_backend_name(backend, build_dir)
     if not no_build:
-        ensure_backend(backend, build_dir)
+        ensure_backend(backend, build_dir, model)
 
     if musical:
         from harmonizer_deploy.music.evaluate import musical_table
@@ -150,10 +150,14 @@ def harmonize(
     melody: Annotated[Path, typer.Argument(help="Melody as MIDI (.mid) or MusicXML (.xml/.musicxml/.mxl).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Four-part chorale to write: .mid, or "
                                          ".musicxml/.xml for MusicXML.")] = Path("chorale.mid"),
-    backend: Annotated[str, typer.Option(help="tensorflow, onnxruntime or tvm-<dir> (e.g. tvm-cpu).")]
-    = "tensorflow",
-    build_dir: Annotated[Path, typer.Option(help="Where onnxruntime/TVM artifacts live.")] = Path("build"),
-    model: Annotated[str | None, typer.Option(help="Model for the tensorflow backend (default: bundled).")] = None,
+    backend: Annotated[str, typer.Option(help="tvm-<dir> (e.g. tvm-cpu, built in --build-dir on first use), "
+                                         "onnxruntime, openvino or tensorflow.")] = "tvm-cpu",
+    build_dir: Annotated[Path, typer.Option(help="Where model.onnx and the TVM artifacts live (built there on "
+                                            "first use).")] = Path("build"),
+    model: Annotated[str | None, typer.Option(help=f"Bundled model ({BUNDLED_MODEL} by default; 'default' is the "
+                                              "small 16x64 one), .keras file or SavedModel. Other backends than "
+                                              "tensorflow run --build-dir's model.onnx, which must come from it.")]
+    = None,
     seed: Annotated[int, typer.Option(help="Same seed + backend → same chorale.")] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Gibbs steps (the Bach Doodle uses 96).")] = 96,
     png: Annotated[Path | None, typer.Option(help="Also draw the pianoroll to this PNG.")] = None,
@@ -168,13 +172,15 @@ def harmonize(
 ) -> None:
     """Harmonize a melody into a four-part chorale (the melody kept exactly, in the voice that fits it); builds
     a missing model.onnx or tvm-<target> artifact in --build-dir first (unless --no-build)."""
+    from harmonizer_deploy.music.midi import read_score
     from harmonizer_deploy.run.backends import check_backend_name
     from harmonizer_deploy.run.ensure import ensure_backend
     from harmonizer_deploy.run.jobs import harmonize_file
 
     check_backend_name(backend, build_dir)
+    read_score(melody, keep_voices=keep_voices)  # a bad melody fails in one line before anything is built
     if not no_build:
-        ensure_backend(backend, build_dir)
+        ensure_backend(backend, build_dir, model)
 
     with progress_bar(f"Gibbs sampling on {backend}", not as_json) as update:
         result = harmonize_file(melody, output, backend, build_dir, model, seed, steps, png, progress=update,
@@ -185,7 +191,7 @@ def harmonize(
     shift = result["transposed_semitones"]
     shifted = f", transposed {shift:+d} for the model" if shift else ""
     given = ", ".join(result["given_voices"])
-    out.print(f"wrote {output} (4 voices, given: {given}; {result['time_steps']} 16th-note steps, {backend}, "
-              f"seed {seed}, "
+    out.print(f"wrote {output} (4 voices, given: {given}; {result['time_steps']} 16th-note steps, "
+              f"{result['model']} on {backend}, seed {seed}, "
               f"{steps} Gibbs steps, {result['seconds']:.1f} s{shifted})" + (f"; pianoroll {png}" if png else ""),
               highlight=False)

@@ -23,9 +23,8 @@ from harmonizer_deploy.music.encoding import INPUT_CHANNELS, INPUT_NAME, NUM_PIT
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# The model every command uses when none is named (convert, harmonize, make, page, serve). One line to switch:
-# "bach-doodle" once its architecture converts to ONNX.
-BUNDLED_MODEL = "default"
+# The model every command uses when none is named (convert, harmonize, make, page, serve): the Bach Doodle's own.
+BUNDLED_MODEL = "bach-doodle"
 # The small model trained by this project: what other models' scores are set next to.
 REFERENCE_MODEL = "default"
 TFJS_MANIFEST = "weights_manifest.json"

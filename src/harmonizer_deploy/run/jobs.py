@@ -32,7 +32,7 @@ from harmonizer_deploy.music.midi import (
 )
 from harmonizer_deploy.music.model import BUNDLED_MODEL, bundled_models, bundled_paths
 from harmonizer_deploy.music.sampling import GibbsSettings
-from harmonizer_deploy.run.backends import open_backend, open_harmonizer
+from harmonizer_deploy.run.backends import open_backend, open_harmonizer, source_of_onnx
 
 MUSICXML_OUT = (".musicxml", ".xml")
 
@@ -79,13 +79,27 @@ def harmonize_file(melody_path: str | Path, out_path: str | Path, backend: str =
         write_pianoroll_png(result.chorale, png, title=f"{Path(melody_path).name} · {backend} · seed {seed}")
     return {
         "melody": str(melody_path), "output": str(out_path), "png": str(png) if png else None,
-        "backend": runner.name, "seed": seed, "gibbs_steps": steps, "time_steps": int(result.melody.shape[0]),
+        "backend": runner.name, "model": model_label(model, backend, build_dir), "seed": seed,
+        "gibbs_steps": steps, "time_steps": int(result.melody.shape[0]),
         "melody_voice": VOICES[result.melody_voice], "given_voices": [VOICES[v] for v in result.fixed],
         "transposed_semitones": result.shift, "seconds": round(result.seconds, 2),
         "time_signatures": [f"{dict(m.attrs)['numerator']}/{dict(m.attrs)['denominator']}" for m in score.meta
                             if m.kind == "time_signature"],
         "voices": {v: [None if np.isnan(p) else int(p) for p in result.chorale[:, i]] for i, v in enumerate(VOICES)},
     }
+
+
+def model_label(model: str | Path | None, backend: str, build_dir: str | Path) -> str:
+    """What a job ran: the named model, else the bundled one (tensorflow) or whatever build_dir/model.onnx was
+    converted from (every other backend runs that file, whichever model is bundled today)."""
+    if model is not None:
+        return str(model)
+    if backend == "tensorflow":
+        return f"bundled:{BUNDLED_MODEL}"
+    source = source_of_onnx(Path(build_dir) / "model.onnx")
+    if source is None:
+        return f"{Path(build_dir) / 'model.onnx'} (source unknown)"
+    return f"bundled:{source}" if source in bundled_models() else source
 
 
 def _bundled_info(model: str | Path | None) -> dict:
@@ -115,7 +129,7 @@ def evaluate_dataset(dataset: str | Path, split: str = "test", backend: str = "t
     runner = open_harmonizer(backend, build_dir, model, "evaluate")
     result = evaluate(runner.run, pieces, masks, seed, batch, progress)
     report = {"dataset": str(dataset), "split": split, "backend": runner.name,
-              "model": str(model) if model else f"bundled:{BUNDLED_MODEL}", **result}
+              "model": model_label(model, backend, build_dir), **result}
     info = _bundled_info(model)
     if info:
         report["model_info"] = info
@@ -136,7 +150,7 @@ def evaluate_musical_dataset(dataset: str | Path, split: str = "test", backend: 
     runner = open_harmonizer(backend, build_dir, model, "evaluate --musical")
     result = musical_evaluation(runner.run, pieces, steps, seed, progress)
     report = {"dataset": str(dataset), "split": split, "backend": runner.name,
-              "model": str(model) if model else f"bundled:{BUNDLED_MODEL}", **result}
+              "model": model_label(model, backend, build_dir), **result}
     info = _bundled_info(model)
     if info:
         report["model_info"] = info
