@@ -253,3 +253,43 @@ def test_page_and_cli_give_the_same_chorale(web_wasm, tmp_path):
     assert agree >= 0.99, f"page and CLI agree on {agree:.1%} of {len(cells)} cells"
     assert None in page["voices"][page["voice_names"].index(page["melody_voice"])]  # the rest stayed a rest
     assert any("2 note(s) were off the 16th-note grid" in w for w in page["warnings"])  # as the CLI warns
+
+
+@needs_tonejs
+def test_server_serves_the_pinned_midi_library(tmp_path):
+    """The page loads @tonejs/midi from the npm cache as /vendor/Midi.js (the version jsdeps pins)."""
+    import urllib.request
+
+    from harmonizer_deploy.web.jsdeps import TONEJS_MIDI_VERSION, tonejs_midi_dir
+    from harmonizer_deploy.web.server import WebServer
+
+    assert tonejs_midi_dir(install=False).parent.name == "midi"
+    package = json.loads((tonejs_midi_dir(install=False).parent / "package.json").read_text())
+    assert package["version"] == TONEJS_MIDI_VERSION
+    bundle = tmp_path / "tvmjs.js"
+    bundle.write_text("// js")
+    with WebServer(bundle, {}) as server:
+        with urllib.request.urlopen(f"{server.url}/vendor/Midi.js", timeout=10) as r:
+            body = r.read()
+            assert r.headers["Content-Type"] == "text/javascript"
+        with urllib.request.urlopen(f"{server.url}/", timeout=10) as r:
+            page = r.read().decode()
+    assert body == (tonejs_midi_dir(install=False) / "Midi.js").read_bytes()
+    assert '<script src="/vendor/Midi.js">' in page and 'id="stop"' in page
+
+
+@pytest.mark.slow  # two Chromium runs, one over 512 steps: ~70 s on the loaded 2-core machine
+@pytest.mark.skipif(_page_ready() is not None, reason=str(_page_ready()))
+def test_page_warns_about_a_long_melody_and_refuses_a_bad_seed(web_wasm, tmp_path):
+    """A melody longer than the page handles is harmonized up to PAGE_MAX_STEPS with a warning giving its
+    length; ?seed must be an integer (the CLI's --seed), said in one message."""
+    from harmonizer_deploy.run.browser import run_page
+
+    long_tune = [(60 + (i % 8), i * 480, (i + 1) * 480) for i in range(150)]  # 150 quarter notes = 600 steps
+    midi = _write_midi(tmp_path / "long.mid", long_tune)
+    report = run_page(midi=midi, artifacts={"wasm": web_wasm / "wasm"}, backend="wasm", steps=1, timeout_s=600)
+    assert any("600 16th-note steps long" in w and "first 512" in w for w in report["warnings"]), report["warnings"]
+    assert all(len(v) == 512 for v in report["voices"]) and report["seed"] == 0
+    with pytest.raises(HarmonizerError, match=r"\?seed=1\.5 is not an integer"):
+        run_page(midi=midi, artifacts={"wasm": web_wasm / "wasm"}, backend="wasm", steps=1, seed="1.5",  # type: ignore[arg-type]
+                 timeout_s=300)

@@ -4,7 +4,10 @@
 // voice choice and whole-melody transposition, rests kept, same seed meaning (?seed=N, default 0) and the same
 // random numbers, so the same melody + seed + backend give the same chorale as the CLI.
 import { openModel, webgpuIsSoftware } from "/static/tvm_session.js";
-import { harmonizeNotes, MIN_PITCH, NUM_PITCHES, NUM_VOICES, SCHEDULE, VOICE_CHOICES, VOICE_RANGES, VOICES } from "/static/sampler.js";
+import {
+  DEFAULT_VOICE_LEADING, harmonizeNotes, MIN_PITCH, NUM_PITCHES, NUM_VOICES, SCHEDULE, VOICE_CHOICES, VOICE_LEADING_MODES,
+  VOICE_RANGES, VOICES,
+} from "/static/sampler.js";
 import { DEFAULT_BPM, midiFromVoices, notesFromPairs, readMidiMelody, rollToNotes, STEPS_PER_BAR } from "/static/midi.js";
 
 const $ = (id) => document.getElementById(id);
@@ -36,6 +39,13 @@ function voiceParam() {
   const v = params.get("voice") || "auto";
   if (!VOICE_CHOICES.includes(v)) throw new Error(`?voice=${v} is not one of ${VOICE_CHOICES.join(", ")}`);
   return v;
+}
+
+/** ?voice_leading=strict|off, as the CLI's --voice-leading (same default). */
+function voiceLeadingParam() {
+  const mode = params.get("voice_leading") || DEFAULT_VOICE_LEADING;
+  if (!VOICE_LEADING_MODES.includes(mode)) throw new Error(`?voice_leading=${mode} is not one of ${VOICE_LEADING_MODES.join(", ")}`);
+  return mode;
 }
 
 /** The artifact must be a Coconet-style harmonizer: input [batch, time, 46, 8], output [batch, time, 46, 4]. */
@@ -189,12 +199,12 @@ async function runHarmonize() {
   $("harmonize").disabled = true;
   $("error").hidden = true;
   const steps = Number(params.get("steps")) || SCHEDULE.steps;
-  const seed = seedParam(), melodyVoice = voiceParam();
+  const seed = seedParam(), melodyVoice = voiceParam(), voiceLeading = voiceLeadingParam();
   $("progress").max = steps;
   const t0 = performance.now();
   try {
     result = await harmonizeNotes((x, shape) => model.model.run(x, shape), melody.notes, {
-      seed, melodyVoice, window: model.window, schedule: { ...SCHEDULE, steps },
+      seed, melodyVoice, voiceLeading, window: model.window, schedule: { ...SCHEDULE, steps },
       onStep: (i, n) => {
         $("progress").value = i;
         const perStep = (performance.now() - t0) / Math.max(i, 1);
@@ -242,7 +252,7 @@ async function main() {
   } else {
     setMelody(bundled(pick));
   }
-  seedParam(); voiceParam(); // a bad ?seed or ?voice is reported now, not after the model loads
+  seedParam(); voiceParam(); voiceLeadingParam(); // a bad parameter is reported now, not after the model loads
   model = await loadModel();
   $("harmonize").disabled = false;
   if (params.get("auto")) {

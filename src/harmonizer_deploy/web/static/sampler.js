@@ -101,6 +101,34 @@ export function inverseCdf(w, u) {
   return Math.min(count, NUM_PITCHES - 1);
 }
 
+// Voice leading (music/voice_leading.py and its mirror voice_leading.js, another engineer's work): "strict"
+// weighs each drawn note against parallels and crossings with the other voices' current notes, in 8 passes.
+// The CLI's default becomes "strict" when that lands; set DEFAULT_VOICE_LEADING to match it then, so the page and
+// the CLI keep drawing the same chorale. voice_leading.js is loaded only when strict is asked for.
+export const VOICE_LEADING_MODES = ["off", "strict"];
+export const DEFAULT_VOICE_LEADING = "off";
+
+/** One Gibbs step's draw of every masked cell through voice_leading.js (gibbs()'s draw_with_voice_leading):
+ *  the same per-cell weights, pitches in MIDI (NaN = silent), [T*4] layouts as numpy's. */
+async function drawWithVoiceLeading(probs, cur, mask, u, invTemperature, allowed) {
+  const vl = await import("./voice_leading.js");
+  const T = cur[0].length, P = NUM_PITCHES, V = NUM_VOICES;
+  const p = new Float64Array(T * P * V), pitches = new Float64Array(T * V), cells = new Uint8Array(T * V);
+  const draws = new Float64Array(T * V);
+  for (let t = 0; t < T; t++) {
+    for (let v = 0; v < V; v++) {
+      pitches[t * V + v] = cur[v][t] < 0 ? NaN : cur[v][t] + MIN_PITCH;
+      if (!mask[v][t]) continue;
+      cells[t * V + v] = 1;
+      draws[t * V + v] = u(t, v, STREAM_DRAW);
+      const w = cellWeights(probs, t, v, invTemperature, allowed);
+      for (let k = 0; k < P; k++) p[(t * P + k) * V + v] = w[k];
+    }
+  }
+  const idx = vl.drawWithVoiceLeading(p, pitches, cells, draws, T);
+  for (let t = 0; t < T; t++) for (let v = 0; v < V; v++) if (mask[v][t]) cur[v][t] = idx[t * V + v];
+}
+
 /** sampling.windowed_probs: the whole piece in one call, or (fixed-window artifact) overlapping windows. */
 async function windowedProbs(runModel, input, T, window) {
   const cell = NUM_PITCHES * 2 * NUM_VOICES, outCell = NUM_PITCHES * NUM_VOICES;
@@ -127,7 +155,8 @@ async function windowedProbs(runModel, input, T, window) {
  * false. Returns the new pitch indices. `runModel(Float32Array, shape)` resolves to {data} = probs [1,T,46,4].
  */
 export async function gibbs(runModel, pitch, known, seed, { schedule = SCHEDULE, allowed = rangeMask(), window = null,
-  onStep = () => {}, stopped = () => false } = {}) {
+  onStep = () => {}, stopped = () => false, voiceLeading = DEFAULT_VOICE_LEADING } = {}) {
+  if (!VOICE_LEADING_MODES.includes(voiceLeading)) throw new Error(`unknown voice leading ${voiceLeading}: use one of ${VOICE_LEADING_MODES.join(", ")}`);
   const T = pitch[0].length, P = NUM_PITCHES, V = NUM_VOICES, n = schedule.steps;
   const cur = pitch.map((row, v) => row.map((p, t) => (known[v][t] ? p : -1)));
   const input = new Float32Array(T * P * 2 * V);
@@ -148,9 +177,13 @@ export async function gibbs(runModel, pitch, known, seed, { schedule = SCHEDULE,
       }
     }
     const probs = await windowedProbs(runModel, input, T, window);
-    for (let t = 0; t < T; t++) {
-      for (let v = 0; v < V; v++) {
-        if (mask[v][t]) cur[v][t] = inverseCdf(cellWeights(probs, t, v, invTemperature, allowed), u(t, v, STREAM_DRAW));
+    if (voiceLeading === "strict") {
+      await drawWithVoiceLeading(probs, cur, mask, u, invTemperature, allowed);
+    } else {
+      for (let t = 0; t < T; t++) {
+        for (let v = 0; v < V; v++) {
+          if (mask[v][t]) cur[v][t] = inverseCdf(cellWeights(probs, t, v, invTemperature, allowed), u(t, v, STREAM_DRAW));
+        }
       }
     }
     onStep(i + 1, n);
@@ -164,7 +197,7 @@ export async function gibbs(runModel, pitch, known, seed, { schedule = SCHEDULE,
  * register), melodyVoice (index), shift, melody: [T]}.
  */
 export async function harmonizeNotes(runModel, notes, { seed = 0, melodyVoice = "auto", schedule = SCHEDULE,
-  window = null, onStep = () => {}, stopped = () => false } = {}) {
+  window = null, onStep = () => {}, stopped = () => false, voiceLeading = DEFAULT_VOICE_LEADING } = {}) {
   if (!VOICE_CHOICES.includes(melodyVoice)) throw new Error(`unknown melody voice ${melodyVoice}: use one of ${VOICE_CHOICES.join(", ")}`);
   if (!notes.length) throw new Error("the melody has no notes");
   const t = Math.max(...notes.map((n) => n.end));
@@ -185,7 +218,7 @@ export async function harmonizeNotes(runModel, notes, { seed = 0, melodyVoice = 
     const p = line[Math.min(s, t - 1)]; // a fixed window longer than the tune holds the last step, trimmed after
     pitch[mv][s] = p === null ? -1 : p + shift - MIN_PITCH;
   }
-  const out = await gibbs(runModel, pitch, known, seed, { schedule, allowed, window, onStep, stopped });
+  const out = await gibbs(runModel, pitch, known, seed, { schedule, allowed, window, onStep, stopped, voiceLeading });
   const chorale = out.map((row, v) => row.slice(0, t).map((p, s) => {
     if (v === mv) return line[s];
     return p < 0 ? null : p + MIN_PITCH - shift;
