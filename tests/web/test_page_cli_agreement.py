@@ -71,7 +71,7 @@ for (const job of JSON.parse(readFileSync(jobFile, "utf8"))) {
       results.push(midi.readMidiMelody(new Uint8Array(readFileSync(job.path)).buffer, job.path));
     } else if (job.kind === "harmonize") {
       const r = await sampler.harmonizeNotes(fake, job.notes, { seed: job.seed, melodyVoice: job.voice,
-        schedule: { ...sampler.SCHEDULE, steps: job.steps } });
+        schedule: { ...sampler.SCHEDULE, steps: job.steps }, window: job.window });
       results.push(r);
     }
   } catch (e) {
@@ -180,12 +180,14 @@ def test_page_reads_midi_like_the_cli(tmp_path):
 
 
 @needs_node
-@pytest.mark.parametrize(("melody", "seed", "voice"), [("rests", 0, "auto"), ("triplets", 5, "soprano"),
-                                                       ("low", 2**40 + 1, "auto"), ("low", 9, "soprano"),
-                                                       ("rests", -3, "alto")])
-def test_page_sampler_gives_the_cli_chorale(tmp_path, melody, seed, voice):
+@pytest.mark.parametrize(("melody", "seed", "voice", "window"), [
+    ("rests", 0, "auto", None), ("triplets", 5, "soprano", None), ("low", 2**40 + 1, "auto", None),
+    ("low", 9, "soprano", None), ("rests", -3, "alto", None),
+    ("rests", 4, "auto", 16), ("low", 1, "auto", 48),  # fixed-window artifacts: overlapping windows; padded tune
+])
+def test_page_sampler_gives_the_cli_chorale(tmp_path, melody, seed, voice, window):
     """Same notes, seed and network: harmonizeNotes (JS) == harmonize_notes (Python), every step of every voice,
-    with the same voice choice and transposition."""
+    with the same voice choice and transposition (and the same windows for a fixed-time artifact)."""
     from harmonizer_deploy.music.harmonize import harmonize_notes
     from harmonizer_deploy.music.midi import Note, read_midi_score
     from harmonizer_deploy.music.sampling import GibbsSettings
@@ -195,8 +197,9 @@ def test_page_sampler_gives_the_cli_chorale(tmp_path, melody, seed, voice):
     if melody == "rests":  # lengthen past 64 steps so the draws cover several bars
         notes = notes + [Note(n.pitch, n.start + 24, n.end + 24) for n in notes]
     steps = 12
-    want = harmonize_notes(notes, _fake_network, seed=seed, settings=GibbsSettings(steps=steps), melody_voice=voice)
-    got = _run_node(tmp_path, [{"kind": "harmonize", "seed": seed, "voice": voice, "steps": steps,
+    want = harmonize_notes(notes, _fake_network, seed=seed, settings=GibbsSettings(steps=steps, window=window),
+                           melody_voice=voice)
+    got = _run_node(tmp_path, [{"kind": "harmonize", "seed": seed, "voice": voice, "steps": steps, "window": window,
                                 "notes": [{"pitch": n.pitch, "start": n.start, "end": n.end} for n in notes]}])[0]
     assert "error" not in got, got
     assert got["melodyVoice"] == want.melody_voice and got["shift"] == want.shift
