@@ -69,6 +69,10 @@ for (const job of JSON.parse(readFileSync(jobFile, "utf8"))) {
       results.push(job.cells.map(([seed, step, t, v, s]) => random.uniform(seed, step, t, v, s)));
     } else if (job.kind === "read") {
       results.push(midi.readMidiMelody(new Uint8Array(readFileSync(job.path)).buffer, job.path));
+    } else if (job.kind === "write") {
+      const bytes = midi.midiFromVoices(job.voices, ["Soprano", "Alto", "Tenor", "Bass"], job.bpm);
+      (await import("node:fs")).writeFileSync(job.path, bytes);
+      results.push({ bytes: bytes.length });
     } else if (job.kind === "harmonize") {
       const r = await sampler.harmonizeNotes(fake, job.notes, { seed: job.seed, melodyVoice: job.voice,
         schedule: { ...sampler.SCHEDULE, steps: job.steps }, window: job.window });
@@ -296,3 +300,26 @@ def test_page_warns_about_a_long_melody_and_refuses_a_bad_seed(web_wasm, tmp_pat
     with pytest.raises(HarmonizerError, match=r"\?seed=1\.5 is not an integer"):
         run_page(midi=midi, artifacts={"wasm": web_wasm / "wasm"}, backend="wasm", steps=1, seed="1.5",  # type: ignore[arg-type]
                  timeout_s=300)
+
+
+@needs_node
+@needs_tonejs
+def test_page_download_is_the_chorale_as_the_cli_reads_it(tmp_path):
+    """The page's Download MIDI (midiFromVoices on @tonejs/midi): one track per voice, named, its own channel,
+    the notes and tempo back as written."""
+    import mido
+
+    from harmonizer_deploy.music.midi import read_midi_score
+
+    voices = [[{"pitch": 72, "start": 0, "end": 4}, {"pitch": 74, "start": 6, "end": 8}],
+              [{"pitch": 65, "start": 0, "end": 8}],
+              [{"pitch": 57, "start": 0, "end": 2}, {"pitch": 59, "start": 2, "end": 8}],
+              [{"pitch": 41, "start": 0, "end": 8}]]
+    path = tmp_path / "chorale.mid"
+    _run_node(tmp_path, [{"kind": "write", "path": str(path), "voices": voices, "bpm": 72}])
+    score = read_midi_score(path, keep_voices=True)
+    assert [name for name, _ in score.tracks] == ["Soprano", "Alto", "Tenor", "Bass"]
+    assert [[{"pitch": n.pitch, "start": n.start, "end": n.end} for n in notes] for _, notes in score.tracks] == voices
+    assert score.bpm == pytest.approx(72, rel=1e-4)
+    channels = [{m.channel for m in track if m.type == "note_on"} for track in mido.MidiFile(str(path)).tracks[1:]]
+    assert channels == [{0}, {1}, {2}, {3}]

@@ -233,6 +233,9 @@ async function main() {
   melodies.forEach((m, i) => $("melody").add(new Option(m.name, String(i))));
   const bundled = (i) => ({ notes: notesFromPairs(melodies[i].notes), bpm: DEFAULT_BPM, stepsPerBar: STEPS_PER_BAR, warnings: [] });
   const pick = Number(params.get("melody") || 0);
+  if (!Number.isInteger(pick) || !melodies[pick]) {
+    throw new Error(`?melody=${params.get("melody")} is not a bundled melody — pass 0 to ${melodies.length - 1}`);
+  }
   $("melody").value = String(pick);
   $("melody").onchange = () => setMelody(bundled(Number($("melody").value)));
   $("midi-file").onchange = async (e) => {
