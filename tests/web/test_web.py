@@ -239,6 +239,7 @@ def test_page_harmonizes_a_bundled_melody(web_build, backend):
     assert report["backend"] == backend and report["steps"] == 4
     assert report["melody"] == _bundled_melody(0)
     _check_harmonization(report, _bundled_melody(0))
+    assert report["stop_button"] == {"enabled_while_playing": True, "stopped": True}  # Play, then Stop
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -261,13 +261,17 @@ async function main() {
   if (params.get("auto")) {
     // Browser test hook: harmonize once and report the voices back to the server that served this page.
     const run = await runHarmonize();
+    $("play").click(); // playback starts (the Stop button comes alive), then Stop ends it
+    const playing = !$("stop").disabled && audio !== null;
+    $("stop").click();
+    const stop = { enabled_while_playing: playing, stopped: audio === null && $("stop").disabled };
     const t = model.model.timings;
     await fetch("/report/page", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ ok: true, backend: model.backend, status: $("backend").textContent,
         melody: result.melody, voices: result.chorale, melody_voice: VOICES[result.melodyVoice], shift: result.shift,
         ranges: VOICE_RANGES, voice_names: VOICES,
         warnings: melody.warnings, download_bytes: t.download_bytes, weight_bytes: t.weight_bytes,
-        weights_encoding: t.weights_encoding, ...run }) });
+        weights_encoding: t.weights_encoding, stop_button: stop, ...run }) });
   }
 }
 
