@@ -99,6 +99,11 @@ async function loadModel() {
     const t = m.timings;
     status.textContent += ` Downloaded ${(t.download_bytes / 1e6).toFixed(2)} MB: code ${(t.code_bytes / 1e6).toFixed(2)} MB, `
       + `weights ${(t.weight_bytes / 1e6).toFixed(2)} MB as ${t.weights_encoding}.`;
+    if (t.weights_encoding !== "float32") {
+      // measured on bach-doodle: float32 weights give the CLI's chorale note for note, uint8 ones a different one
+      status.textContent += ` ${t.weights_encoding} weights are close to, not equal to, the float32 model: the chorale `
+        + "can differ from `harmonizer-deploy harmonize`'s for the same seed.";
+    }
     return { model: m, backend: name, window };
   }
   throw new Error(`could not load the harmonizer (${why})`);
