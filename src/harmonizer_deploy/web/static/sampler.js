@@ -155,14 +155,13 @@ async function windowedProbs(runModel, input, T, window) {
  * false. Returns the new pitch indices. `runModel(Float32Array, shape)` resolves to {data} = probs [1,T,46,4].
  */
 export async function gibbs(runModel, pitch, known, seed, { schedule = SCHEDULE, allowed = rangeMask(), window = null,
-  onStep = () => {}, stopped = () => false, voiceLeading = DEFAULT_VOICE_LEADING } = {}) {
+  onStep = () => {}, voiceLeading = DEFAULT_VOICE_LEADING } = {}) {
   if (!VOICE_LEADING_MODES.includes(voiceLeading)) throw new Error(`unknown voice leading ${voiceLeading}: use one of ${VOICE_LEADING_MODES.join(", ")}`);
   const T = pitch[0].length, P = NUM_PITCHES, V = NUM_VOICES, n = schedule.steps;
   const cur = pitch.map((row, v) => row.map((p, t) => (known[v][t] ? p : -1)));
   const input = new Float32Array(T * P * 2 * V);
   const invTemperature = 1.0 / schedule.temperature;
   for (let i = 0; i < n; i++) {
-    if (stopped()) throw new Error("stopped");
     const pm = maskProbability(i, n, schedule);
     const u = stepUniforms(seed, i);
     // the first step fills every unknown cell: nothing to condition on yet
@@ -197,7 +196,7 @@ export async function gibbs(runModel, pitch, known, seed, { schedule = SCHEDULE,
  * register), melodyVoice (index), shift, melody: [T]}.
  */
 export async function harmonizeNotes(runModel, notes, { seed = 0, melodyVoice = "auto", schedule = SCHEDULE,
-  window = null, onStep = () => {}, stopped = () => false, voiceLeading = DEFAULT_VOICE_LEADING } = {}) {
+  window = null, onStep = () => {}, voiceLeading = DEFAULT_VOICE_LEADING } = {}) {
   if (!VOICE_CHOICES.includes(melodyVoice)) throw new Error(`unknown melody voice ${melodyVoice}: use one of ${VOICE_CHOICES.join(", ")}`);
   if (!notes.length) throw new Error("the melody has no notes");
   const t = Math.max(...notes.map((n) => n.end));
@@ -218,7 +217,7 @@ export async function harmonizeNotes(runModel, notes, { seed = 0, melodyVoice = 
     const p = line[Math.min(s, t - 1)]; // a fixed window longer than the tune holds the last step, trimmed after
     pitch[mv][s] = p === null ? -1 : p + shift - MIN_PITCH;
   }
-  const out = await gibbs(runModel, pitch, known, seed, { schedule, allowed, window, onStep, stopped, voiceLeading });
+  const out = await gibbs(runModel, pitch, known, seed, { schedule, allowed, window, onStep, voiceLeading });
   const chorale = out.map((row, v) => row.slice(0, t).map((p, s) => {
     if (v === mv) return line[s];
     return p < 0 ? null : p + MIN_PITCH - shift;
