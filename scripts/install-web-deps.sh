@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the browser targets (webgpu, wasm) need beyond scripts/install.sh, for CI and developers:
-#   Debian: emscripten (links model.wasm), chromium (headless WebGPU/wasm runs); npm: TVM's JS runtime (pinned);
+#   Debian: emscripten (links model.wasm), chromium (headless WebGPU/wasm runs); npm (pinned): TVM's JS runtime,
+#   onnxruntime-web, @tonejs/midi;
 #   then TVM's web runtime objects are built once into the cache (about a minute on 2 cores).
 # Usage: scripts/install-web-deps.sh [VENV_DIR]   (default .venv)
 set -euo pipefail
@@ -39,9 +40,10 @@ unset EM_CACHE  # Debian's emscripten ships a frozen cache
 
 # npm package (pinned) and the runtime objects, both into ~/.cache/harmonizer-deploy (HARMONIZER_DEPLOY_CACHE)
 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" "$python" - <<'PY'
-from harmonizer_deploy.web.jsdeps import ort_web_dist, tvmjs_bundle
+from harmonizer_deploy.web.jsdeps import ort_web_dist, tonejs_midi_dir, tvmjs_bundle
 from harmonizer_deploy.compiler.web.toolchain import runtime_home
 print("install-web-deps.sh: tvmjs", tvmjs_bundle())
 print("install-web-deps.sh: onnxruntime-web (the bench's browser peer)", ort_web_dist())
+print("install-web-deps.sh: @tonejs/midi (the page's MIDI reader/writer)", tonejs_midi_dir())
 print("install-web-deps.sh: TVM web runtime objects", runtime_home())
 PY

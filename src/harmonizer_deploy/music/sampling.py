@@ -1,8 +1,9 @@
 """Annealed blocked Gibbs sampling (Coconet / Bach Doodle) over any backend.
 
-Every random number comes from one numpy generator seeded by the caller and is drawn in a fixed order and
-shape whatever the backend, and notes are drawn by inverse CDF on the probabilities; so two backends fed
-the same seed differ only where their float error moves a probability across a uniform draw.
+Every random number is a counter-based hash of (seed, step, time, voice, stream) (`music.random`, mirrored
+bit for bit by the page's random.js), the same whatever the backend or the language, and notes are drawn by
+inverse CDF on the probabilities; so two backends (or the CLI and the page) fed the same seed differ only where
+their float error moves a probability across a uniform draw.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harmonizer_deploy.music.encoding import MIN_PITCH, NUM_PITCHES, NUM_VOICES, VOICE_RANGES, VOICES, model_input
+from harmonizer_deploy.music.random import STREAM_DRAW, STREAM_MASK, uniform_grid
 
 RunFn = Callable[[np.ndarray], np.ndarray]
 
@@ -85,7 +87,6 @@ def gibbs(run: RunFn, roll: np.ndarray, known: np.ndarray, seed: int, settings: 
     on the masked piece, and redraws all masked cells from its output (tempered by `temperature`), limited
     to `allowed` [46, 4] (default: each voice's range).
     """
-    rng = np.random.default_rng(seed)
     t = roll.shape[0]
     roll = roll.astype(np.float32) * known[:, None, :]
     unknown = ~known
@@ -93,8 +94,8 @@ def gibbs(run: RunFn, roll: np.ndarray, known: np.ndarray, seed: int, settings: 
     n = settings.steps
     for i in range(n):
         pm = yao_probability(i, n, settings)
-        u_mask = rng.random((t, NUM_VOICES))
-        u_draw = rng.random((t, NUM_VOICES))
+        u_mask = uniform_grid(seed, i, t, NUM_VOICES, STREAM_MASK)
+        u_draw = uniform_grid(seed, i, t, NUM_VOICES, STREAM_DRAW)
         cells = (u_mask < pm) & unknown
         if i == 0:
             cells = unknown.copy()  # nothing to condition on yet: the first step fills every unknown cell

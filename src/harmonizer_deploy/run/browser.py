@@ -162,18 +162,23 @@ def browser_bench(artifact_dir: str | Path, batch: int = 1, time_steps: int = 32
 
 
 def run_page(build_dir: str | Path = "build", melody: int = 0, steps: int | None = None, backend: str | None = None,
-             seed: int = 1, screenshot: str | Path | None = None,
-             timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """Open the harmonizer page in headless Chromium, let it harmonize bundled melody `melody`, and return what
-    the page reports (backend, melody, the four voices, seconds); optionally save a screenshot of the page."""
+             seed: int = 0, screenshot: str | Path | None = None,
+             timeout_s: float = DEFAULT_TIMEOUT_S, midi: str | Path | None = None,
+             artifacts: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Open the harmonizer page in headless Chromium, let it harmonize bundled melody `melody` (or the MIDI file
+    `midi`, read by the page itself), and return what the page reports (backend, melody, the four voices,
+    seconds); optionally save a screenshot of the page. `artifacts`: {web target: artifact dir} instead of the
+    web artifacts found in `build_dir`."""
     from urllib.parse import urlencode
 
     from harmonizer_deploy.web.browser import chromium_with_devtools
     from harmonizer_deploy.web.server import page_artifacts
 
+    extra = {"/melody.mid": Path(midi)} if midi is not None else {}
     query = {"auto": 1, "melody": melody, "seed": seed, **({"steps": steps} if steps else {}),
-             **({"backend": backend} if backend else {})}
-    with WebServer(tvmjs_bundle(), page_artifacts(build_dir)) as server, \
+             **({"backend": backend} if backend else {}), **({"midi": "/melody.mid"} if extra else {})}
+    served = artifacts if artifacts is not None else page_artifacts(build_dir)
+    with WebServer(tvmjs_bundle(), served, extra_files=extra) as server, \
             chromium_with_devtools(f"{server.url}/?{urlencode(query)}") as (proc, devtools):
         deadline = time.monotonic() + timeout_s
         while not server.posted_event.wait(0.5):

@@ -1,5 +1,6 @@
 """npm packages the browser side needs, pinned, each installed once into the cache: TVM's JavaScript runtime
-(tvmjs) and onnxruntime-web (the peer the bench measures in the same Chromium)."""
+(tvmjs), onnxruntime-web (the peer the bench measures in the same Chromium) and @tonejs/midi (the page's MIDI
+reader and writer)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ TVMJS_PACKAGE = "@mlc-ai/web-runtime"
 TVMJS_VERSION = "0.27.0-dev0"  # matches apache-tvm 0.27: the wasm ABI of the runtime objects and the JS must agree
 ORT_WEB_PACKAGE = "onnxruntime-web"
 ORT_WEB_VERSION = "1.30.0"
+TONEJS_MIDI_PACKAGE = "@tonejs/midi"
+TONEJS_MIDI_VERSION = "2.0.28"
 NPM_FIX = f"install Node.js/npm, then run scripts/install-web-deps.sh (npm install {TVMJS_PACKAGE}@{TVMJS_VERSION})"
 
 
@@ -50,3 +53,8 @@ def tvmjs_bundle(install: bool = True) -> Path:
 def ort_web_dist(install: bool = True) -> Path:
     """The pinned onnxruntime-web `dist/` folder: `ort.all.min.js` (wasm + webgpu EPs) and its wasm binaries."""
     return _npm_package(ORT_WEB_PACKAGE, ORT_WEB_VERSION, "dist", install)
+
+
+def tonejs_midi_dir(install: bool = True) -> Path:
+    """The pinned @tonejs/midi package's `build/` folder: `Midi.js`, a UMD bundle defining `globalThis.Midi`."""
+    return _npm_package(TONEJS_MIDI_PACKAGE, TONEJS_MIDI_VERSION, "build", install)

@@ -118,8 +118,9 @@ class _LimitedServer(ThreadingHTTPServer):
 
 
 class WebServer:
-    """Serves `/static/*`, `/vendor/tvmjs.js`, `/artifacts/<name>/*` (from `artifacts`), `/` (index page), and
-    the verify job endpoints when a job is set. Runs in a background thread; use as a context manager."""
+    """Serves `/static/*`, `/vendor/tvmjs.js`, `/vendor/Midi.js` (@tonejs/midi), `/artifacts/<name>/*` (from
+    `artifacts`), `/` (index page), and the verify job endpoints when a job is set. Runs in a background
+    thread; use as a context manager."""
 
     def __init__(self, tvmjs: Path, artifacts: dict[str, Path], job: Job | None = None, port: int = 0,
                  extra_files: dict[str, Path] | None = None) -> None:
@@ -223,6 +224,8 @@ class WebServer:
                     self._file(_inside(STATIC_DIR, path.removeprefix("/static/")))
                 elif path == "/vendor/tvmjs.js":
                     self._file(server.tvmjs)
+                elif path == "/vendor/Midi.js":
+                    self._file(_tonejs_midi())
                 elif path.startswith("/artifacts/"):
                     name, _, rest = path.removeprefix("/artifacts/").partition("/")
                     root = server.artifacts.get(name)
@@ -284,6 +287,17 @@ class WebServer:
         return Handler
 
 
+def _tonejs_midi() -> Path | None:
+    """The page's MIDI library (@tonejs/midi's UMD bundle) from the npm cache; None (a 404) when not installed."""
+    from harmonizer_deploy.core.errors import HarmonizerError
+    from harmonizer_deploy.web.jsdeps import tonejs_midi_dir
+
+    try:
+        return tonejs_midi_dir(install=False) / "Midi.js"
+    except HarmonizerError:
+        return None
+
+
 def _json_or_error(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
@@ -314,11 +328,12 @@ def page_artifacts(build_dir: str | Path) -> dict[str, Path]:
 def serve(build_dir: str | Path = "build", port: int = 8000) -> WebServer:
     """A server for the harmonizer page on 127.0.0.1:`port` with the web artifacts of `build_dir` (not started)."""
     from harmonizer_deploy.core.errors import HarmonizerError, reason
-    from harmonizer_deploy.web.jsdeps import tvmjs_bundle
+    from harmonizer_deploy.web.jsdeps import tonejs_midi_dir, tvmjs_bundle
 
     if not 0 <= port <= 65535:
         raise HarmonizerError(f"--port {port} is not a TCP port", "pass 1-65535, or 0 for any free port")
     artifacts = page_artifacts(build_dir)
+    tonejs_midi_dir()  # the page reads and writes MIDI with it: installed now, not missing at the first upload
     try:
         return WebServer(tvmjs_bundle(), artifacts, port=port)
     except OSError as exc:

@@ -1,100 +1,143 @@
-// Standard MIDI files: read a melody (highest note per 16th step) and write the four voices (format 1).
+// MIDI in and out through @tonejs/midi (the pinned npm package, served as /vendor/Midi.js, which defines
+// globalThis.Midi). Reading mirrors harmonizer_deploy.music.midi.read_midi_score (one melody line): notes snapped
+// to 16ths with Python's round-half-even (a warning counts the notes moved and the largest shift), drum channel
+// left out, one line only (overlapping notes are refused), pitches 12-127, whole empty bars before the first
+// note dropped, at most 4096 steps; rests stay rests.
 
-const TICKS_PER_QUARTER = 480;
+export const STEPS_PER_QUARTER = 4;
+export const STEPS_PER_BAR = 16;
+export const MAX_STEPS = 4096; // the CLI's limit (music/midi.py MAX_STEPS)
+export const LOWEST_PITCH = 12;
+export const DEFAULT_BPM = 90; // the CLI's tempo when a file has none
+const DRUM_CHANNEL = 9;
 
-function readVarLen(bytes, pos) {
-  let value = 0, b;
-  do { b = bytes[pos++]; value = (value << 7) | (b & 0x7f); } while (b & 0x80);
-  return [value, pos];
+function midiClass() {
+  const lib = globalThis.Midi;
+  if (typeof lib !== "function") throw new Error("the MIDI library (@tonejs/midi, /vendor/Midi.js) is not loaded");
+  return lib;
 }
 
-/** Parse a MIDI file into a melody: one MIDI pitch per 16th note, moved by octaves into 60-81. */
-export function melodyFromMidi(buffer, maxSteps = 128) {
-  const bytes = new Uint8Array(buffer);
-  const text = (p, n) => String.fromCharCode(...bytes.slice(p, p + n));
-  const u32 = (p) => (bytes[p] << 24 | bytes[p + 1] << 16 | bytes[p + 2] << 8 | bytes[p + 3]) >>> 0;
-  if (text(0, 4) !== "MThd") throw new Error("not a MIDI file (no MThd header)");
-  const division = bytes[12] << 8 | bytes[13];
-  if (division & 0x8000) throw new Error("SMPTE-timed MIDI files are not supported");
-  const notes = []; // [startTick, endTick, pitch]
-  let pos = 8 + u32(4);
-  while (pos + 8 <= bytes.length) {
-    const len = u32(pos + 4);
-    if (text(pos, 4) === "MTrk") {
-      let p = pos + 8, tick = 0, status = 0;
-      const open = new Map();
-      const end = pos + 8 + len;
-      while (p < end) {
-        let delta; [delta, p] = readVarLen(bytes, p); tick += delta;
-        let s = bytes[p];
-        if (s & 0x80) { status = s; p++; } else { s = status; }
-        const type = s & 0xf0;
-        if (s === 0xff) { const metaLen = readVarLen(bytes, p + 1); p = metaLen[1] + metaLen[0]; }
-        else if (s === 0xf0 || s === 0xf7) { const sx = readVarLen(bytes, p); p = sx[1] + sx[0]; }
-        else if (type === 0x90 || type === 0x80) {
-          const key = bytes[p], vel = bytes[p + 1]; p += 2;
-          if (type === 0x90 && vel > 0) open.set(key, tick);
-          else if (open.has(key)) { notes.push([open.get(key), tick, key]); open.delete(key); }
-        } else if (type === 0xc0 || type === 0xd0) p += 1;
-        else p += 2;
-      }
+/** Python's round() on a float: halves go to the even neighbour (Math.round sends them up). */
+export function pyRound(x) {
+  const r = Math.round(x);
+  return Math.abs(x - Math.trunc(x)) === 0.5 ? 2 * Math.round(x / 2) : r;
+}
+
+/** Steps per bar of a time signature, as music/midi.py _steps_per_bar. */
+export function stepsPerBar(numerator, denominator) {
+  return Math.max(1, pyRound((numerator * 4 * STEPS_PER_QUARTER) / Math.max(1, denominator)));
+}
+
+/** A melody line checked and trimmed like the CLI's _check_line + _trim: returns notes sorted by start. */
+export function checkLine(notes, source, bar = STEPS_PER_BAR) {
+  if (!notes.length) throw new Error(`${source} contains no notes`);
+  for (const n of notes) {
+    if (n.pitch < LOWEST_PITCH || n.pitch > 127) {
+      throw new Error(`${source} has pitch ${n.pitch} at step ${n.start}, outside MIDI ${LOWEST_PITCH}-127 (C0-G9)`);
     }
-    pos += 8 + len;
   }
-  if (!notes.length) throw new Error("the MIDI file has no notes");
-  const step = division / 4;
-  const last = Math.max(...notes.map((n) => n[1]));
-  const steps = Math.min(maxSteps, Math.max(1, Math.round(last / step)));
-  const melody = new Array(steps).fill(null);
-  for (let s = 0; s < steps; s++) {
-    const tick = s * step + step / 2;
-    const sounding = notes.filter((n) => n[0] <= tick && tick < n[1]).map((n) => n[2]);
-    if (sounding.length) melody[s] = Math.max(...sounding);
+  const sorted = notes.slice().sort((a, b) => a.start - b.start || a.pitch - b.pitch);
+  for (let i = 1; i < sorted.length; i++) {
+    const a = sorted[i - 1], b = sorted[i];
+    if (b.start < a.end) {
+      throw new Error(`${source} is polyphonic: pitch ${a.pitch} at step ${a.start} overlaps pitch ${b.pitch} at step `
+        + `${b.start} (16th notes) — pass a single melody line`);
+    }
   }
-  for (let s = 0; s < steps; s++) if (melody[s] === null) melody[s] = s > 0 ? melody[s - 1] : null;
-  const first = melody.find((m) => m !== null);
-  if (first === undefined) throw new Error("the MIDI file has no notes");
-  for (let s = 0; s < steps; s++) {
-    if (melody[s] === null) melody[s] = first;
-    while (melody[s] < 60) melody[s] += 12;
-    while (melody[s] > 81) melody[s] -= 12;
-  }
-  return melody;
+  const shift = Math.floor(sorted[0].start / bar) * bar;
+  const line = sorted.map((n) => ({ pitch: n.pitch, start: n.start - shift, end: n.end - shift }));
+  const length = Math.max(...line.map((n) => n.end));
+  if (length > MAX_STEPS) throw new Error(`${source} is too long: ${length} 16th-note steps (at most ${MAX_STEPS})`);
+  return line;
 }
 
-/** Consecutive equal pitches of one voice merged into notes: [startStep, lengthInSteps, pitch]. */
-export function voiceNotes(row) {
+/**
+ * Read a MIDI file (ArrayBuffer) as the CLI reads a melody: {notes: [{pitch, start, end}] in 16th steps, bpm,
+ * stepsPerBar, warnings: [text]}. Throws an Error naming the problem for a file the CLI would refuse.
+ */
+export function readMidiMelody(buffer, source = "the MIDI file") {
+  const Midi = midiClass();
+  let midi;
+  try {
+    midi = new Midi(buffer);
+  } catch (e) {
+    throw new Error(`${source} is not a readable MIDI file (${e.message || e})`);
+  }
+  const ppq = midi.header.ppq;
+  if (!Number.isInteger(ppq) || ppq <= 0) throw new Error(`${source} has ${ppq} ticks per beat (not metrical)`);
   const notes = [];
-  for (let t = 0; t < row.length; t++) {
-    if (t > 0 && row[t] === row[t - 1]) notes[notes.length - 1][1] += 1;
-    else notes.push([t, 1, row[t]]);
+  let drums = 0, moved = 0, largest = 0;
+  for (const track of midi.tracks) {
+    if (track.channel === DRUM_CHANNEL) { drums += track.notes.length; continue; }
+    for (const n of track.notes) {
+      const a = (n.ticks * STEPS_PER_QUARTER) / ppq, b = ((n.ticks + n.durationTicks) * STEPS_PER_QUARTER) / ppq;
+      const off = Math.max(Math.abs(a - pyRound(a)), Math.abs(b - pyRound(b)));
+      if (off > 1e-6) { moved += 1; largest = Math.max(largest, off); }
+      const start = pyRound(a);
+      notes.push({ pitch: n.midi, start, end: Math.max(start + 1, pyRound(b)) });
+    }
+  }
+  if (!notes.length && drums) {
+    throw new Error(`${source} has only percussion: its ${drums} notes are on MIDI channel 10, which holds drum `
+      + "sounds, not pitches");
+  }
+  const tempo = midi.header.tempos.find((t) => t.bpm > 0 && Number.isFinite(t.bpm));
+  const sig = midi.header.timeSignatures[0];
+  const bar = sig ? stepsPerBar(sig.timeSignature[0], sig.timeSignature[1]) : STEPS_PER_BAR;
+  const warnings = [];
+  if (moved) {
+    warnings.push(`${moved} note(s) were off the 16th-note grid and moved to it (largest shift `
+      + `${largest.toFixed(2)} of a 16th, ${(largest / 4).toFixed(3)} beats); triplets and swing are approximated`);
+  }
+  return { notes: checkLine(notes, source, bar), bpm: tempo ? tempo.bpm : DEFAULT_BPM, stepsPerBar: bar, warnings };
+}
+
+/** The bundled melodies.json form ([pitch or null, 16ths]...) as notes; a null pitch is a rest. */
+export function notesFromPairs(pairs) {
+  const notes = [];
+  let t = 0;
+  for (const [pitch, length] of pairs) {
+    if (pitch !== null) notes.push({ pitch, start: t, end: t + length });
+    t += length;
   }
   return notes;
 }
 
-function varLen(value) {
-  const out = [value & 0x7f];
-  while ((value >>= 7)) out.unshift((value & 0x7f) | 0x80);
-  return out;
+/** [T] MIDI pitch per 16th step (null = rest), T = the last note's end unless `length` is given (melody_pitches). */
+export function melodyPitches(notes, length = null) {
+  const line = new Array(length ?? Math.max(...notes.map((n) => n.end))).fill(null);
+  for (const n of notes) for (let t = n.start; t < Math.min(n.end, line.length); t++) line[t] = n.pitch;
+  return line;
 }
 
-/** Format-1 MIDI file, one track per voice (SATB), 16th note = 120 ticks. */
-export function midiFromVoices(voices, names = ["Soprano", "Alto", "Tenor", "Bass"]) {
-  const step = TICKS_PER_QUARTER / 4;
-  const chunk = (id, data) => [...id].map((c) => c.charCodeAt(0))
-    .concat([data.length >>> 24, (data.length >>> 16) & 255, (data.length >>> 8) & 255, data.length & 255], data);
-  let bytes = chunk("MThd", [0, 1, 0, voices.length, TICKS_PER_QUARTER >> 8, TICKS_PER_QUARTER & 255]);
-  voices.forEach((row, v) => {
-    const name = [...names[v]].map((c) => c.charCodeAt(0));
-    const ev = [0, 0xff, 0x03, name.length, ...name, 0, 0xc0 | v, 52];
-    let now = 0;
-    for (const [start, len, pitch] of voiceNotes(row)) {
-      ev.push(...varLen(start * step - now), 0x90 | v, pitch, 80);
-      ev.push(...varLen(len * step), 0x80 | v, pitch, 0);
-      now = (start + len) * step;
+/** One voice's steps as notes, merging repeated steps but restarting at each bar line (roll_to_notes). */
+export function rollToNotes(row, bar = STEPS_PER_BAR) {
+  const notes = [];
+  let t = 0;
+  while (t < row.length) {
+    if (row[t] === null) { t += 1; continue; }
+    let end = t + 1;
+    while (end < row.length && row[end] === row[t] && end % bar) end += 1;
+    notes.push({ pitch: row[t], start: t, end });
+    t = end;
+  }
+  return notes;
+}
+
+/** A format-1 MIDI file, one track per voice (`voices[v]` = notes), written by @tonejs/midi. */
+export function midiFromVoices(voices, names = ["Soprano", "Alto", "Tenor", "Bass"], bpm = DEFAULT_BPM) {
+  const Midi = midiClass();
+  const midi = new Midi();
+  midi.header.setTempo(bpm);
+  const perStep = midi.header.ppq / STEPS_PER_QUARTER;
+  voices.forEach((notes, v) => {
+    const track = midi.addTrack();
+    track.name = names[v];
+    track.channel = v;
+    for (const n of notes) {
+      track.addNote({ midi: n.pitch, ticks: n.start * perStep, durationTicks: (n.end - n.start) * perStep,
+        velocity: 80 / 127 });
     }
-    ev.push(0, 0xff, 0x2f, 0);
-    bytes = bytes.concat(chunk("MTrk", ev));
   });
-  return new Uint8Array(bytes);
+  return midi.toArray();
 }

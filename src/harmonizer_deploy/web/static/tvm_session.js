@@ -112,6 +112,8 @@ export async function openModel(baseUrl, log = () => {}) {
     return t;
   });
   timings.download_bytes = wasm.byteLength + blob.byteLength;
+  timings.code_bytes = wasm.byteLength;
+  timings.weight_bytes = blob.byteLength;
   timings.weights_encoding = index.encoding || "float32";
   if (manifest.param_transform) {
     // the lifted weight transforms (NHWC/HWIO re-layout, Winograd): once here instead of on every call
