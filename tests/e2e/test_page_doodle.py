@@ -90,10 +90,6 @@ def test_page_runs_bach_doodle_on_wasm(doodle_onnx, tmp_path):
 
 
 @needs_page
-@pytest.mark.xfail(strict=True, raises=HarmonizerError, reason=(
-    "compiler/relax_import.py renames weights to WGSL identifiers BEFORE prepare_for_tvm, whose folding creates "
-    "new weights named after node outputs (`coconet_bach_doodle_1/conv32_bn_1/batchnorm/mul_1_0_weight`): the WGSL "
-    "does not parse. Renaming again after prepare_for_tvm fixes it (verified by hand); remove this mark then."))
 def test_page_runs_bach_doodle_on_webgpu(doodle_onnx, tmp_path):
     _doodle_page(doodle_onnx, "webgpu", tmp_path, steps=1)
 

@@ -105,6 +105,8 @@ def import_onnx(
     from harmonizer_deploy.custom_ops.tvm_prepare import import_relax, prepare_for_tvm
 
     onnx_model, report = prepare_for_tvm(with_identifier_weight_names(onnx_model), fix_dims=fix_dims)
+    # prepare_for_tvm's folding makes new weights named after the nodes they came from: rename those too
+    onnx_model = with_identifier_weight_names(onnx_model)
     printed = io.StringIO()  # TVM's frontend prints "Error converting operator X, with inputs: …" to stdout
     try:
         with contextlib.redirect_stdout(printed):
