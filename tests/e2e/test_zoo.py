@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 import harmonizer_deploy as hd
 from harmonizer_deploy.cli import app
+from harmonizer_deploy.core.errors import HarmonizerError
 from zoo import COMPILE_DIMS, NEEDS_FIX_DIM, ZOO, save_zoo_model
 
 cli = CliRunner()
@@ -139,3 +140,32 @@ def test_music_and_debug_commands_refuse_another_model_in_one_line(zoo_dir, tmp_
     res = cli.invoke(app, ["debug", "localize", str(work / "cpu")])
     assert res.exit_code == 2 and "debug verify" in res.output and "Traceback" not in res.output
 
+
+def _browser_missing() -> str | None:
+    """Why the wasm zoo run cannot happen here (None: it can)."""
+    import shutil
+
+    from harmonizer_deploy.web.browser import chromium_path
+    from harmonizer_deploy.web.jsdeps import tvmjs_bundle
+
+    if shutil.which("emcc") is None:
+        return "emscripten (emcc) is not installed: run scripts/install-web-deps.sh"
+    try:
+        chromium_path()
+        tvmjs_bundle(install=False)
+    except HarmonizerError as exc:
+        return f"{exc.problem}: run scripts/install-web-deps.sh"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_model_compiles_for_wasm_and_verifies_in_chromium(name, zoo_dir):
+    """The wasm column of the COVERAGE.md models table: the same stages `coverage --models --wasm` runs, every input
+    fed by name and every output compared with onnxruntime in headless Chromium."""
+    from harmonizer_deploy.coverage.zoo import wasm_stage
+
+    work = _chain(name, zoo_dir)
+    wasm_stage(work / "model.onnx", work, COMPILE_DIMS.get(name), hd.verify)  # raises on a miss
+    assert (work / "wasm" / "manifest.json").is_file()
