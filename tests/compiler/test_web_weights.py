@@ -38,3 +38,18 @@ def test_unknown_encoding_and_non_web_target_are_one_line_errors(tmp_path):
     wasm = load_target("wasm")
     assert wasm.with_web_weights("uint8").tolerance_for("uint8") == wasm.weight_tolerances["uint8"]
     assert wasm.tolerance_for(None) == (wasm.atol, wasm.rtol)
+
+
+@pytest.mark.parametrize("encoding", ["float32", "float16", "uint8"])
+def test_integer_parameters_keep_their_dtype_and_values(tmp_path, encoding):
+    """An embedding's index bound or a folded shape is an integer parameter: as float32 the page would hand the
+    model a tensor of the wrong dtype (TVM's web runtime then stops with exit(1))."""
+    arrays = [np.array(19, np.int32), np.arange(-3, 3, dtype=np.int64).reshape(2, 3), np.ones(3, np.float32)]
+    write_web_params(tmp_path, arrays, encoding)
+    index = json.loads((tmp_path / "params.json").read_text())["params"]
+    blob = (tmp_path / "params.bin").read_bytes()
+    assert [(e["dtype"], e.get("raw", False)) for e in index[:2]] == [("int32", True), ("int64", True)]
+    assert all(e["offset"] % 4 == 0 for e in index)
+    for a, entry in zip(arrays[:2], index, strict=False):
+        decoded = decode_web_param(blob[entry["offset"]:entry["offset"] + entry["bytes"]], entry)
+        assert decoded.dtype == a.dtype and np.array_equal(decoded, a)

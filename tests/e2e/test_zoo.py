@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 import harmonizer_deploy as hd
 from harmonizer_deploy.cli import app
-from harmonizer_deploy.core.errors import EXIT_INTERNAL, HarmonizerError
-from zoo import COMPILE_DIMS, KNOWN_LIMITS, ZOO, save_zoo_model
+from harmonizer_deploy.core.errors import HarmonizerError
+from zoo import COMPILE_DIMS, NEEDS_FIX_DIM, ZOO, save_zoo_model
 
 cli = CliRunner()
 
@@ -32,19 +32,23 @@ def _chain(name: str, directory):
     return work
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_LIMITS))
-def test_zoo_model_tvm_cannot_take_names_the_node_and_the_fix(name, zoo_dir):
-    work = zoo_dir / name
-    work.mkdir()
-    hd.convert(save_zoo_model(name, work), work / "model.onnx")  # tf2onnx and onnxruntime take it
-    with pytest.raises(HarmonizerError) as caught:
-        hd.compile(work / "model.onnx", "cpu", work / "cpu", fix_dims=COMPILE_DIMS.get(name))
-    line = caught.value.one_line()
-    assert f"({KNOWN_LIMITS[name]})" in line and "registry strategy" in line and "\n" not in line
-    assert caught.value.exit_code not in (0, EXIT_INTERNAL) and not (work / "cpu").exists()
+@pytest.mark.parametrize("name", sorted(NEEDS_FIX_DIM))
+def test_zoo_model_without_its_fixed_dim_names_the_node_and_the_fix(name, zoo_dir, tmp_path):
+    """A Loop whose trip count is the dynamic time length cannot be unrolled: one line, the Loop node, the
+    `--fix-dim` that fixes it, exit 2 (the zoo run itself compiles it with that dim fixed, and it verifies)."""
+    dim, op = NEEDS_FIX_DIM[name]
+    work = _chain(name, zoo_dir)
+    flags = [a for d, v in COMPILE_DIMS[name].items() if d != dim for a in ("--fix-dim", f"{d}={v}")]
+    res = cli.invoke(app, ["compile", str(work / "model.onnx"), "--target", "cpu", "-o", str(tmp_path / "out"),
+                           *flags])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert line.startswith("error: TVM cannot import node ") and f"({op})" in line, line
+    assert "cannot be unrolled" in line and f"--fix-dim {dim}=N" in line and "registry strategy" in line
+    assert "\n" not in line and "Traceback" not in line and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name", sorted(set(ZOO) - set(KNOWN_LIMITS)))
+@pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_model_converts_compiles_and_verifies(name, zoo_dir):
     work = _chain(name, zoo_dir)
     sidecar = json.loads((work / "model.json").read_text())
@@ -135,3 +139,33 @@ def test_music_and_debug_commands_refuse_another_model_in_one_line(zoo_dir, tmp_
     assert not (tmp_path / "bench").exists()
     res = cli.invoke(app, ["debug", "localize", str(work / "cpu")])
     assert res.exit_code == 2 and "debug verify" in res.output and "Traceback" not in res.output
+
+
+def _browser_missing() -> str | None:
+    """Why the wasm zoo run cannot happen here (None: it can)."""
+    import shutil
+
+    from harmonizer_deploy.web.browser import chromium_path
+    from harmonizer_deploy.web.jsdeps import tvmjs_bundle
+
+    if shutil.which("emcc") is None:
+        return "emscripten (emcc) is not installed: run scripts/install-web-deps.sh"
+    try:
+        chromium_path()
+        tvmjs_bundle(install=False)
+    except HarmonizerError as exc:
+        return f"{exc.problem}: run scripts/install-web-deps.sh"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_model_compiles_for_wasm_and_verifies_in_chromium(name, zoo_dir):
+    """The wasm column of the COVERAGE.md models table: the same stages `coverage --models --wasm` runs, every input
+    fed by name and every output compared with onnxruntime in headless Chromium."""
+    from harmonizer_deploy.coverage.zoo import wasm_stage
+
+    work = _chain(name, zoo_dir)
+    wasm_stage(work / "model.onnx", work, COMPILE_DIMS.get(name), hd.verify)  # raises on a miss
+    assert (work / "wasm" / "manifest.json").is_file()

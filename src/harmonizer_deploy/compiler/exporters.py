@@ -50,8 +50,14 @@ WEB_WEIGHT_ENCODINGS = ("float32", "float16", "uint8")
 
 def _encode(a: np.ndarray, encoding: str) -> tuple[bytes, dict]:
     """One weight tensor as stored for the page: float32; float16; or uint8 with a per-tensor scale and min
-    (value = byte x scale + min, the Bach Doodle's TF.js quantization), decoded to float32 at load."""
-    a = np.asarray(a, dtype=np.float32)
+    (value = byte x scale + min, the Bach Doodle's TF.js quantization), decoded to float32 at load. Integer
+    parameters (an embedding's index bounds, folded shapes) keep their dtype, stored raw: as float32 the model
+    would get a tensor of the wrong dtype and stop."""
+    a = np.asarray(a)
+    if np.issubdtype(a.dtype, np.integer):
+        raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        return raw.tobytes(), {"dtype": str(a.dtype), "raw": True}
+    a = a.astype(np.float32)
     if encoding == "float32" or not np.issubdtype(a.dtype, np.floating):
         return np.ascontiguousarray(a, dtype="<f4").tobytes(), {"dtype": "float32"}
     if encoding == "float16":
@@ -63,7 +69,10 @@ def _encode(a: np.ndarray, encoding: str) -> tuple[bytes, dict]:
 
 
 def decode_web_param(data: bytes, entry: dict) -> np.ndarray:
-    """The float32 tensor the page gets from one params.json entry (what verify's tolerance is about)."""
+    """The float32 tensor the page gets from one params.json entry (what verify's tolerance is about); an
+    integer parameter as it is."""
+    if entry.get("raw"):
+        return np.frombuffer(data, np.dtype(entry["dtype"]).newbyteorder("<")).reshape(entry["shape"]).copy()
     if entry["dtype"] == "float16":
         return np.frombuffer(data, "<f2").astype(np.float32).reshape(entry["shape"])
     if entry["dtype"] == "uint8":

@@ -58,8 +58,8 @@ def _dynamic_dims(onnx_model: Any) -> list[str]:
     return names
 
 
-def import_failure(exc: Exception, onnx_model: Any, fix_dims: dict[str, int] | None, printed: str = ""
-                   ) -> HarmonizerError:
+def import_failure(exc: Exception, onnx_model: Any, fix_dims: dict[str, int] | None, printed: str = "",
+                   loops_left: dict[str, str] | None = None) -> HarmonizerError:
     """One line for a model TVM's ONNX frontend cannot take: the node it stopped at and what fixes it."""
     text = str(exc).strip()
     failing_op = re.search(r"Error converting operator (\w+)", printed)
@@ -72,6 +72,9 @@ def import_failure(exc: Exception, onnx_model: Any, fix_dims: dict[str, int] | N
         ops = {op.strip() for op in unsupported.group(1).split(",")}
         node = next((n for n in onnx_model.graph.node if n.op_type in ops), None)
         first = f"TVM's ONNX frontend has no converter for {', '.join(sorted(ops))}"
+        why = (loops_left or {}).get(node.name or node.output[0]) if node is not None else None
+        if why:  # frontend/loop.py unrolls a Loop whose iterations are known before run time; this one's are not
+            first = f"TVM has no Loop converter and this loop cannot be unrolled: {why}"
     elif "Reshape" in text:
         node = next((n for n in onnx_model.graph.node if n.op_type == "Reshape" and n.input[1] not in constants),
                     None)
@@ -114,7 +117,7 @@ def import_onnx(
     except HarmonizerError:
         raise
     except Exception as exc:  # TVM's frontend raises TypeError, OpNotImplemented, TVMError… without a node name
-        raise import_failure(exc, onnx_model, fix_dims, printed.getvalue()) from exc
+        raise import_failure(exc, onnx_model, fix_dims, printed.getvalue(), report.loops_left) from exc
     finally:
         noise = [ln for ln in printed.getvalue().splitlines() if not ln.startswith("Error converting operator")]
         if noise:  # whatever else TVM printed goes on, to stderr: stdout is for our own results

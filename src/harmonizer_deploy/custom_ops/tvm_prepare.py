@@ -22,6 +22,8 @@ class PrepareReport:
     fixed_dims: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
     explicit_padding: int = 0  # Conv nodes whose auto_pad SAME_* became explicit pads
+    unrolled_loops: dict[str, int] = field(default_factory=dict)  # Loop node → iterations (frontend/loop.py)
+    loops_left: dict[str, str] = field(default_factory=dict)  # Loop node → why it could not be unrolled
 
     @property
     def folded(self) -> dict[str, int]:
@@ -30,7 +32,7 @@ class PrepareReport:
 
     def to_dict(self) -> dict:
         return {"inlined": self.inlined, "folded": self.folded, "fixed_dims": self.fixed_dims,
-                "explicit_padding": self.explicit_padding,
+                "explicit_padding": self.explicit_padding, "unrolled_loops": self.unrolled_loops,
                 "nodes_before": sum(self.ops_before.values()),
                 "nodes_after": sum(self.ops_after.values())}
 
@@ -103,6 +105,15 @@ def explicit_same_padding(model: Any) -> tuple[Any, int]:
     return out, changed
 
 
+def _unroll_static_loops(model: Any, report: PrepareReport) -> Any:
+    """Loops whose trip count folded to a constant become plain nodes (TVM has no Loop), then fold again."""
+    from harmonizer_deploy.frontend.loop import unroll_loops
+
+    model, unrolled = unroll_loops(model)
+    report.unrolled_loops, report.loops_left = unrolled.unrolled, unrolled.left
+    return fold_shapes(model) if unrolled.unrolled else model
+
+
 def prepare_for_tvm(model: Any, fold: bool = True, fix_dims: dict[str, int] | None = None
                     ) -> tuple[Any, PrepareReport]:
     """Inline decomposed ops, optionally fix named input dims, fold shape computations; report what changed."""
@@ -115,6 +126,7 @@ def prepare_for_tvm(model: Any, fold: bool = True, fix_dims: dict[str, int] | No
     report.ops_before = _op_counts(model)  # after inlining: `folded` counts only what folding removed
     if fold:
         model = fold_shapes(model)
+        model = _unroll_static_loops(model, report)
     report.ops_after = _op_counts(model)
     return model, report
 

@@ -188,7 +188,7 @@ def reverse_sequence(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) ->
     """Reverse the first seq_len[b] steps of each batch entry; sequence_lens must be constant."""
     relax = _relax()
     x = inputs[0]
-    lens = np.asarray(_const_value(inputs[1], "ReverseSequence sequence_lens")).astype(np.int64)
+    lens = np.asarray(_const_value(inputs[1], "ReverseSequence sequence_lens", ctx)).astype(np.int64)
     batch_axis = int(attrs.get("batch_axis", 1))
     time_axis = int(attrs.get("time_axis", 0))
     shape = _shape(x)

@@ -80,6 +80,51 @@ def run_job(artifact_dir: str | Path, inputs: list[np.ndarray], warmup: int = 0,
     return BrowserRun(_outputs(job, report), report)
 
 
+# dtypes the page moves as raw bytes (TVM's web runtime copies any of these; bool has no 1-byte JS view there)
+FEED_DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64")
+
+
+def run_feeds_in_browser(artifact_dir: str | Path, manifest: dict[str, Any], feeds: list[dict[str, np.ndarray]],
+                         timeout_s: float = DEFAULT_TIMEOUT_S) -> list[list[np.ndarray]]:
+    """Any signature: each input set (input name → array) through the web artifact in headless Chromium, every
+    output back, in the manifest's output order. The inputs go in the manifest's order with its dtypes."""
+    artifact_dir = Path(artifact_dir)
+    verified = verified_manifest(artifact_dir)
+    if "web_params" not in verified:
+        raise HarmonizerError(f"{artifact_dir} is not a web artifact (target {verified.get('target')})",
+                              "compile with --target webgpu or --target wasm")
+    signature = manifest.get("inputs") or []
+    odd = [f"{i['name']} ({i.get('dtype')})" for i in signature if i.get("dtype", "float32") not in FEED_DTYPES]
+    if odd:
+        raise HarmonizerError(f"the browser runner cannot pass input(s) {', '.join(odd)} to TVM's web runtime",
+                              f"verify this model on the cpu target; the browser takes {', '.join(FEED_DTYPES)}")
+    tensors: list[np.ndarray] = []
+    sets = []
+    for feed in feeds:
+        entries = []
+        for sig in signature:
+            dtype = np.dtype(sig.get("dtype", "float32")).newbyteorder("<")
+            entries.append({"input": len(tensors), "dtype": sig.get("dtype", "float32")})
+            tensors.append(np.ascontiguousarray(feed[sig["name"]], dtype=dtype))
+        sets.append(entries)
+    job = Job(artifact_url="/artifacts/model/", inputs=[t.tobytes() for t in tensors],
+              shapes=[list(t.shape) for t in tensors], options={"sets": sets})
+    report = _drive("runner.html", {"model": artifact_dir}, job, timeout_s, f"the {verified.get('target')} artifact")
+    results, k = [], 0
+    for i, run in enumerate(report["runs"]):
+        outs = []
+        for spec in run["outputs"]:
+            data = job.outputs.get(k)
+            if data is None:
+                raise HarmonizerError(f"the browser did not return output {k} (input set {i})",
+                                      "rerun; report it if it persists")
+            dtype = np.dtype(spec["dtype"]).newbyteorder("<")
+            outs.append(np.frombuffer(data, dtype=dtype).reshape(spec["shape"]).astype(dtype.newbyteorder("=")))
+            k += 1
+        results.append(outs)
+    return results
+
+
 ORT_WEB_EPS = ("wasm", "webgpu")
 
 

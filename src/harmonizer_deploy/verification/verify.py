@@ -31,7 +31,7 @@ from harmonizer_deploy.core.limits import check_elements
 from harmonizer_deploy.core.manifest import check_integrity, read_manifest
 from harmonizer_deploy.core.remote import RemoteSpec
 from harmonizer_deploy.music.encoding import INPUT_NAME, OUTPUT_NAME
-from harmonizer_deploy.run.runners import RUNNERS
+from harmonizer_deploy.run.runners import FEEDS_RUNNERS, RUNNERS
 
 
 def write_error_histogram(path: str | Path, errors: dict[str, np.ndarray], tolerances: Tolerances,
@@ -193,12 +193,6 @@ def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions
     if check_error_stat not in CHECK_ERROR_STATS:
         raise HarmonizerError(f"unknown --check-error-stat {check_error_stat!r}",
                               f"use one of {', '.join(CHECK_ERROR_STATS)}")
-    if not harmonizer and manifest.get("runner", "local") != "local":
-        raise HarmonizerError(
-            f"the {spec.name} runner feeds the harmonizer's one input; this model takes "
-            f"{', '.join(i['name'] for i in signature)}",
-            "verify this model on a target that runs in this process (cpu, cuda, vulkan)",
-        )
     ranges = value_range if isinstance(value_range, dict) else {"*": value_range} if value_range else {}
     if load_inputs_from:
         feeds = load_feeds(load_inputs_from, signature)
@@ -231,6 +225,8 @@ def _verify(artifact_dir: str | Path | None, target: str, options: VerifyOptions
         """Outputs per input set: the target's runner for the harmonizer, the in-process VM for any model."""
         if harmonizer:
             return [[a] for a in runner(artifact_dir, manifest, [f[signature[0]["name"]] for f in group])]
+        if manifest.get("runner", "local") != "local":  # the browser: every input by name, every output back
+            return FEEDS_RUNNERS.lookup(manifest["runner"])(artifact_dir, manifest, group)
         if not compiled:
             from harmonizer_deploy.run.tvm import CompiledModel
 

@@ -107,6 +107,10 @@ export async function openModel(baseUrl, log = () => {}) {
   log(`pipelines ready in ${timings.shader_compile_ms.toFixed(0)} ms`);
   const main = tvm.detachFromCurrentScope(vm.getFunction("main"));
   let params = index.params.map((p) => {
+    if (p.raw) {  // an integer parameter (index bounds, folded shapes): its own dtype, bytes as stored
+      const t = tvm.detachFromCurrentScope(tvm.empty(p.shape, p.dtype, dev));
+      return t.copyFromRawBytes(new Uint8Array(blob, p.offset, p.bytes));
+    }
     const t = tvm.detachFromCurrentScope(tvm.empty(p.shape, "float32", dev));
     t.copyFrom(decodeParam(blob, p));
     return t;
@@ -148,5 +152,25 @@ export async function openModel(baseUrl, log = () => {}) {
       tvm.endScope();
     }
   }
-  return { run, manifest, device: manifest.device, adapterInfo, timings, dispose: () => tvm.dispose() };
+  /** Any signature: [{bytes: ArrayBuffer, shape, dtype}] in the manifest's input order; resolves to every output
+   *  as {bytes: Uint8Array, shape, dtype} (verify's path for models with several inputs or outputs). */
+  async function runFeeds(tensors) {
+    tvm.beginScope();
+    try {
+      const args = tensors.map((t) => tvm.empty(t.shape, t.dtype, dev).copyFromRawBytes(new Uint8Array(t.bytes)));
+      const out = main(...args, ...params);
+      const outs = [];
+      if (out && out.shape === undefined && typeof out.get === "function") {
+        for (let i = 0; i < out.size(); i++) outs.push(out.get(i));
+      } else {
+        outs.push(out);
+      }
+      const hosts = outs.map((o) => tvm.empty(o.shape, o.dtype, tvm.cpu()).copyFrom(o));
+      await dev.sync();
+      return hosts.map((h) => ({ bytes: h.toRawBytes().slice(), shape: Array.from(h.shape), dtype: h.dtype }));
+    } finally {
+      tvm.endScope();
+    }
+  }
+  return { run, runFeeds, manifest, device: manifest.device, adapterInfo, timings, dispose: () => tvm.dispose() };
 }
