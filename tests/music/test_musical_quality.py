@@ -41,8 +41,8 @@ def test_crossings_range_and_repeats():
     assert repeated_beats(piece, (1, 2)) == (6, 6)  # alto and tenor never move
     figures = musical_figures([piece])
     assert figures["beats"] == 4 and figures["voice_crossings_per_100_beats"] == 25.0
-    table = musical_table({"m": {"harmonized": figures, "bach": figures, "gibbs_steps": 3}})
-    assert "| `m` (3 Gibbs steps) |" in table and "| Bach (the same chorales) |" in table
+    table = musical_table({"m": {"harmonized": figures, "bach": figures, "gibbs_steps": 3, "voice_leading": "off"}})
+    assert "| `m` (3 Gibbs steps, voice leading off) |" in table and "| Bach (the same chorales) |" in table
 
 
 def test_evaluate_musical_cli_on_a_tiny_dataset(tmp_path):
@@ -62,3 +62,6 @@ def test_evaluate_musical_cli_on_a_tiny_dataset(tmp_path):
     assert report["bach"]["parallels_per_100_beats"] == musical_figures([bach, bach[:8]])["parallels_per_100_beats"]
     assert report["harmonized"]["out_of_range_share"] == 0.0  # the sampler keeps voices in range
     assert set(report["within_2x_of_bach"]) == {"parallels_per_100_beats", "voice_crossings_per_100_beats"}
+    assert report["voice_leading"] == "strict"  # the default
+    nll = report["model_nll_per_note"]
+    assert nll["masks_per_piece"] == 4 and nll["harmonized"] > 0 and nll["bach"] > 0

@@ -323,3 +323,14 @@ def test_page_download_is_the_chorale_as_the_cli_reads_it(tmp_path):
     assert score.bpm == pytest.approx(72, rel=1e-4)
     channels = [{m.channel for m in track if m.type == "note_on"} for track in mido.MidiFile(str(path)).tracks[1:]]
     assert channels == [{0}, {1}, {2}, {3}]
+
+
+def test_page_and_cli_default_to_the_same_voice_leading():
+    """The page's default drawing is the CLI's: otherwise the same melody and seed give different chorales."""
+    import re
+
+    from harmonizer_deploy.music.sampling import GibbsSettings
+
+    source = (Path(__file__).resolve().parents[2] / "src/harmonizer_deploy/web/static/sampler.js").read_text()
+    page_default = re.search(r'export const DEFAULT_VOICE_LEADING = "(\w+)"', source)
+    assert page_default and page_default.group(1) == GibbsSettings().voice_leading

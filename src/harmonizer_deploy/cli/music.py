@@ -23,6 +23,17 @@ class MelodyVoice(StrEnum):
     bass = "bass"
 
 
+class VoiceLeading(StrEnum):
+    """`--voice-leading`: strict (weigh every drawn note against parallel 5ths/8ves and crossings) or off."""
+
+    strict = "strict"
+    off = "off"
+
+
+VOICE_LEADING_HELP = ("strict: the sampler weighs each drawn note against parallel perfect fifths/octaves and "
+                      "voice crossings with the other voices' current notes (x1e-6 per broken rule); off: notes "
+                      "drawn from the network alone.")
+
 music_app = typer.Typer(context_settings=HELP)
 
 
@@ -95,6 +106,8 @@ def evaluate(
                           "octaves, voice crossings, notes out of range and repeated notes, next to Bach's own.")]
     = False,
     steps: Annotated[int, typer.Option(min=1, help="Gibbs steps per harmonization (--musical).")] = 32,
+    voice_leading: Annotated[VoiceLeading, typer.Option(help=f"(--musical) {VOICE_LEADING_HELP}")]
+    = VoiceLeading.strict,
     no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -114,7 +127,7 @@ def evaluate(
 
         with progress_bar(f"harmonizing {split} sopranos", not as_json) as update:
             report = evaluate_musical_dataset(dataset, split, backend, build_dir, model, steps, seed, limit,
-                                              progress=update)
+                                              progress=update, voice_leading=voice_leading.value)
         if as_json:
             emit_json(report)
             return
@@ -167,6 +180,7 @@ def harmonize(
     keep_voices: Annotated[bool, typer.Option(
         "--keep-voices", help="The file holds 2-3 single-line tracks: keep each as a voice, note for note "
                               "(by track name S/A/T/B, else by register), and infill the rest.")] = False,
+    voice_leading: Annotated[VoiceLeading, typer.Option(help=VOICE_LEADING_HELP)] = VoiceLeading.strict,
     no_build: NoBuildOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -184,7 +198,8 @@ def harmonize(
 
     with progress_bar(f"Gibbs sampling on {backend}", not as_json) as update:
         result = harmonize_file(melody, output, backend, build_dir, model, seed, steps, png, progress=update,
-                                melody_voice=melody_voice.value, keep_voices=keep_voices)
+                                melody_voice=melody_voice.value, keep_voices=keep_voices,
+                                voice_leading=voice_leading.value)
     if as_json:
         emit_json(result)
         return

@@ -203,16 +203,19 @@ MUSICAL_DEFINITIONS = {
 
 
 def harmonize_sopranos(run: RunFn, pieces: list[np.ndarray], steps: int, seed: int = 0,
-                       progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
-    """Each piece's soprano line harmonized by the model (Gibbs, `steps` steps, piece i seeded seed + i)."""
+                       progress: Callable[[int, int], None] | None = None,
+                       voice_leading: str = "strict") -> list[np.ndarray]:
+    """Each piece's soprano line harmonized by the model (Gibbs, `steps` steps, piece i seeded seed + i,
+    `voice_leading` as in sampling.GibbsSettings)."""
     from harmonizer_deploy.music.harmonize import harmonize_notes
     from harmonizer_deploy.music.midi import roll_to_notes
     from harmonizer_deploy.music.sampling import GibbsSettings
 
+    settings = GibbsSettings(steps=steps, voice_leading=voice_leading)
     out = []
     for i, piece in enumerate(pieces):
         notes = roll_to_notes(piece[:, 0])
-        result = harmonize_notes(notes, run, seed + i, GibbsSettings(steps=steps), melody_voice="soprano")
+        result = harmonize_notes(notes, run, seed + i, settings, melody_voice="soprano")
         chorale = result.chorale.copy()
         chorale[: piece.shape[0], 0] = piece[: chorale.shape[0], 0]
         out.append(chorale)
@@ -222,17 +225,31 @@ def harmonize_sopranos(run: RunFn, pieces: list[np.ndarray], steps: int, seed: i
 
 
 def musical_evaluation(run: RunFn, pieces: list[np.ndarray], steps: int, seed: int = 0,
-                       progress: Callable[[int, int], None] | None = None) -> dict:
-    """The model's harmonizations of the pieces' soprano lines next to Bach's own chorales, same figures."""
+                       progress: Callable[[int, int], None] | None = None, voice_leading: str = "strict",
+                       score_masks: int = 4) -> dict:
+    """The model's harmonizations of the pieces' soprano lines next to Bach's own chorales, same figures.
+
+    With `score_masks` > 0 it also scores both sets of chorales with the model itself (the orderless NLL of
+    `evaluate`, that many masks per piece, same seed): a sampler that writes what the network finds unlikely
+    shows up as a higher NLL of its own harmonizations."""
     start = time.perf_counter()
-    harmonized = musical_figures(harmonize_sopranos(run, pieces, steps, seed, progress))
+    chorales = harmonize_sopranos(run, pieces, steps, seed, progress, voice_leading)
+    harmonized = musical_figures(chorales)
     bach = musical_figures(pieces)
     keys = ("parallels_per_100_beats", "voice_crossings_per_100_beats")
     ratio = {k: harmonized[k] / bach[k] if bach[k] else None for k in keys}
     within = {k: harmonized[k] <= 2.0 * bach[k] for k in keys}
-    return {"harmonized": harmonized, "bach": bach, "gibbs_steps": steps, "seed": seed,
-            "ratio_to_bach": ratio, "within_2x_of_bach": within,
-            "definitions": MUSICAL_DEFINITIONS, "seconds": round(time.perf_counter() - start, 1)}
+    report = {"harmonized": harmonized, "bach": bach, "gibbs_steps": steps, "seed": seed,
+              "voice_leading": voice_leading, "ratio_to_bach": ratio, "within_2x_of_bach": within,
+              "definitions": MUSICAL_DEFINITIONS}
+    if score_masks > 0:
+        report["model_nll_per_note"] = {
+            "harmonized": evaluate(run, chorales, score_masks, seed)["nll_per_note"],
+            "bach": evaluate(run, pieces, score_masks, seed)["nll_per_note"],
+            "masks_per_piece": score_masks,
+        }
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    return report
 
 
 def musical_table(reports: dict[str, dict]) -> str:
@@ -244,7 +261,8 @@ def musical_table(reports: dict[str, dict]) -> str:
             ("repeated_beat_ratio", "A/T/B same pitch as previous beat", "{:.1%}")]
     lines = ["| harmonized by | " + " | ".join(c[1] for c in cols) + " |", "|" + " --- |" * (len(cols) + 1)]
     first = next(iter(reports.values()))
-    rows = [(f"`{name}` ({r['gibbs_steps']} Gibbs steps)", r["harmonized"]) for name, r in reports.items()]
+    rows = [(f"`{name}` ({r['gibbs_steps']} Gibbs steps, voice leading {r.get('voice_leading', 'off')})",
+             r["harmonized"]) for name, r in reports.items()]
     rows.append(("Bach (the same chorales)", first["bach"]))
     for label, figures in rows:
         lines.append(f"| {label} | " + " | ".join(f.format(figures[k]) for k, _, f in cols) + " |")

@@ -13,15 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harmonizer_deploy.music.data import from_pianoroll
 from harmonizer_deploy.music.encoding import MIN_PITCH, NUM_PITCHES, NUM_VOICES, VOICE_RANGES, VOICES, model_input
 from harmonizer_deploy.music.random import STREAM_DRAW, STREAM_MASK, uniform_grid
+from harmonizer_deploy.music.voice_leading import check_mode, draw_with_voice_leading
 
 RunFn = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class GibbsSettings:
-    """Bach Doodle defaults: 96 steps, Yao schedule pmin 0.1, pmax 0.9, alpha 0.7, temperature 0.99."""
+    """Bach Doodle defaults: 96 steps, Yao schedule pmin 0.1, pmax 0.9, alpha 0.7, temperature 0.99; plus
+    `voice_leading`: "strict" (default) weighs each drawn note against parallel perfect fifths/octaves and voice
+    crossings with the other voices' current notes (music.voice_leading), "off" draws from the network alone."""
 
     steps: int = 96
     pmin: float = 0.1
@@ -30,6 +34,10 @@ class GibbsSettings:
     temperature: float = 0.99
     # Time length of each network call; None = the whole piece in one call (fully convolutional model).
     window: int | None = None
+    voice_leading: str = "strict"
+
+    def __post_init__(self) -> None:
+        check_mode(self.voice_leading)
 
 
 DEFAULT_GIBBS = GibbsSettings()
@@ -85,7 +93,8 @@ def gibbs(run: RunFn, roll: np.ndarray, known: np.ndarray, seed: int, settings: 
 
     Step i masks each unknown (time, voice) cell with probability yao_probability(i), runs the network once
     on the masked piece, and redraws all masked cells from its output (tempered by `temperature`), limited
-    to `allowed` [46, 4] (default: each voice's range).
+    to `allowed` [46, 4] (default: each voice's range) and, with `settings.voice_leading` "strict", weighted
+    against parallels and crossings with the other voices' current notes.
     """
     t = roll.shape[0]
     roll = roll.astype(np.float32) * known[:, None, :]
@@ -106,10 +115,13 @@ def gibbs(run: RunFn, roll: np.ndarray, known: np.ndarray, seed: int, settings: 
         mask = np.broadcast_to(cells[:, None, :], roll.shape).astype(np.float32)
         probs = windowed_probs(run, roll, mask, settings.window).astype(np.float64)
         p = np.power(np.clip(probs, 0.0, None), 1.0 / settings.temperature) * allowed
-        cdf = np.cumsum(p, axis=1)
-        total = cdf[:, -1:, :]
-        # pitch index = number of CDF entries below u·total (inverse CDF), per (time, voice)
-        idx = np.minimum((cdf < u_draw[:, None, :] * total).sum(axis=1), NUM_PITCHES - 1)
+        if settings.voice_leading == "strict":
+            idx = draw_with_voice_leading(p, from_pianoroll(roll), cells, u_draw)
+        else:
+            cdf = np.cumsum(p, axis=1)
+            total = cdf[:, -1:, :]
+            # pitch index = number of CDF entries below u·total (inverse CDF), per (time, voice)
+            idx = np.minimum((cdf < u_draw[:, None, :] * total).sum(axis=1), NUM_PITCHES - 1)
         draw = np.zeros_like(roll)
         np.put_along_axis(draw, idx[:, None, :], 1.0, axis=1)
         roll = np.where(mask > 0, draw, roll).astype(np.float32)

@@ -32,27 +32,36 @@ from harmonizer_deploy.music.midi import (
 )
 from harmonizer_deploy.music.model import BUNDLED_MODEL, bundled_models, bundled_paths
 from harmonizer_deploy.music.sampling import GibbsSettings
+from harmonizer_deploy.music.voice_leading import VOICE_LEADING_MODES
 from harmonizer_deploy.run.backends import open_backend, open_harmonizer, source_of_onnx
 
 MUSICXML_OUT = (".musicxml", ".xml")
+
+
+def check_voice_leading(mode: str) -> None:
+    """A clear user error for an unknown --voice-leading mode, before any work."""
+    if mode not in VOICE_LEADING_MODES:
+        raise HarmonizerError(f"unknown voice-leading mode {mode!r}", f"use one of {', '.join(VOICE_LEADING_MODES)}")
 
 
 def harmonize_file(melody_path: str | Path, out_path: str | Path, backend: str = "tensorflow",
                    build_dir: str | Path = "build", model: str | Path | None = None, seed: int = 0,
                    steps: int = 96, png: str | Path | None = None,
                    progress: Callable[[int, int], None] | None = None, melody_voice: str = "auto",
-                   keep_voices: bool = False) -> dict:
+                   keep_voices: bool = False, voice_leading: str = "strict") -> dict:
     """Read a melody (or, with `keep_voices`, 1-3 given voices), harmonize it on `backend` (see
     backends.open_backend), write MIDI or MusicXML (by `out_path`'s suffix) with the input's time/key
-    signatures and tempo map, and optionally a PNG."""
+    signatures and tempo map, and optionally a PNG. `voice_leading`: "strict" (default) or "off", see
+    sampling.GibbsSettings."""
     out_path = Path(out_path)
     if out_path.suffix.lower() == ".mxl":
         raise HarmonizerError(f"cannot write compressed MusicXML {out_path}", "use -o NAME.musicxml or NAME.mid")
     if melody_voice not in VOICE_CHOICES:
         raise HarmonizerError(f"unknown melody voice {melody_voice!r}", f"use one of {', '.join(VOICE_CHOICES)}")
+    check_voice_leading(voice_leading)
     score = read_score(melody_path, keep_voices=keep_voices)
     runner = open_harmonizer(backend, build_dir, model, "harmonize")
-    settings = GibbsSettings(steps=steps, window=backend_window(runner))
+    settings = GibbsSettings(steps=steps, window=backend_window(runner), voice_leading=voice_leading)
     if keep_voices:
         if melody_voice != "auto":
             raise HarmonizerError("--melody-voice and --keep-voices both say which voice a line is",
@@ -80,7 +89,7 @@ def harmonize_file(melody_path: str | Path, out_path: str | Path, backend: str =
     return {
         "melody": str(melody_path), "output": str(out_path), "png": str(png) if png else None,
         "backend": runner.name, "model": model_label(model, backend, build_dir), "seed": seed,
-        "gibbs_steps": steps, "time_steps": int(result.melody.shape[0]),
+        "gibbs_steps": steps, "voice_leading": voice_leading, "time_steps": int(result.melody.shape[0]),
         "melody_voice": VOICES[result.melody_voice], "given_voices": [VOICES[v] for v in result.fixed],
         "transposed_semitones": result.shift, "seconds": round(result.seconds, 2),
         "time_signatures": [f"{dict(m.attrs)['numerator']}/{dict(m.attrs)['denominator']}" for m in score.meta
@@ -144,11 +153,13 @@ def evaluate_dataset(dataset: str | Path, split: str = "test", backend: str = "t
 def evaluate_musical_dataset(dataset: str | Path, split: str = "test", backend: str = "tensorflow",
                              build_dir: str | Path = "build", model: str | Path | None = None, steps: int = 32,
                              seed: int = 0, limit: int | None = None,
-                             progress: Callable[[int, int], None] | None = None) -> dict:
+                             progress: Callable[[int, int], None] | None = None, voice_leading: str = "strict",
+                             score_masks: int = 4) -> dict:
     """Harmonize the split's soprano lines with a model and compare musical figures with Bach's chorales."""
+    check_voice_leading(voice_leading)
     pieces = load_dataset(dataset, split)[:limit] if limit else load_dataset(dataset, split)
     runner = open_harmonizer(backend, build_dir, model, "evaluate --musical")
-    result = musical_evaluation(runner.run, pieces, steps, seed, progress)
+    result = musical_evaluation(runner.run, pieces, steps, seed, progress, voice_leading, score_masks)
     report = {"dataset": str(dataset), "split": split, "backend": runner.name,
               "model": model_label(model, backend, build_dir), **result}
     info = _bundled_info(model)

@@ -101,12 +101,11 @@ export function inverseCdf(w, u) {
   return Math.min(count, NUM_PITCHES - 1);
 }
 
-// Voice leading (music/voice_leading.py and its mirror voice_leading.js, another engineer's work): "strict"
-// weighs each drawn note against parallels and crossings with the other voices' current notes, in 8 passes.
-// The CLI's default becomes "strict" when that lands; set DEFAULT_VOICE_LEADING to match it then, so the page and
-// the CLI keep drawing the same chorale. voice_leading.js is loaded only when strict is asked for.
+// Voice leading (music/voice_leading.py and its mirror voice_leading.js): "strict" weighs each drawn note against
+// parallels and crossings with the other voices' current notes, in 8 passes. The default is the CLI's
+// (sampling.GibbsSettings.voice_leading), so the page and the CLI draw the same chorale; a test checks they match.
 export const VOICE_LEADING_MODES = ["off", "strict"];
-export const DEFAULT_VOICE_LEADING = "off";
+export const DEFAULT_VOICE_LEADING = "strict";
 
 /** One Gibbs step's draw of every masked cell through voice_leading.js (gibbs()'s draw_with_voice_leading):
  *  the same per-cell weights, pitches in MIDI (NaN = silent), [T*4] layouts as numpy's. */
