@@ -73,10 +73,27 @@ def _root_blocks(sch: Any) -> list[Any]:
 
 
 def _conv_block(sch: Any) -> Any | None:
-    """The NHWC convolution block of a fused kernel: loops (n, y, x, f, ky, kx, c), three of them reductions."""
-    found = [b for b in _root_blocks(sch) if sch.get(b).name_hint.startswith("conv2d_nhwc")
+    """The NHWC convolution block of a fused kernel: loops (n, y, x, f, ky, kx, c), three of them reductions.
+    A grouped convolution with several input channels per group (the Doodle's 4-way split 1x1 layer) is one
+    too: each output channel reduces over its group's channels, which the same tile does (`group_channels`)."""
+    found = [b for b in _root_blocks(sch)
+             if (sch.get(b).name_hint.startswith("conv2d_nhwc")
+                 or (sch.get(b).name_hint.startswith("group_conv2d_nhwc") and _group_channels(sch, b) > 1))
              and _iter_types(sch, b) == "SSSSRRR" and len(sch.get_loops(b)) == 7]
     return found[0] if len(found) == 1 else None
+
+
+def _is_copy(sch: Any, block: Any) -> bool:
+    """Whether a block only copies one buffer element to another (no condition, no arithmetic)."""
+    from tvm import ir, tirx
+
+    body = sch.get(block).body
+    return isinstance(body, tirx.BufferStore) and isinstance(body.value, ir.TensorLoad)
+
+
+def _group_channels(sch: Any, block: Any) -> int:
+    """Input channels per group of a grouped convolution block (its innermost reduction; 0 if symbolic)."""
+    return _static(sch.get(sch.get_loops(block)[-1]).extent) or 0
 
 
 def _conv_tile(rows: int | None, width: int, channels: int, m: VectorMachine = AVX512) -> tuple[int, int, int, int]:
@@ -107,7 +124,12 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     conv = _conv_block(sch)
     if conv is None:
         return None
-    producers = list(sch.get_producers(conv))  # zero padding: staged per tile below, not a separate pass
+    producers = []  # zero padding: staged per tile below, not a separate pass
+    for producer in sch.get_producers(conv):
+        if _is_copy(sch, producer):  # a 1x1 layer's "padding" with nothing to pad: read the input in place
+            sch.compute_inline(producer)
+        else:
+            producers.append(producer)
     outputs = sch.get_output_blocks(sch.get_sblock("root"))
     if len(outputs) != 1:
         return None
@@ -142,6 +164,63 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     sch.vectorize(f_lanes)
     sch.decompose_reduction(conv, ky)
     _vectorize_innermost(sch, output, m.lanes)
+    return sch.mod["main"]
+
+
+def _depthwise_block(sch: Any) -> Any | None:
+    """The NHWC depthwise convolution block of a fused kernel (groups = channels, one input channel per group):
+    loops (n, y, x, f, ky, kx, c) with c of extent 1."""
+    found = [b for b in _root_blocks(sch) if sch.get(b).name_hint.startswith(("group_conv2d_nhwc",
+                                                                               "depthwise_conv2d_nhwc"))
+             and _iter_types(sch, b) == "SSSSRRR" and len(sch.get_loops(b)) == 7
+             and _group_channels(sch, b) == 1]
+    return found[0] if len(found) == 1 else None
+
+
+def schedule_depthwise_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
+    """Depthwise (dilated) convolution: each output pixel is 9 (or 4) multiply-adds per channel, so the kernel is
+    bound by loads, not by the multiplier. A tile is a run of adjacent output pixels of one row x one vector of
+    channels, accumulated in registers over the unrolled kernel taps (one weight vector per tap, reused across
+    the run); rows (batch x time) run in parallel. The zero padding is not materialized: a dilation of 16 x 32
+    on 32 x 46 pixels would copy a padded tensor 2.5x the input per layer, so taps outside the image are
+    skipped by a condition on the tap's row and column instead. Epilogue (bias, ReLU) applied in registers.
+    None if the function is not one depthwise convolution plus element-wise work."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    conv = _depthwise_block(sch)
+    if conv is None:
+        return None
+    outputs = sch.get_output_blocks(sch.get_sblock("root"))
+    if len(outputs) != 1:
+        return None
+    output = outputs[0]
+    if sch.get(output).same_as(sch.get(conv)):  # no epilogue: a write-back block takes its place
+        output = sch.cache_write(conv, 0, "global")
+    keep = {sch.get(b).name_hint for b in (conv, output)}
+    for block in _root_blocks(sch):  # padding read in place; epilogue chain folded into the output block
+        if sch.get(block).name_hint not in keep:
+            sch.compute_inline(block)
+
+    n, y, x, f, ky, kx, c = sch.get_loops(conv)
+    width, channels = _static(sch.get(x).extent), _static(sch.get(f).extent)
+    if width is None or channels is None:
+        return None
+    lanes = _largest_divisor(channels, m.lanes)
+    run = _largest_divisor(width, m.wide_pixels)
+    rows = sch.fuse(n, y)
+    x_outer, x_inner = sch.split(x, [None, run])
+    f_outer, f_lanes = sch.split(f, [None, lanes])
+    sch.reorder(rows, x_outer, f_outer, ky, kx, c, x_inner, f_lanes)
+    if m.parallel:
+        sch.parallel(rows)
+    sch.reverse_compute_at(output, f_outer)
+    sch.set_scope(conv, 0, "local")
+    for loop in (ky, kx, x_inner):
+        sch.unroll(loop)
+    sch.vectorize(f_lanes)
+    sch.decompose_reduction(conv, ky)
+    _vectorize_innermost(sch, output, lanes)
     return sch.mod["main"]
 
 
@@ -267,7 +346,7 @@ def schedule_injective(func: Any, m: VectorMachine = AVX512) -> Any | None:
     return sch.mod["main"]
 
 
-SCHEDULES = (("winograd-row-tasks", schedule_winograd),
+SCHEDULES = (("winograd-row-tasks", schedule_winograd), ("depthwise-nhwc-pixel-runs", schedule_depthwise_nhwc),
              ("conv2d-nhwc-register-tile", schedule_conv2d_nhwc), ("injective-parallel", schedule_injective))
 
 
