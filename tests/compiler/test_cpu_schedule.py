@@ -94,7 +94,7 @@ def test_scheduled_conv_matches_onnxruntime(case, static):
 
 
 def separable_model(channels: int, kernel: int, dilation: tuple[int, int], pads: list[int], width: int,
-                    pointwise_groups: int = 0, residual: bool = False, seed: int = 0) -> onnx.ModelProto:
+                    pointwise_groups: int = 0, residual: bool | str = False, seed: int = 0) -> onnx.ModelProto:
     """The Doodle's layer at a test size: NHWC → depthwise Conv (group = channels, dilated, explicit pads, no
     bias) → [pointwise 1x1 Conv with `pointwise_groups` groups + bias → ReLU (+ residual)] → NHWC."""
     rng = np.random.default_rng(seed)
@@ -112,8 +112,9 @@ def separable_model(channels: int, kernel: int, dilation: tuple[int, int], pads:
                                    group=pointwise_groups),
                   helper.make_node("Relu", ["pointwise"], ["act"])]
         last = "act"
-        if residual:
-            nodes.append(helper.make_node("Add", ["act", "nchw"], ["sum"]))
+        if residual:  # "depthwise": the skip reads the depthwise output too, so it must stay its own kernel
+            nodes.append(helper.make_node("Add", ["act", "depthwise" if residual == "depthwise" else "nchw"],
+                                          ["sum"]))
             last = "sum"
     nodes.append(helper.make_node("Transpose", [last], ["y"], perm=[0, 2, 3, 1]))
     graph = helper.make_graph(
@@ -123,14 +124,16 @@ def separable_model(channels: int, kernel: int, dilation: tuple[int, int], pads:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-DEPTHWISE = "depthwise-nhwc-pixel-runs"
+DEPTHWISE, SEPARABLE = "depthwise-nhwc-pixel-runs", "separable-register-tile"
 SEPARABLE_CASES = [  # channels, kernel, dilation, pads, width, pointwise groups, residual, batch, time, schedules
     (32, 3, (16, 32), [16, 32, 16, 32], 46, 0, False, 1, 8, {DEPTHWISE}),  # the Doodle's widest: taps mostly outside
     (16, 3, (2, 4), [2, 4, 2, 4], 13, 0, False, 2, 5, {DEPTHWISE}),       # odd width, dilation > time / 2
     (8, 2, (1, 1), [0, 0, 1, 1], 46, 0, False, 3, 7, {DEPTHWISE}),        # 2x2 taps, padding only after; 8 lanes
     (12, 3, (1, 1), [1, 1, 1, 1], 9, 0, False, 2, 3, {DEPTHWISE}),        # 12 channels: no full 16-lane vector
-    (32, 3, (4, 4), [4, 4, 4, 4], 46, 4, True, 2, 6, {DEPTHWISE, DIRECT}),  # + split 1x1 (4 groups), residual
-    (16, 3, (8, 8), [8, 8, 8, 8], 46, 1, False, 1, 32, {DEPTHWISE, DIRECT}),  # + dense 1x1, bias, ReLU
+    (32, 3, (4, 4), [4, 4, 4, 4], 46, 4, True, 2, 6, {SEPARABLE}),  # + split 1x1 (4 groups), residual: one kernel
+    (16, 3, (8, 8), [8, 8, 8, 8], 46, 1, False, 1, 32, {SEPARABLE}),  # + dense 1x1, bias, ReLU
+    (8, 2, (1, 1), [1, 0, 0, 1], 13, 1, False, 2, 5, {SEPARABLE}),   # 2x2 taps, uneven pads, 8 channels
+    (32, 3, (2, 2), [2, 2, 2, 2], 46, 4, "depthwise", 1, 4, {DEPTHWISE, DIRECT}),  # depthwise read twice: 2 kernels
 ]
 
 

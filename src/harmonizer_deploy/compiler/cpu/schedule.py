@@ -146,7 +146,11 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     if width is None or channels is None:
         return None
     rows = sch.fuse(n, y)  # batch x time: symbolic when the artifact takes any shape
-    tile_rows, tile_x, cols, lanes = _conv_tile(_static(sch.get(rows).extent), width, channels, m)
+    # a separable layer's depthwise stage is computed per tile: one row per tile keeps its region exact (a
+    # tile of several batch x time rows spans a batch boundary, which the region analysis cannot bound)
+    staged = any("R" in _iter_types(sch, producer) for producer in producers)
+    tile_rows, tile_x, cols, lanes = _conv_tile(None if staged else _static(sch.get(rows).extent), width,
+                                                channels, m)
     row_outer, row_inner = sch.split(rows, [None, tile_rows])
     x_outer, x_inner = sch.split(x, [None, tile_x])
     f_outer, f_vectors, f_lanes = sch.split(f, [None, cols // lanes, lanes])
@@ -156,7 +160,10 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
         sch.parallel(tile)
     for producer in producers:  # the tile's input window, zero-padded, copied once for all channel tiles
         sch.compute_at(producer, tile)
-        _vectorize_innermost(sch, producer, m.lanes)
+        if "R" in _iter_types(sch, producer):  # a separable layer's depthwise stage: the tile's pixels, in L1
+            _depthwise_stage(sch, producer, tile, m)
+        else:
+            _vectorize_innermost(sch, producer, m.lanes)
     sch.reverse_compute_at(output, f_outer)
     sch.set_scope(conv, 0, "local")  # compacted to the tile: the accumulators LLVM keeps in registers
     for loop in (row_inner, x_inner, f_vectors):
@@ -222,6 +229,33 @@ def schedule_depthwise_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     sch.decompose_reduction(conv, ky)
     _vectorize_innermost(sch, output, lanes)
     return sch.mod["main"]
+
+
+def _depthwise_stage(sch: Any, block: Any, tile: Any, m: VectorMachine) -> None:
+    """The depthwise stage of a separable kernel, computed at the pointwise tile: for each vector of channels
+    and each (unrolled) tap, one weight vector multiplied into every pixel of the tile."""
+    loops = sch.get_loops(block)
+    *pixels, channels, ky, kx = loops[[sch.get(loop).same_as(sch.get(tile)) for loop in loops].index(True) + 1:]
+    lanes = _largest_divisor(_static(sch.get(channels).extent), m.lanes)
+    c_outer, c_lanes = sch.split(channels, [None, lanes])
+    sch.reorder(c_outer, *pixels, ky, kx, c_lanes)
+    for loop in (ky, kx, *pixels):
+        sch.unroll(loop)
+    sch.vectorize(c_lanes)
+    sch.decompose_reduction(block, ky)
+
+
+def schedule_separable(func: Any, m: VectorMachine = AVX512) -> Any | None:
+    """A fused depthwise-separable layer (`separable.py`): the pointwise 1x1 product on the register tile of
+    `schedule_conv2d_nhwc`, each tile first computing the depthwise outputs of its pixels for all channels into
+    a small local buffer. None if the function has no separable kernel."""
+    from tvm import s_tir
+
+    from harmonizer_deploy.compiler.cpu.separable import DEPTHWISE
+
+    if _named_block(s_tir.Schedule(func), DEPTHWISE) is None:
+        return None
+    return schedule_conv2d_nhwc(func, m)
 
 
 def _named_block(sch: Any, prefix: str) -> Any | None:
@@ -346,7 +380,8 @@ def schedule_injective(func: Any, m: VectorMachine = AVX512) -> Any | None:
     return sch.mod["main"]
 
 
-SCHEDULES = (("winograd-row-tasks", schedule_winograd), ("depthwise-nhwc-pixel-runs", schedule_depthwise_nhwc),
+SCHEDULES = (("winograd-row-tasks", schedule_winograd), ("separable-register-tile", schedule_separable),
+             ("depthwise-nhwc-pixel-runs", schedule_depthwise_nhwc),
              ("conv2d-nhwc-register-tile", schedule_conv2d_nhwc), ("injective-parallel", schedule_injective))
 
 
