@@ -153,6 +153,8 @@ def test_scheduled_separable_conv_matches_onnxruntime(case, static, machine):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
     conv_kernels = {name: how for name, how in report.items() if "conv2d" in name}
     assert conv_kernels and set(conv_kernels.values()) == schedules, report
+    if schedules == {SEPARABLE}:  # depthwise + pointwise became one kernel, not two
+        assert len(conv_kernels) == 1, report
 
 
 def test_winograd_off_gives_the_direct_convolution():
