@@ -14,9 +14,9 @@ micro-kernel, tiles x channels) and the output transform with the epilogue, all 
 footprint. Depthwise-separable layers (the Bach Doodle's) arrive fused by `separable.py`: the 1x1 product
 on the same register tile, each tile computing its pixels' depthwise (dilated) outputs first; a depthwise
 convolution left on its own gets rows of pixel runs in registers with the padding read in place, and a grouped
-1x1 convolution the register tile. Everything else (padding, layout glue) gets parallel, vectorized loops; reductions such as the final
-softmax are left to TVM's default lowering (they are tiny here). Tuned MetaSchedule records, when present,
-are applied first; these schedules only take the kernels no record covers.
+1x1 convolution the register tile. Everything else (padding, layout glue) gets parallel, vectorized loops;
+reductions such as the final softmax are left to TVM's default lowering (they are tiny here). Tuned
+MetaSchedule records, when present, are applied first; these schedules only take the kernels no record covers.
 """
 
 from __future__ import annotations
