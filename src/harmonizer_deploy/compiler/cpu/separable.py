@@ -134,6 +134,7 @@ def fuse_separable() -> Any:
         def __init__(self, mod: Any) -> None:
             super().__init__(mod)
             self.uses: Counter = Counter()
+            self.fused = 0
 
         def visit_call_(self, call: Any) -> Any:
             source = call.args[0] if isinstance(call, relax.Call) and call.args else None
@@ -145,6 +146,7 @@ def fuse_separable() -> Any:
                 return call
             data, weight = depthwise.args
             attrs = depthwise.attrs
+            self.fused += 1
             return self.builder_.emit_te(
                 separable_conv2d_nhwc, data, weight, call.args[1], tuple(int(v) for v in attrs.padding),
                 tuple(int(v) for v in attrs.dilation), int(call.attrs.groups), primfunc_name_hint=FUNCTION)
@@ -156,6 +158,8 @@ def fuse_separable() -> Any:
             if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
                 rewriter.uses = _uses(func)
                 rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        if not rewriter.fused:  # nothing separable: the module as it came
+            return mod
         updated = rewriter.builder_.get()
         for gvar, func in updated.functions_items():  # let FuseOps put the epilogue into the kernel
             if gvar.name_hint.startswith(FUNCTION):
