@@ -158,9 +158,14 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     x_outer, x_inner = sch.split(x, [None, tile_x])
     f_outer, f_vectors, f_lanes = sch.split(f, [None, cols // lanes, lanes])
     sch.reorder(row_outer, x_outer, f_outer, ky, kx, c, row_inner, x_inner, f_vectors, f_lanes)
-    tile = sch.fuse(row_outer, x_outer)
-    if m.parallel:
-        sch.parallel(tile)
+    if staged:  # one batch x time row per parallel task, its column tiles in turn: measured 10% (batch 1) to
+        tile = x_outer  # 16% (batch 8) faster on the Doodle than fusing rows and columns into one parallel loop
+        if m.parallel:
+            sch.parallel(row_outer)
+    else:
+        tile = sch.fuse(row_outer, x_outer)
+        if m.parallel:
+            sch.parallel(tile)
     for producer in producers:  # the tile's input window, zero-padded, copied once for all channel tiles
         sch.compute_at(producer, tile)
         if "R" in _iter_types(sch, producer):  # a separable layer's depthwise stage: the tile's pixels, in L1
