@@ -36,8 +36,9 @@ def conv_model(cin: int, cout: int, kernel: int, auto_pad: str, dilation: int = 
 
 
 def run_cpu_pipeline(model: onnx.ModelProto, x: np.ndarray, fix_dims: dict | None,
-                     winograd: bool | None = None) -> tuple[np.ndarray, dict]:
-    """Compile with the cpu target's pipeline (its `[options] winograd` unless overridden) and run once."""
+                     winograd: bool | None = None, machine: str | None = None) -> tuple[np.ndarray, dict]:
+    """Compile with the cpu target's pipeline (its `[options] winograd` and vector machine unless overridden)
+    and run once."""
     import dataclasses
 
     import tvm
@@ -55,6 +56,8 @@ def run_cpu_pipeline(model: onnx.ModelProto, x: np.ndarray, fix_dims: dict | Non
     spec = load_target("cpu")
     if winograd is not None:
         spec = dataclasses.replace(spec, options={**spec.options, "winograd": winograd})
+    if machine is not None:
+        spec = dataclasses.replace(spec, options={**spec.options, "vector_machine": machine})
     target = spec.tvm_target()
     mod, _names, arrays, _report = import_onnx(model, fix_dims)
     schedules = ScheduleReport()
@@ -88,6 +91,70 @@ def test_scheduled_conv_matches_onnxruntime(case, static):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
     conv_kernels = {name: how for name, how in report.items() if "conv2d" in name}
     assert conv_kernels and set(conv_kernels.values()) == {schedule}, report
+
+
+def separable_model(channels: int, kernel: int, dilation: tuple[int, int], pads: list[int], width: int,
+                    pointwise_groups: int = 0, residual: bool | str = False, seed: int = 0) -> onnx.ModelProto:
+    """The Doodle's layer at a test size: NHWC → depthwise Conv (group = channels, dilated, explicit pads, no
+    bias) → [pointwise 1x1 Conv with `pointwise_groups` groups + bias → ReLU (+ residual)] → NHWC."""
+    rng = np.random.default_rng(seed)
+    depthwise = numpy_helper.from_array(rng.normal(0, 0.3, (channels, 1, kernel, kernel)).astype(np.float32), "dw")
+    weights = [depthwise]
+    nodes = [helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "dw"], ["depthwise"], kernel_shape=[kernel, kernel],
+                              dilations=list(dilation), pads=pads, group=channels)]
+    last = "depthwise"
+    if pointwise_groups:
+        weights += [numpy_helper.from_array(rng.normal(0, 0.3, (channels, channels // pointwise_groups, 1, 1))
+                                            .astype(np.float32), "pw"),
+                    numpy_helper.from_array(rng.normal(0, 0.3, channels).astype(np.float32), "b")]
+        nodes += [helper.make_node("Conv", ["depthwise", "pw", "b"], ["pointwise"], kernel_shape=[1, 1],
+                                   group=pointwise_groups),
+                  helper.make_node("Relu", ["pointwise"], ["act"])]
+        last = "act"
+        if residual:  # "depthwise": the skip reads the depthwise output too, so it must stay its own kernel
+            nodes.append(helper.make_node("Add", ["act", "depthwise" if residual == "depthwise" else "nchw"],
+                                          ["sum"]))
+            last = "sum"
+    nodes.append(helper.make_node("Transpose", [last], ["y"], perm=[0, 2, 3, 1]))
+    graph = helper.make_graph(
+        nodes, "separable",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", width, channels])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+DEPTHWISE, SEPARABLE = "depthwise-nhwc-pixel-runs", "separable-register-tile"
+SEPARABLE_CASES = [  # channels, kernel, dilation, pads, width, pointwise groups, residual, batch, time, schedules
+    (32, 3, (16, 32), [16, 32, 16, 32], 46, 0, False, 1, 8, {DEPTHWISE}),  # the Doodle's widest: taps mostly outside
+    (16, 3, (2, 4), [2, 4, 2, 4], 13, 0, False, 2, 5, {DEPTHWISE}),       # odd width, dilation > time / 2
+    (8, 2, (1, 1), [0, 0, 1, 1], 46, 0, False, 3, 7, {DEPTHWISE}),        # 2x2 taps, padding only after; 8 lanes
+    (12, 3, (1, 1), [1, 1, 1, 1], 9, 0, False, 2, 3, {DEPTHWISE}),        # 12 channels: no full 16-lane vector
+    (32, 3, (4, 4), [4, 4, 4, 4], 46, 4, True, 2, 6, {SEPARABLE}),  # + split 1x1 (4 groups), residual: one kernel
+    (16, 3, (8, 8), [8, 8, 8, 8], 46, 1, False, 1, 32, {SEPARABLE}),  # + dense 1x1, bias, ReLU
+    (8, 2, (1, 1), [1, 0, 0, 1], 13, 1, False, 2, 5, {SEPARABLE}),   # 2x2 taps, uneven pads, 8 channels
+    (32, 3, (2, 2), [2, 2, 2, 2], 46, 4, "depthwise", 1, 4, {DEPTHWISE, DIRECT}),  # depthwise read twice: 2 kernels
+]
+
+
+@pytest.mark.parametrize("machine", ["avx512", "wasm-simd128"])
+@pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
+@pytest.mark.parametrize("case", SEPARABLE_CASES,
+                         ids=lambda c: f"c{c[0]}k{c[1]}d{c[2][0]}x{c[2][1]}w{c[4]}g{c[5]}b{c[7]}t{c[8]}")
+def test_scheduled_separable_conv_matches_onnxruntime(case, static, machine):
+    """Depthwise (dilated) and grouped 1x1 convolutions get their hand schedules, for the x86 tiles and for the
+    wasm ones (built for this CPU here: the schedule is the same TIR), and match onnxruntime."""
+    channels, kernel, dilation, pads, width, groups, residual, batch, steps, schedules = case
+    model = separable_model(channels, kernel, dilation, pads, width, groups, residual)
+    x = np.random.default_rng(1).normal(size=(batch, steps, width, channels)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    got, report = run_cpu_pipeline(model, x, {"batch": batch, "time": steps} if static else None,
+                                   machine=machine)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    conv_kernels = {name: how for name, how in report.items() if "conv2d" in name}
+    assert conv_kernels and set(conv_kernels.values()) == schedules, report
+    if schedules == {SEPARABLE}:  # depthwise + pointwise became one kernel, not two
+        assert len(conv_kernels) == 1, report
 
 
 def test_winograd_off_gives_the_direct_convolution():

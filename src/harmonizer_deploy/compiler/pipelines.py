@@ -64,10 +64,11 @@ def cpu_front_passes(target: Any, winograd: bool = False) -> list[Any]:
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+    from harmonizer_deploy.compiler.cpu.separable import fuse_separable
     from harmonizer_deploy.compiler.cpu.winograd import rewrite_conv2d
 
     fast_convolutions = [rewrite_conv2d()] if winograd else []
-    return [_convert_layout_where_needed(), relax.transform.Normalize(), *fast_convolutions,
+    return [_convert_layout_where_needed(), relax.transform.Normalize(), fuse_separable(), *fast_convolutions,
             relax.transform.LiftTransformParams(), *cpu.library_dispatch_passes(target),
             *cpu.legalize_passes(target)]
 

@@ -11,9 +11,12 @@ while the tile is still hot, and tiles run in parallel over the CPU's cores.
 With `[options] winograd` the 3x3 layers arrive as Winograd kernels (`winograd.py`) instead: one row of
 tiles per parallel task, its input transform, the 24 transform-point products (the same register-blocked
 micro-kernel, tiles x channels) and the output transform with the epilogue, all within the row's cache
-footprint. Everything else (padding, layout glue) gets parallel, vectorized loops; reductions such as the final
-softmax are left to TVM's default lowering (they are tiny here). Tuned MetaSchedule records, when present,
-are applied first; these schedules only take the kernels no record covers.
+footprint. Depthwise-separable layers (the Bach Doodle's) arrive fused by `separable.py`: the 1x1 product
+on the same register tile, each tile computing its pixels' depthwise (dilated) outputs first; a depthwise
+convolution left on its own gets rows of pixel runs in registers with the padding read in place, and a grouped
+1x1 convolution the register tile. Everything else (padding, layout glue) gets parallel, vectorized loops;
+reductions such as the final softmax are left to TVM's default lowering (they are tiny here). Tuned
+MetaSchedule records, when present, are applied first; these schedules only take the kernels no record covers.
 """
 
 from __future__ import annotations
@@ -73,10 +76,27 @@ def _root_blocks(sch: Any) -> list[Any]:
 
 
 def _conv_block(sch: Any) -> Any | None:
-    """The NHWC convolution block of a fused kernel: loops (n, y, x, f, ky, kx, c), three of them reductions."""
-    found = [b for b in _root_blocks(sch) if sch.get(b).name_hint.startswith("conv2d_nhwc")
+    """The NHWC convolution block of a fused kernel: loops (n, y, x, f, ky, kx, c), three of them reductions.
+    A grouped convolution with several input channels per group (the Doodle's 4-way split 1x1 layer) is one
+    too: each output channel reduces over its group's channels, which the same tile does (`group_channels`)."""
+    found = [b for b in _root_blocks(sch)
+             if (sch.get(b).name_hint.startswith("conv2d_nhwc")
+                 or (sch.get(b).name_hint.startswith("group_conv2d_nhwc") and _group_channels(sch, b) > 1))
              and _iter_types(sch, b) == "SSSSRRR" and len(sch.get_loops(b)) == 7]
     return found[0] if len(found) == 1 else None
+
+
+def _is_copy(sch: Any, block: Any) -> bool:
+    """Whether a block only copies one buffer element to another (no condition, no arithmetic)."""
+    from tvm import ir, tirx
+
+    body = sch.get(block).body
+    return isinstance(body, tirx.BufferStore) and isinstance(body.value, ir.TensorLoad)
+
+
+def _group_channels(sch: Any, block: Any) -> int:
+    """Input channels per group of a grouped convolution block (its innermost reduction; 0 if symbolic)."""
+    return _static(sch.get(sch.get_loops(block)[-1]).extent) or 0
 
 
 def _conv_tile(rows: int | None, width: int, channels: int, m: VectorMachine = AVX512) -> tuple[int, int, int, int]:
@@ -107,7 +127,12 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     conv = _conv_block(sch)
     if conv is None:
         return None
-    producers = list(sch.get_producers(conv))  # zero padding: staged per tile below, not a separate pass
+    producers = []  # zero padding: staged per tile below, not a separate pass
+    for producer in sch.get_producers(conv):
+        if _is_copy(sch, producer):  # a 1x1 layer's "padding" with nothing to pad: read the input in place
+            sch.compute_inline(producer)
+        else:
+            producers.append(producer)
     outputs = sch.get_output_blocks(sch.get_sblock("root"))
     if len(outputs) != 1:
         return None
@@ -124,17 +149,29 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     if width is None or channels is None:
         return None
     rows = sch.fuse(n, y)  # batch x time: symbolic when the artifact takes any shape
-    tile_rows, tile_x, cols, lanes = _conv_tile(_static(sch.get(rows).extent), width, channels, m)
+    # a separable layer's depthwise stage is computed per tile: one row per tile keeps its region exact (a
+    # tile of several batch x time rows spans a batch boundary, which the region analysis cannot bound)
+    staged = any("R" in _iter_types(sch, producer) for producer in producers)
+    tile_rows, tile_x, cols, lanes = _conv_tile(None if staged else _static(sch.get(rows).extent), width,
+                                                channels, m)
     row_outer, row_inner = sch.split(rows, [None, tile_rows])
     x_outer, x_inner = sch.split(x, [None, tile_x])
     f_outer, f_vectors, f_lanes = sch.split(f, [None, cols // lanes, lanes])
     sch.reorder(row_outer, x_outer, f_outer, ky, kx, c, row_inner, x_inner, f_vectors, f_lanes)
-    tile = sch.fuse(row_outer, x_outer)
-    if m.parallel:
-        sch.parallel(tile)
+    if staged:  # one batch x time row per parallel task, its column tiles in turn: measured 10% (batch 1) to
+        tile = x_outer  # 16% (batch 8) faster on the Doodle than fusing rows and columns into one parallel loop
+        if m.parallel:
+            sch.parallel(row_outer)
+    else:
+        tile = sch.fuse(row_outer, x_outer)
+        if m.parallel:
+            sch.parallel(tile)
     for producer in producers:  # the tile's input window, zero-padded, copied once for all channel tiles
         sch.compute_at(producer, tile)
-        _vectorize_innermost(sch, producer, m.lanes)
+        if "R" in _iter_types(sch, producer):  # a separable layer's depthwise stage: the tile's pixels, in L1
+            _depthwise_stage(sch, producer, tile, m)
+        else:
+            _vectorize_innermost(sch, producer, m.lanes)
     sch.reverse_compute_at(output, f_outer)
     sch.set_scope(conv, 0, "local")  # compacted to the tile: the accumulators LLVM keeps in registers
     for loop in (row_inner, x_inner, f_vectors):
@@ -143,6 +180,90 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     sch.decompose_reduction(conv, ky)
     _vectorize_innermost(sch, output, m.lanes)
     return sch.mod["main"]
+
+
+def _depthwise_block(sch: Any) -> Any | None:
+    """The NHWC depthwise convolution block of a fused kernel (groups = channels, one input channel per group):
+    loops (n, y, x, f, ky, kx, c) with c of extent 1."""
+    found = [b for b in _root_blocks(sch) if sch.get(b).name_hint.startswith(("group_conv2d_nhwc",
+                                                                               "depthwise_conv2d_nhwc"))
+             and _iter_types(sch, b) == "SSSSRRR" and len(sch.get_loops(b)) == 7
+             and _group_channels(sch, b) == 1]
+    return found[0] if len(found) == 1 else None
+
+
+def schedule_depthwise_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
+    """Depthwise (dilated) convolution: each output pixel is 9 (or 4) multiply-adds per channel, so the kernel is
+    bound by loads, not by the multiplier. A tile is a run of adjacent output pixels of one row x one vector of
+    channels, accumulated in registers over the unrolled kernel taps (one weight vector per tap, reused across
+    the run); rows (batch x time) run in parallel. The zero padding is not materialized: a dilation of 16 x 32
+    on 32 x 46 pixels would copy a padded tensor 2.5x the input per layer, so taps outside the image are
+    skipped by a condition on the tap's row and column instead. Epilogue (bias, ReLU) applied in registers.
+    None if the function is not one depthwise convolution plus element-wise work."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    conv = _depthwise_block(sch)
+    if conv is None:
+        return None
+    outputs = sch.get_output_blocks(sch.get_sblock("root"))
+    if len(outputs) != 1:
+        return None
+    output = outputs[0]
+    if sch.get(output).same_as(sch.get(conv)):  # no epilogue: a write-back block takes its place
+        output = sch.cache_write(conv, 0, "global")
+    keep = {sch.get(b).name_hint for b in (conv, output)}
+    for block in _root_blocks(sch):  # padding read in place; epilogue chain folded into the output block
+        if sch.get(block).name_hint not in keep:
+            sch.compute_inline(block)
+
+    n, y, x, f, ky, kx, c = sch.get_loops(conv)
+    width, channels = _static(sch.get(x).extent), _static(sch.get(f).extent)
+    if width is None or channels is None:
+        return None
+    lanes = _largest_divisor(channels, m.lanes)
+    run = _largest_divisor(width, m.wide_pixels)
+    rows = sch.fuse(n, y)
+    x_outer, x_inner = sch.split(x, [None, run])
+    f_outer, f_lanes = sch.split(f, [None, lanes])
+    sch.reorder(rows, x_outer, f_outer, ky, kx, c, x_inner, f_lanes)
+    if m.parallel:
+        sch.parallel(rows)
+    sch.reverse_compute_at(output, f_outer)
+    sch.set_scope(conv, 0, "local")
+    for loop in (ky, kx, x_inner):
+        sch.unroll(loop)
+    sch.vectorize(f_lanes)
+    sch.decompose_reduction(conv, ky)
+    _vectorize_innermost(sch, output, lanes)
+    return sch.mod["main"]
+
+
+def _depthwise_stage(sch: Any, block: Any, tile: Any, m: VectorMachine) -> None:
+    """The depthwise stage of a separable kernel, computed at the pointwise tile: for each vector of channels
+    and each (unrolled) tap, one weight vector multiplied into every pixel of the tile."""
+    loops = sch.get_loops(block)
+    *pixels, channels, ky, kx = loops[[sch.get(loop).same_as(sch.get(tile)) for loop in loops].index(True) + 1:]
+    lanes = _largest_divisor(_static(sch.get(channels).extent), m.lanes)
+    c_outer, c_lanes = sch.split(channels, [None, lanes])
+    sch.reorder(c_outer, *pixels, ky, kx, c_lanes)
+    for loop in (ky, kx, *pixels):
+        sch.unroll(loop)
+    sch.vectorize(c_lanes)
+    sch.decompose_reduction(block, ky)
+
+
+def schedule_separable(func: Any, m: VectorMachine = AVX512) -> Any | None:
+    """A fused depthwise-separable layer (`separable.py`): the pointwise 1x1 product on the register tile of
+    `schedule_conv2d_nhwc`, each tile first computing the depthwise outputs of its pixels for all channels into
+    a small local buffer. None if the function has no separable kernel."""
+    from tvm import s_tir
+
+    from harmonizer_deploy.compiler.cpu.separable import DEPTHWISE
+
+    if _named_block(s_tir.Schedule(func), DEPTHWISE) is None:
+        return None
+    return schedule_conv2d_nhwc(func, m)
 
 
 def _named_block(sch: Any, prefix: str) -> Any | None:
@@ -267,7 +388,8 @@ def schedule_injective(func: Any, m: VectorMachine = AVX512) -> Any | None:
     return sch.mod["main"]
 
 
-SCHEDULES = (("winograd-row-tasks", schedule_winograd),
+SCHEDULES = (("winograd-row-tasks", schedule_winograd), ("separable-register-tile", schedule_separable),
+             ("depthwise-nhwc-pixel-runs", schedule_depthwise_nhwc),
              ("conv2d-nhwc-register-tile", schedule_conv2d_nhwc), ("injective-parallel", schedule_injective))
 
 
