@@ -86,8 +86,27 @@ fi
 
 step "6. no CA bundle or secret in any layer or in docker history"
 base="$("$cli" image inspect --format '{{index .Config.Labels "org.harmonizer-deploy.base"}}' harmonizer-deploy:cpu)"
-"$cli" run --rm --entrypoint cat "${base:-harmonizer-deploy/base:bookworm}" /etc/ssl/certs/ca-certificates.crt \
+case "$base" in ""|"<no value>") base=harmonizer-deploy/base:bookworm ;; esac
+"$cli" run --rm --entrypoint cat "$base" /etc/ssl/certs/ca-certificates.crt \
   > "$out/public-ca.crt" || fail "cannot read the base image's ca-certificates.crt"
+if [ -n "${CA_BUNDLE:-}" ]; then
+  # the scan must see a leak: an image that copies the bundle in and deletes it in the next layer
+  leak="$out/leak-context"; rm -rf "$leak"; mkdir -p "$leak"; cp "$CA_BUNDLE" "$leak/bundle.pem"
+  printf 'FROM %s\nCOPY bundle.pem /usr/local/share/leak.pem\nRUN rm /usr/local/share/leak.pem\n' "$base" \
+    > "$leak/Dockerfile"
+  if DOCKER_BUILDKIT=0 "$cli" build -q -t harmonizer-deploy:leak-control "$leak" >/dev/null; then  # classic builder
+    if "$cli" save harmonizer-deploy:leak-control | python3 docker/scan_layers.py --public "$out/public-ca.crt" \
+         --bundle "$CA_BUNDLE" >/dev/null 2>&1; then
+      fail "the layer scan does not find a CA bundle copied into a layer and deleted in the next"
+    else
+      echo "test-containers: control: the scan finds the bundle in a deliberately leaky image"
+    fi
+    "$cli" rmi harmonizer-deploy:leak-control >/dev/null
+  else
+    fail "could not build the leaky control image"
+  fi
+  rm -rf "$leak"
+fi
 for image in harmonizer-deploy:cpu harmonizer-deploy:wasm harmonizer-deploy:cuda; do
   "$cli" history --no-trunc "$image" > "$out/history.txt"
   timed "scan $image" bash -c '"$0" save "$1" | python3 docker/scan_layers.py --public "$2" --history "$3" $4' \
