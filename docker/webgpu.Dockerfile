@@ -40,6 +40,13 @@ FROM runtime
 ARG BASE_IMAGE
 LABEL org.harmonizer-deploy.base="${BASE_IMAGE}"
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+# npm: the browser targets list it among their tools (compile checks for it; the pinned npm packages themselves
+# are already in the cache). A layer of its own after the runtime stage, so the stages above stay shared.
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    . /app/docker/ca-env.sh \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends npm \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . /app
 COPY --from=build /opt/venv /opt/venv
