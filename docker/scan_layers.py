@@ -5,8 +5,9 @@ Exit 0 when nothing is found, 1 with one line per finding. Stdlib only: it runs 
 
 What counts as leaked: any file under run/secrets/ in any layer; any file (PEM or DER) holding one of the
 bundle's certificates that are not public (not in the --public bundles: the base image's own Debian
-ca-certificates.crt), i.e. the proxy's own CA; the same in the `docker history --no-trunc` text, and any PEM
-certificate there. Layers are read one by one, so a file added in one layer and deleted in a later one is found.
+ca-certificates.crt), i.e. the proxy's own CA, except in files Debian packages installed (see scan); the same
+in the `docker history --no-trunc` text, and any PEM certificate there. Layers are read one by one, so a file
+added in one layer and deleted in a later one is found.
 """
 
 from __future__ import annotations
@@ -62,16 +63,26 @@ def layer_files(archive: IO[bytes]) -> Iterator[tuple[str, str, bytes]]:
 
 
 def scan(archive: IO[bytes], bundle: bytes | None, public: list[bytes] = (), history: str = "") -> list[str]:
-    """Every finding, as a line; empty when the image is clean."""
+    """Every finding, as a line; empty when the image is clean.
+
+    Files that Debian packages installed (listed in var/lib/dpkg/info/*.list) are Debian's build, not this one's:
+    certificates in them (NSS's built-in roots in libnssckbi.so, Chromium's root store) are public roots, which a
+    bundle from an older Debian release still holds. Generated trust stores (ca-certificates.crt) and everything
+    pip, npm or a Dockerfile wrote are not in those lists, so they are searched.
+    """
     known: set[bytes] = set().union(*(certificates(p) for p in public)) if public else set()
     leaked = (certificates(bundle) if bundle else set()) - known
     marks = [n for der in leaked for n in needles(der)]
-    findings = []
+    findings, suspects, debian = [], [], set()
     for layer, path, data in layer_files(archive):
         if path.startswith("run/secrets/"):
             findings.append(f"{layer}: {path}: a build secret left in the layer")
+        if path.startswith("var/lib/dpkg/info/") and path.endswith(".list"):
+            debian.update(line.lstrip("/") for line in data.decode("utf-8", "replace").splitlines())
         if any(mark in data for mark in marks):
-            findings.append(f"{layer}: {path}: holds a certificate of the CA bundle that is not public")
+            suspects.append((layer, path))
+    findings += [f"{layer}: {path}: holds a certificate of the CA bundle that is not public"
+                 for layer, path in suspects if path not in debian]
     if any(mark.decode("ascii", "replace") in history for mark in marks):
         findings.append("docker history: holds a certificate of the CA bundle")
     if "BEGIN CERTIFICATE" in history:

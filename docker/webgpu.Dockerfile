@@ -29,7 +29,9 @@ RUN --mount=type=secret,id=ca_bundle,required=false --mount=type=cache,target=/r
     . docker/ca-env.sh \
     && EXTRAS=convert scripts/install.sh /opt/venv \
     && touch /opt/venv/.installed
-COPY . /app
+# what install-web-deps.sh reads (it imports the package): edits elsewhere (docs, tests, docker/) keep its layer
+COPY src /app/src
+COPY scripts/install-web-deps.sh /app/scripts/
 RUN --mount=type=secret,id=ca_bundle,required=false \
     . docker/ca-env.sh \
     && scripts/install-web-deps.sh /opt/venv \

@@ -109,6 +109,17 @@ def test_the_layer_scanner_finds_a_proxy_ca_in_any_layer_even_deleted_later():
     assert scan_layers.scan(saved_image(clean), bundle, []) != []
 
 
+def test_the_layer_scanner_leaves_files_of_debian_packages_alone():
+    """Chromium and NSS's libnssckbi.so carry public roots that an older Debian bundle still has: no finding
+    there, but the same bytes anywhere a package did not put them are one."""
+    _, old_root = fake_certificate(5)
+    der, _ = fake_certificate(5)
+    layers = [{"usr/lib/chromium/chromium": b"elf" + der, "var/lib/dpkg/info/chromium.list":
+               b"/.\n/usr/lib/chromium\n/usr/lib/chromium/chromium\n"}, {"opt/venv/certifi/cacert.pem": old_root}]
+    found = scan_layers.scan(saved_image(layers), old_root, [])
+    assert len(found) == 1 and "opt/venv/certifi/cacert.pem" in found[0], found
+
+
 def test_the_layer_scanner_finds_secret_files_and_certificates_in_history():
     _, pem = fake_certificate(3)
     found = scan_layers.scan(saved_image([{"run/secrets/ca_bundle": b""}]), None)
