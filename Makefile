@@ -1,7 +1,8 @@
 # harmonizer-deploy — `make` runs the main job on the bundled model; `make test` runs the tests.
 # `make target=X` picks a target from targets/ (default cpu); `make help` lists everything.
 # `runner=docker` runs the goals inside docker/$(target).Dockerfile's image, `runner=host` here; the default is
-# docker when a docker daemon answers, else host. `arch=sm_90` picks the CUDA architecture (default: detected).
+# docker when a docker daemon answers, else host. `make image CA_BUNDLE=file.pem` builds behind a TLS-intercepting
+# proxy; BASE_IMAGE=... picks the FROM image (docs/containers.md). `arch=sm_90` picks the CUDA architecture (default: detected).
 # `rpc=HOST:PORT key=KEY` runs verify and bench on a remote device from a TVM RPC tracker (README "Many machines").
 
 PYTHON ?= python3
@@ -18,6 +19,10 @@ TARGETS := $(basename $(notdir $(wildcard targets/*.toml)))
 DOCKER ?= docker
 runner ?= $(shell $(DOCKER) info >/dev/null 2>&1 && echo docker || echo host)
 IMAGE  := harmonizer-deploy:$(target)
+# extra CA certificates for apt/pip/npm inside image builds (a BuildKit secret, never in a layer); the FROM image
+# (default: the public python:3.11-slim-bookworm, or harmonizer-deploy/base:bookworm when that can't be pulled)
+CA_BUNDLE  ?=
+BASE_IMAGE ?=
 # GPUs into the container: all NVIDIA GPUs for cuda, the DRI render nodes (if any) for vulkan
 GPU_FLAGS_cuda   := --gpus all
 GPU_FLAGS_vulkan := $(if $(wildcard /dev/dri),--device /dev/dri)
@@ -34,9 +39,9 @@ endif
 
 .DEFAULT_GOAL := all
 .PHONY: all help setup web-setup serve convert compile verify bench harmonize test test-slow fuzz lint doctor clean \
-	image coverage-check
+	image test-containers coverage-check
 
-all: bench harmonize ## convert → compile → verify → bench for $(target), then harmonize the sample melody
+all: ## convert → compile → verify → bench for $(target), then harmonize the sample melody
 
 help: ## list the make goals and variables
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -45,16 +50,20 @@ help: ## list the make goals and variables
 	@echo "           on a remote device from a TVM RPC tracker)"
 	@echo "exit: a GPU target's verify on a machine without that GPU stops make with 'Error 4' (see docs/gpu.md)"
 
-image: ## build docker/$(target).Dockerfile as harmonizer-deploy:$(target)
-	$(DOCKER) build -f docker/$(target).Dockerfile -t $(IMAGE) .
+image: ## build docker/$(target).Dockerfile as harmonizer-deploy:$(target) (BuildKit; CA_BUNDLE=, BASE_IMAGE=)
+	DOCKER="$(DOCKER)" CA_BUNDLE="$(CA_BUNDLE)" BASE_IMAGE="$(BASE_IMAGE)" docker/build.sh $(target) $(IMAGE)
+
+test-containers: ## needs a running docker daemon: build the cpu, wasm and cuda images and run them (not in `make test`)
+	DOCKER="$(DOCKER)" CA_BUNDLE="$(CA_BUNDLE)" BASE_IMAGE="$(BASE_IMAGE)" docker/test-containers.sh
 
 ifeq ($(runner),docker)
-# The same goals, run by make inside the target's image; build/ is shared with the host.
-convert compile verify bench harmonize: image
+# The same goals, run by make inside the target's image (`all` in one container); build/ is shared with the host.
+all convert compile verify bench harmonize: image
 	mkdir -p $(BUILD)
 	$(DOCKER) run --rm $(GPU_FLAGS_$(target)) -v "$(abspath $(BUILD)):/app/build" $(IMAGE) \
 	  make $@ target=$(target) arch=$(arch) rpc=$(rpc) key=$(key) runner=host VENV=/opt/venv BUILD=build
 else
+all: bench harmonize
 
 setup: $(VENV)/.installed ## create the virtualenv; install every extra at the tested versions (constraints.txt)
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
