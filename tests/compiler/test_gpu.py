@@ -344,3 +344,43 @@ def test_runtime_only_runner_bench_and_failed_verify(cpu_bundle, tmp_path):
     proc = subprocess.run([sys.executable, str(broken / "run.py"), "verify"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2 and "bundle file lib/libtvm_runtime.so is missing or modified" in proc.stderr
+
+
+def _matmul_onnx(path: Path, inputs: int) -> Path:
+    """A non-harmonizer model: x[1,16] @ w (+ y[1,8] when `inputs` is 2), then Relu."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).random((16, 8), np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"])]
+    graph_inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])]
+    if inputs == 2:
+        nodes.append(helper.make_node("Add", ["m", "y"], ["a"]))
+        graph_inputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8]))
+    nodes.append(helper.make_node("Relu", [nodes[-1].output[0]], ["z"]))
+    graph = helper.make_graph(nodes, "g", graph_inputs, [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8])],
+                              [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("inputs", [1, 2])
+def test_cuda_compile_of_any_model_builds_its_bundle_from_the_signature(tmp_path, inputs):
+    """The bundle's reference inputs come from the model's signature (a [1,16] input used to get pianorolls and
+    exit 70); a model run.py cannot feed (several inputs) gets no bundle and a warning, not a wrong one."""
+    if not HAS_NVCC:
+        pytest.skip("nvcc not installed: the cuda target cannot be built here")
+    onnx_path = _matmul_onnx(tmp_path / "mm.onnx", inputs)
+    result = runner.invoke(app, ["compile", str(onnx_path), "--target", "cuda", "-o", str(tmp_path / "out"),
+                                 "--arch", "sm_80"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    if inputs == 1:
+        reference = np.load(tmp_path / "out" / "bundle" / "reference.npz")
+        assert reference["input_0"].shape == (1, 16) and reference["expected_0"].shape == (1, 8)
+        assert manifest["bundle"]["dir"] == "bundle"
+    else:
+        assert manifest["bundle"] is None and not (tmp_path / "out" / "bundle").exists()
+        assert "no deploy bundle" in result.stderr

@@ -7,6 +7,7 @@ resolved target JSON, pipeline and exporter.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ from harmonizer_deploy.core.limits import check_elements
 from harmonizer_deploy.core.params import PARAM_TRANSFORM, PARAMS_FILE, save_params
 from harmonizer_deploy.core.version import __version__
 from harmonizer_deploy.frontend.coverage_check import enforce as enforce_coverage
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -228,9 +231,14 @@ def compile(
             manifest["schedules"] = schedules.to_dict()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if spec.options.get("bundle"):
-            from harmonizer_deploy.compiler.bundle import write_bundle
+            from harmonizer_deploy.compiler.bundle import bundle_unsupported, write_bundle
 
-            manifest["bundle"] = write_bundle(tmp, manifest, model, tmp / "bundle")
+            why_not = bundle_unsupported(manifest)
+            if why_not:
+                log.warning(f"no deploy bundle: {why_not} (verify and bench it here or through --rpc)")
+                manifest["bundle"] = None
+            else:
+                manifest["bundle"] = write_bundle(tmp, manifest, model, tmp / "bundle")
             manifest["compile_seconds"] = round(time.perf_counter() - start, 3)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return CompileResult(out_dir, manifest, False, time.perf_counter() - start)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harmonizer_deploy.conversion.inputs import make_inputs
+from harmonizer_deploy.conversion.inputs import make_feeds
 from harmonizer_deploy.core.artifacts import atomic_dir, check_output_dir, sha256_file
 from harmonizer_deploy.core.errors import HarmonizerError
 
@@ -100,6 +100,15 @@ def make_bundle(artifact_dir: str | Path, output: str | Path | None = None) -> d
         return write_bundle(artifact_dir, manifest, onnx_path, tmp)
 
 
+def bundle_unsupported(manifest: dict) -> str | None:
+    """Why the deploy bundle cannot carry this artifact (None: it can). run.py feeds one named input and checks
+    the first output against the reference, so a model with several inputs gets no bundle rather than a wrong one."""
+    count = len(manifest.get("inputs", []))
+    if count != 1:
+        return f"the deploy bundle's run.py feeds one input; this model has {count}"
+    return None
+
+
 def write_bundle(artifact_dir: Path, manifest: dict, onnx_path: Path, out: Path) -> dict[str, Any]:
     """Fill the (new or empty) folder `out` with the bundle of the artifact in `artifact_dir`; its summary."""
     from harmonizer_deploy.core.onnxruntime import ort_session
@@ -115,9 +124,10 @@ def write_bundle(artifact_dir: Path, manifest: dict, onnx_path: Path, out: Path)
         shutil.copy2(lib, out / "lib" / lib.name)
 
     static = manifest.get("static_shape") or [1, 16]
-    inputs = make_inputs(0, REFERENCE_INPUTS, static[0], static[1])
-    session = ort_session(onnx_path)
     input_name = manifest["inputs"][0]["name"]
+    # seeded from the model's own signature (the harmonizer's gets its pianorolls): any single-input model
+    inputs = [feed[input_name] for feed in make_feeds(manifest["inputs"], 0, REFERENCE_INPUTS, static[0], static[1])]
+    session = ort_session(onnx_path)
     reference = {}
     for i, x in enumerate(inputs):
         reference[f"input_{i}"] = x
