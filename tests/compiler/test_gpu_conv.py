@@ -115,3 +115,36 @@ def test_the_rule_is_named_and_unknown_names_list_it():
     with pytest.raises(HarmonizerError) as info:
         make_rules(["Conv"])
     assert "'Conv'" in info.value.one_line() and "DirectConv2d" in info.value.one_line()
+
+
+def test_a_width_the_tile_does_not_divide_guards_only_the_store():
+    """47 columns in tiles of 2: the multiply-adds run unguarded on zero padding, the epilogue's store is
+    bounded to the real columns."""
+    import re
+
+    from tvm import relax, tirx
+
+    from harmonizer_deploy.compiler.gpu.conv import DirectConv2d
+    from harmonizer_deploy.compiler.gpu.schedule import lowering_problems
+
+    target = _webgpu()
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, tirx.Var("time", "int64"), 47), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.relu(relax.op.nn.conv2d(x, _const((16, 8, 3, 3)), padding=1)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    with target:
+        for p in (relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                  relax.transform.FuseOps(), relax.transform.FuseTIR()):
+            mod = p(mod)
+    (func,) = [f for gv, f in mod.functions_items() if "conv2d" in gv.name_hint]
+    scheduled = DirectConv2d().apply(func, target, False).mod["main"]
+    assert lowering_problems("conv", scheduled, target) == []
+    text = scheduled.script()
+    assert 'T.thread_binding(T.int64(48), thread="threadIdx.x")' in text  # 2 channel groups x 24 column pairs
+    guards = re.findall(r"T\.where\((.*)\)", text)
+    assert any("< T.int64(47)" in g for g in guards), guards
+    update = text[text.index('T.sblock("conv2d_nchw_update")'):]
+    assert "T.where" not in update[:update.index("T.reads")]
