@@ -148,3 +148,26 @@ def test_a_width_the_tile_does_not_divide_guards_only_the_store():
     assert any("< T.int64(47)" in g for g in guards), guards
     update = text[text.index('T.sblock("conv2d_nchw_update")'):]
     assert "T.where" not in update[:update.index("T.reads")]
+
+
+@pytest.mark.parametrize(("dilation", "loads_per"), [(1, "for rc, ry in T.grid"), (8, "for rc, ry, rx in T.grid")])
+def test_depthwise_convs_are_scheduled_and_dilated_ones_load_per_tap(dilation, loads_per):
+    """The Doodle's separable layers: a depthwise 3x3 (group_conv2d_nchw) gets the rule; dilated along the
+    columns, the inputs are loaded per kernel tap instead of a row segment spanning the dilation."""
+    from tvm import relax
+
+    from harmonizer_deploy.compiler.gpu.conv import DirectConv2d
+    from harmonizer_deploy.compiler.gpu.schedule import lowering_problems
+
+    target = _webgpu()
+
+    def depthwise(bb, x):
+        return relax.op.nn.conv2d(x, _const((8, 1, 3, 3)), padding=(dilation, dilation), groups=8,
+                                  dilation=(dilation, dilation))
+
+    mod = _fused(depthwise, target)
+    (func,) = [f for gv, f in mod.functions_items() if "conv2d" in gv.name_hint]
+    sch = DirectConv2d().apply(func, target, False)
+    assert sch is not None
+    assert lowering_problems("depthwise", sch.mod["main"], target) == []
+    assert loads_per in sch.mod["main"].script()

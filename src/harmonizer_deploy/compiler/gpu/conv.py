@@ -17,8 +17,9 @@ and written once.
 Tile size, measured on SwiftShader (default model, [1, 32], 2 loaded cores): 8 x 2 and 8 x 4 run alike;
 8 x 8 and 16 x 4 (64 accumulators) are slower and take far longer to compile; 4 x 23 did not finish in 300 s.
 
-It applies to a fused function whose single reduction is TVM's `conv2d_nchw` (one group; tested with
-3x3, 2x2 with asymmetric padding and 1x1 kernels, stride 1), with only element-wise or padding blocks around
+It applies to a fused function whose single reduction is TVM's `conv2d_nchw` or `group_conv2d_nchw`
+(depthwise and grouped; tested with 3x3, dilated 3x3, 2x2 with asymmetric padding and 1x1 kernels, stride 1),
+with only element-wise or padding blocks around
 it, and a static number of output channels and columns (batch and rows may be symbolic). Anything else:
 `apply` returns None and the next rule is tried.
 """
@@ -27,7 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
-CONV_BLOCK = "conv2d_nchw"  # the reduction block TOPI's conv2d_nchw legalization makes
+# the reduction blocks TOPI's conv2d_nchw and group_conv2d_nchw (grouped, depthwise) legalizations make
+CONV_BLOCKS = ("conv2d_nchw", "group_conv2d_nchw")
 RULE_NAME = "DirectConv2d"
 
 
@@ -52,16 +54,29 @@ class DirectConv2d:
         self.max_threads = max_threads
 
     def apply(self, func: Any, target: Any, _tunable: bool) -> Any:
-        from tvm import s_tir, tirx
+        """Inputs and weights cached per kernel row, unless the conv is dilated along the columns: the row
+        segment a thread would load then spans the dilation (66 values for 6 used at dilation 32), so they are
+        cached per kernel tap instead."""
+        from tvm import tirx
 
         if not isinstance(func, tirx.PrimFunc):
             return None
+        scheduled = self._schedule(func, target, per_row=True)
+        if scheduled is None:
+            return None
+        sch, compact = scheduled
+        return sch if compact else self._schedule(func, target, per_row=False)[0]
+
+    def _schedule(self, func: Any, target: Any, per_row: bool) -> tuple[Any, bool] | None:
+        """The schedule and whether each loaded input segment is only the columns the tile uses."""
+        from tvm import s_tir, tirx
+
         sch = s_tir.Schedule(func)
         try:
             blocks = sch.get_child_blocks(sch.get_sblock("root"))
         except Exception:  # no root block (an already lowered or opaque function): not ours
             return None
-        convs = [b for b in blocks if sch.get(b).name_hint == CONV_BLOCK]
+        convs = [b for b in blocks if sch.get(b).name_hint in CONV_BLOCKS]
         if len(convs) != 1:
             return None
         conv = convs[0]
@@ -108,12 +123,14 @@ class DirectConv2d:
 
         # Per kernel row (input channel, kernel row): the weights and (padded) input row segment the tile needs,
         # loaded once into registers; the kernel columns then reuse them from registers.
-        at = r_loops[-2] if len(r_loops) >= 2 else r_loops[-1]
-        loaders = []
+        at = r_loops[-2] if per_row and len(r_loops) >= 2 else r_loops[-1]
+        span = w_tile + (extents[-1] - 1 if at is not r_loops[-1] else 0)  # columns one load step needs
+        loaders, compact = [], True
         for pad in pads:
             sch.set_scope(pad, 0, "local")
             sch.compute_at(pad, at, preserve_unit_loops=True)
             loaders.append(pad)
+            compact = compact and (_static(sch.get(sch.get_loops(pad)[-1]).extent) or 0) <= span
         weight_index = _weight_read_index(sch, conv)
         if weight_index is not None:
             weights = sch.cache_read(conv, weight_index, "local")
@@ -131,7 +148,7 @@ class DirectConv2d:
         sch.reverse_compute_at(epilogue, tx, preserve_unit_loops=True)
         for loop in sch.get_loops(epilogue)[2:]:
             sch.unroll(loop)
-        return sch
+        return sch, compact
 
     @staticmethod
     def _inline_around(sch: Any, conv: Any, pads: list) -> Any:
