@@ -70,6 +70,8 @@ def test_every_conv_gets_the_direct_conv_rule_and_the_rest_fallback():
     text = scheduled[next(iter(convs))].script()
     # one workgroup per output row, registers for the accumulators, loaded weights and padded inputs
     assert 'thread="blockIdx.x"' in text and 'thread="threadIdx.x"' in text
+    # rows get their own grid axis: no thread re-derives its row by dividing by the symbolic row count
+    assert 'T.thread_binding(time, thread="blockIdx.x")' in text and "// time" not in text and "% time" not in text
     assert text.count('scope="local"') >= 3 and "T.unroll" in text
 
 

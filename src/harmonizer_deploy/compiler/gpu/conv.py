@@ -115,10 +115,13 @@ class DirectConv2d:
         # No predicate on the multiply-adds: the last group's extra columns read zero padding into registers
         # and are never stored (the epilogue below keeps its bound check).
         w_thread, w_inner = sch.split(w, [col_groups, w_tile], disable_predication=True)
-        sch.reorder(n, h, co_block, co_thread, w_thread, *r_loops, co_inner, w_inner)
-        bx = sch.fuse(n, h, co_block)
+        sch.reorder(n, co_block, h, co_thread, w_thread, *r_loops, co_inner, w_inner)
+        # Rows on blockIdx.x, (batch, channel block) on blockIdx.y: fusing them into one index would make every
+        # thread re-derive its row with integer divisions by the symbolic row count, inside the loops.
+        by = sch.fuse(n, co_block)
         tx = sch.fuse(co_thread, w_thread)
-        sch.bind(bx, "blockIdx.x")
+        sch.bind(by, "blockIdx.y")
+        sch.bind(h, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
 
         # Per kernel row (input channel, kernel row): the weights and (padded) input row segment the tile needs,
@@ -136,7 +139,7 @@ class DirectConv2d:
             weights = sch.cache_read(conv, weight_index, "local")
             sch.compute_at(weights, at, preserve_unit_loops=True)
             loaders.append(weights)
-        depth = 2 + r_loops.index(at) + 1  # blockIdx, threadIdx, the reduction loops down to `at`
+        depth = 3 + r_loops.index(at) + 1  # blockIdx.y, blockIdx.x, threadIdx, the reductions to `at`
         for loader in loaders:
             for loop in sch.get_loops(loader)[depth:]:
                 sch.unroll(loop)
@@ -146,7 +149,7 @@ class DirectConv2d:
         sch.unroll(co_inner)
         sch.unroll(w_inner)
         sch.reverse_compute_at(epilogue, tx, preserve_unit_loops=True)
-        for loop in sch.get_loops(epilogue)[2:]:
+        for loop in sch.get_loops(epilogue)[3:]:
             sch.unroll(loop)
         return sch, compact
 
