@@ -105,6 +105,7 @@ def import_onnx(
     from harmonizer_deploy.custom_ops.tvm_prepare import import_relax, prepare_for_tvm
 
     onnx_model, report = prepare_for_tvm(with_identifier_weight_names(onnx_model), fix_dims=fix_dims)
+    onnx_model = with_identifier_weight_names(onnx_model)  # weights prepare made (folded Mul: "…/mul_1:0_weight")
     printed = io.StringIO()  # TVM's frontend prints "Error converting operator X, with inputs: …" to stdout
     try:
         with contextlib.redirect_stdout(printed):
