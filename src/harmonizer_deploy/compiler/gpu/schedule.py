@@ -16,6 +16,7 @@ from harmonizer_deploy.core.errors import HarmonizerError
 
 DEFAULT_RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
 
+
 def own_rules() -> dict[str, Any]:
     """This package's rules, usable in `schedule_rules` next to dlight's (same `apply` interface)."""
     from harmonizer_deploy.compiler.gpu.conv import RULE_NAME, DirectConv2d
