@@ -8,20 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from seeded_keras import save_seeded_keras
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def save_seeded_keras(config, seed: int, path: Path) -> Path:
-    """Build the model for `config`, give it seeded weights, save it as .keras at `path`."""
-    from harmonizer_deploy.music.model import build_model, seeded_weights, set_weights
-
-    model = build_model(config)
-    set_weights(model, config, seeded_weights(config, seed=seed))
-    model.save(path)
-    return path
 
 
 @pytest.fixture(scope="session")

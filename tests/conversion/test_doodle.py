@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import save_seeded_keras
+from seeded_keras import save_seeded_keras
 
 
 def _conv_attrs(path) -> Counter:

@@ -26,7 +26,7 @@ def variant_config():
 @pytest.fixture(scope="session")
 def variant_keras(tmp_path_factory, variant_config):
     """The custom-attention variant, tiny, seeded, saved as .keras."""
-    from conftest import save_seeded_keras
+    from seeded_keras import save_seeded_keras
 
     return save_seeded_keras(variant_config, 3, tmp_path_factory.mktemp("variant") / "variant.keras")
 

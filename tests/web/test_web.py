@@ -87,7 +87,7 @@ def test_web_targets_are_data():
     assert webgpu.export == wasm.export == "wasm" and webgpu.runner == wasm.runner == "browser"
     assert webgpu.host == {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
     assert "+simd128" in wasm.target["mattr"] and wasm.pipeline == "cpu" and not machine_for(wasm.options).parallel
-    assert webgpu.options["schedule_rules"] == ["Fallback"] and webgpu.pipeline == "gpu"
+    assert webgpu.options["schedule_rules"] == ["DirectConv2d", "Fallback"] and webgpu.pipeline == "gpu"
     assert webgpu.verify == {"num_inputs": 2, "batch": 1, "time_steps": 8}
     with pytest.raises(HarmonizerError, match="fastest"):
         make_rules(["fastest"])

@@ -16,16 +16,27 @@ from harmonizer_deploy.core.errors import HarmonizerError
 
 DEFAULT_RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
 
+
+def own_rules() -> dict[str, Any]:
+    """This package's rules, usable in `schedule_rules` next to dlight's (same `apply` interface)."""
+    from harmonizer_deploy.compiler.gpu.conv import RULE_NAME, DirectConv2d
+
+    return {RULE_NAME: DirectConv2d}
+
+
 def make_rules(names: tuple[str, ...] | list[str]) -> list[tuple[str, Any]]:
-    """`["Matmul", ...]` → dlight GPU rule instances, in order; an unknown name is one clear error."""
+    """`["DirectConv2d", "Matmul", ...]` → rule instances (ours, else dlight's GPU rules), in order; an unknown
+    name is one clear error."""
     from tvm.s_tir.dlight import gpu
 
+    ours = own_rules()
     rules = []
     for name in names:
-        cls = getattr(gpu, name, None)
+        cls = ours.get(name) or getattr(gpu, name, None)
         if cls is None:
             raise HarmonizerError(f"unknown dlight GPU schedule rule {name!r}",
-                                  f"use rules from tvm.s_tir.dlight.gpu, e.g. {', '.join(DEFAULT_RULES)}")
+                                  f"use {', '.join(ours)} or rules from tvm.s_tir.dlight.gpu, e.g. "
+                                  f"{', '.join(DEFAULT_RULES)}")
         rules.append((name, cls()))
     return rules
 
