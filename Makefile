@@ -12,6 +12,10 @@ HD     := $(BIN)/harmonizer-deploy
 BUILD  ?= build
 target ?= cpu
 arch   ?=
+# The page downloads the small form, like the Bach Doodle did: uint8 weights (per-tensor scale + min) for the web
+# targets; `web_weights=float32` ships them as computed (then the page draws exactly the CLI's chorale).
+web_weights ?= $(if $(filter wasm webgpu,$(target)),uint8)
+WEB_WEIGHTS_FLAG := $(if $(filter-out float32,$(web_weights)),$(if $(web_weights),--web-weights $(web_weights)))
 rpc    ?=
 key    ?=
 RPC_FLAGS := $(if $(rpc),--rpc $(rpc) --rpc-key $(key))
@@ -48,6 +52,7 @@ help: ## list the make goals and variables
 	@echo "variables: target=<$(TARGETS)> (default cpu), runner=docker|host (now: $(runner)), arch=sm_80|sm_89|sm_90"
 	@echo "           (cuda; default detected), VENV=$(VENV), BUILD=$(BUILD), rpc=HOST:PORT key=KEY (verify/bench"
 	@echo "           on a remote device from a TVM RPC tracker)"
+	@echo "           web_weights=uint8|float16|float32 (wasm/webgpu; default uint8: the page's small download)"
 	@echo "exit: a GPU target's verify on a machine without that GPU stops make with 'Error 4' (see docs/gpu.md)"
 
 image: ## build docker/$(target).Dockerfile as harmonizer-deploy:$(target) (BuildKit; CA_BUNDLE=, BASE_IMAGE=)
@@ -80,7 +85,8 @@ convert: setup ## bundled Keras model (the Bach Doodle's) → $(BUILD)/model.onn
 	$(HD) convert -o $(BUILD)/model.onnx
 
 compile: convert ## compile $(BUILD)/model.onnx for $(target) into $(BUILD)/$(target) (+ deploy bundle for GPUs)
-	$(HD) compile $(BUILD)/model.onnx --target $(target) -o $(BUILD)/$(target) $(if $(arch),--arch $(arch))
+	$(HD) compile $(BUILD)/model.onnx --target $(target) -o $(BUILD)/$(target) $(if $(arch),--arch $(arch)) \
+		$(WEB_WEIGHTS_FLAG)
 
 verify: compile ## compare the $(target) artifact with onnxruntime (exit 4: no such device here; rpc= key=: remote)
 	$(HD) verify $(BUILD)/$(target) --target $(target) $(RPC_FLAGS)
