@@ -89,6 +89,11 @@ def test_missing_openvino_is_skipped_with_the_extra_to_install(built, monkeypatc
     assert all("harmonizer-deploy[peers]" in s["fix"] for s in skipped.values())
     assert "harmonizer-deploy[peers]" in b.markdown_table(result)
     assert "openvino" in b.default_backends(built)  # the default bench lists it too, to be skipped the same way
+    cli = runner.invoke(app, ["bench", "--build-dir", str(built), "--backend", "onnxruntime", "--backend", "openvino",
+                              "--batch", "1", "--time", "8", "--warmup", "0", "--repeats", "1",
+                              "--harmonize-repeats", "0", "--no-build", "-o", str(built.parent / "bench-out")])
+    assert cli.exit_code == 0, cli.output
+    assert "harmonizer-deploy[peers]" in cli.stdout  # printed as text: rich must not eat "[peers]" as markup
 
 
 def test_a_model_openvino_cannot_compile_is_skipped_with_the_reason(built, monkeypatch):

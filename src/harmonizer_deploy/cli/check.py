@@ -208,7 +208,7 @@ def bench(
     if as_json:
         emit_json(result)
     else:
-        out.print(b.markdown_table(result), highlight=False)
+        out.print(b.markdown_table(result), highlight=False, markup=False)  # "[peers]" is text, not a style
         for skipped in result.get("skipped", []):
             fix = f"; {skipped['fix']}" if skipped.get("fix") else ""
             log.warning(f"not benchmarked: {skipped['backend']} ({skipped['reason']}{fix})")
