@@ -104,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
 
     bundle = read(args.bundle) if args.bundle else None
     history = read(args.history).decode("utf-8", "replace") if args.history else ""
-    findings = scan(sys.stdin.buffer, bundle, [read(p) for p in args.public], history)
+    try:
+        findings = scan(sys.stdin.buffer, bundle, [read(p) for p in args.public], history)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        # not a finding: the export was cut short (e.g. `docker save` ran out of disk) — say so, exit 2, not 1
+        print(f"scan_layers: cannot read the image archive on stdin ({exc}) — check that `docker save` succeeded "
+              "(free disk space for /var/lib/docker/tmp) and scan again", file=sys.stderr)
+        return 2
     for line in findings:
         print(line)
     print(f"scan_layers: {len(findings)} finding(s)", file=sys.stderr)

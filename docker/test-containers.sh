@@ -109,9 +109,14 @@ if [ -n "${CA_BUNDLE:-}" ]; then
 fi
 for image in harmonizer-deploy:cpu harmonizer-deploy:wasm harmonizer-deploy:cuda; do
   "$cli" history --no-trunc "$image" > "$out/history.txt"
-  timed "scan $image" bash -c '"$0" save "$1" | python3 docker/scan_layers.py --public "$2" --history "$3" $4' \
-    "$cli" "$image" "$out/public-ca.crt" "$out/history.txt" "${CA_BUNDLE:+--bundle $CA_BUNDLE}" \
-    || fail "$image: a CA bundle or secret is left in the image"
+  rc=0
+  timed "scan $image" bash -c 'set -o pipefail; "$0" save "$1" | python3 docker/scan_layers.py --public "$2" --history "$3" $4' \
+    "$cli" "$image" "$out/public-ca.crt" "$out/history.txt" "${CA_BUNDLE:+--bundle $CA_BUNDLE}" || rc=$?
+  if [ "$rc" = 1 ]; then
+    fail "$image: a CA bundle or secret is left in the image"
+  elif [ "$rc" != 0 ]; then
+    fail "$image: could not be scanned (exit $rc; see the lines above)"
+  fi
 done
 
 echo

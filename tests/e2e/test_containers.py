@@ -176,3 +176,12 @@ def test_base_image_script_builds_from_the_debian_mirror_with_python_venv():
     assert "mmdebstrap --variant=minbase" in text and "python3-venv" in text
     assert "harmonizer-deploy/base:bookworm" in text and "docker import" in text
     assert re.search(r"^set -euo pipefail$", text, re.M)
+
+
+def test_a_cut_short_export_is_not_reported_as_a_leak():
+    """`docker save` that runs out of disk gives the scanner an empty stream: exit 2 and a line saying so, not the
+    exit 1 that means "a CA bundle is left in the image" (seen when /var/lib/docker filled up)."""
+    scanner = Path(scan_layers.__file__)
+    done = subprocess.run([sys.executable, str(scanner)], input=b"", capture_output=True, timeout=60)
+    assert done.returncode == 2, done
+    assert b"cannot read the image archive" in done.stderr and b"Traceback" not in done.stderr
