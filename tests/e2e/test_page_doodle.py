@@ -14,27 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from harmonizer_deploy.core.errors import HarmonizerError
+from browser_env import browser_missing
 
 pytestmark = pytest.mark.slow
 
 
-def _page_ready() -> str | None:
-    from harmonizer_deploy.web.browser import chromium_path
-    from harmonizer_deploy.web.jsdeps import tonejs_midi_dir, tvmjs_bundle
-
-    if shutil.which("emcc") is None:
-        return "emscripten (emcc) is not installed: run scripts/install-web-deps.sh"
-    try:
-        chromium_path()
-        tvmjs_bundle(install=False)
-        tonejs_midi_dir(install=False)
-    except HarmonizerError as exc:
-        return f"{exc.problem}: run scripts/install-web-deps.sh"
-    return None
-
-
-needs_page = pytest.mark.skipif(_page_ready() is not None, reason=str(_page_ready()))
+needs_page = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 import harmonizer_deploy as hd
+from browser_env import browser_missing
 from harmonizer_deploy.cli import app
-from harmonizer_deploy.core.errors import HarmonizerError
 from zoo import COMPILE_DIMS, NEEDS_FIX_DIM, ZOO, save_zoo_model
 
 cli = CliRunner()
@@ -141,25 +141,8 @@ def test_music_and_debug_commands_refuse_another_model_in_one_line(zoo_dir, tmp_
     assert res.exit_code == 2 and "debug verify" in res.output and "Traceback" not in res.output
 
 
-def _browser_missing() -> str | None:
-    """Why the wasm zoo run cannot happen here (None: it can)."""
-    import shutil
-
-    from harmonizer_deploy.web.browser import chromium_path
-    from harmonizer_deploy.web.jsdeps import tvmjs_bundle
-
-    if shutil.which("emcc") is None:
-        return "emscripten (emcc) is not installed: run scripts/install-web-deps.sh"
-    try:
-        chromium_path()
-        tvmjs_bundle(install=False)
-    except HarmonizerError as exc:
-        return f"{exc.problem}: run scripts/install-web-deps.sh"
-    return None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))
+@pytest.mark.skipif(browser_missing(page=False) is not None, reason=str(browser_missing(page=False)))
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_model_compiles_for_wasm_and_verifies_in_chromium(name, zoo_dir):
     """The wasm column of the COVERAGE.md models table: the same stages `coverage --models --wasm` runs, every input

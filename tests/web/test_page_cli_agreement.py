@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from browser_env import browser_missing
 from harmonizer_deploy.core.errors import HarmonizerError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,22 +222,7 @@ def test_page_sampler_refuses_what_the_cli_refuses(tmp_path):
     assert "spans 40 semitones" in got["error"]
 
 
-def _page_ready() -> str | None:
-    """Why the page cannot run in headless Chromium here (None: it can)."""
-    from harmonizer_deploy.web.browser import chromium_path
-    from harmonizer_deploy.web.jsdeps import tvmjs_bundle
-
-    if shutil.which("emcc") is None:
-        return "emscripten (emcc) is not installed: run scripts/install-web-deps.sh"
-    try:
-        chromium_path()
-        tvmjs_bundle(install=False)
-    except HarmonizerError as exc:
-        return f"{exc.problem}: run scripts/install-web-deps.sh"
-    return None if _tonejs_midi() else "@tonejs/midi is not installed: run scripts/install-web-deps.sh"
-
-
-@pytest.mark.skipif(_page_ready() is not None, reason=str(_page_ready()))
+@pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 def test_page_and_cli_give_the_same_chorale(web_wasm, tmp_path):
     """The acceptance test: one MIDI file (rests, off-grid notes) and seed, the page on the wasm artifact in
     headless Chromium vs `harmonize --backend tvm-cpu`: same voice choice and transposition, >= 99% of notes
@@ -286,7 +272,7 @@ def test_server_serves_the_pinned_midi_library(tmp_path):
 
 
 @pytest.mark.slow  # two Chromium runs, one over 512 steps: ~70 s on the loaded 2-core machine
-@pytest.mark.skipif(_page_ready() is not None, reason=str(_page_ready()))
+@pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 def test_page_warns_about_a_long_melody_and_refuses_a_bad_seed(web_wasm, tmp_path):
     """A melody longer than the page handles is harmonized up to PAGE_MAX_STEPS with a warning giving its
     length; ?seed must be an integer (the CLI's --seed), said in one message."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from browser_env import browser_missing
 from harmonizer_deploy.core.errors import HarmonizerError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,23 +139,7 @@ def test_serve_needs_a_web_artifact(tmp_path, built):
 # ---------------------------------------------------------------- real runs in headless Chromium
 
 
-def _browser_ready() -> str | None:
-    """Why the browser tests cannot run here (None: they can)."""
-    from harmonizer_deploy.web.browser import chromium_path
-    from harmonizer_deploy.web.jsdeps import tonejs_midi_dir, tvmjs_bundle
-
-    if shutil.which("emcc") is None:
-        return "emscripten (emcc) is not installed: run scripts/install-web-deps.sh"
-    try:
-        chromium_path()
-        tvmjs_bundle(install=False)
-        tonejs_midi_dir(install=False)
-    except HarmonizerError as exc:
-        return f"{exc.problem}: run scripts/install-web-deps.sh"
-    return None
-
-
-needs_browser = pytest.mark.skipif(_browser_ready() is not None, reason=str(_browser_ready()))
+needs_browser = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 
 
 @needs_browser
