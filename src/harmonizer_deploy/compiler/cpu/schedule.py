@@ -71,6 +71,19 @@ def _iter_types(sch: Any, block: Any) -> str:
     return "".join("S" if int(iv.iter_type) == 0 else "R" for iv in sch.get(block).iter_vars)
 
 
+
+def _fold_into_output(sch: Any, conv: Any, output: Any, producers: Any) -> Any:
+    """Inline every root block but the conv, its `producers` and the output block, so the epilogue chain (bias,
+    residual, ReLU) is computed where the output is written; a conv with no epilogue gets a write-back block.
+    Returns the output block."""
+    if sch.get(output).same_as(sch.get(conv)):
+        output = sch.cache_write(conv, 0, "global")
+    keep = {sch.get(b).name_hint for b in (conv, output, *producers)}
+    for block in _root_blocks(sch):
+        if sch.get(block).name_hint not in keep:
+            sch.compute_inline(block)
+    return output
+
 def _root_blocks(sch: Any) -> list[Any]:
     return list(sch.get_child_blocks(sch.get_sblock("root")))
 
@@ -136,13 +149,7 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     outputs = sch.get_output_blocks(sch.get_sblock("root"))
     if len(outputs) != 1:
         return None
-    output = outputs[0]
-    if sch.get(output).same_as(sch.get(conv)):  # no epilogue: a write-back block takes its place
-        output = sch.cache_write(conv, 0, "global")
-    keep = {sch.get(b).name_hint for b in (conv, output, *producers)}
-    for block in _root_blocks(sch):  # epilogue chain (bias, residual, ReLU) folded into the output block
-        if sch.get(block).name_hint not in keep:
-            sch.compute_inline(block)
+    output = _fold_into_output(sch, conv, outputs[0], producers)
 
     n, y, x, f, ky, kx, c = sch.get_loops(conv)
     width, channels = _static(sch.get(x).extent), _static(sch.get(f).extent)
@@ -209,13 +216,7 @@ def schedule_depthwise_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
     outputs = sch.get_output_blocks(sch.get_sblock("root"))
     if len(outputs) != 1:
         return None
-    output = outputs[0]
-    if sch.get(output).same_as(sch.get(conv)):  # no epilogue: a write-back block takes its place
-        output = sch.cache_write(conv, 0, "global")
-    keep = {sch.get(b).name_hint for b in (conv, output)}
-    for block in _root_blocks(sch):  # padding read in place; epilogue chain folded into the output block
-        if sch.get(block).name_hint not in keep:
-            sch.compute_inline(block)
+    output = _fold_into_output(sch, conv, outputs[0], ())  # the padding, too, is read in place
 
     n, y, x, f, ky, kx, c = sch.get_loops(conv)
     width, channels = _static(sch.get(x).extent), _static(sch.get(f).extent)
