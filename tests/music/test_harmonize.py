@@ -18,22 +18,14 @@ from harmonizer_deploy.music.harmonize import (
 from harmonizer_deploy.music.midi import MAX_STEPS, Note, melody_pitches, read_melody, write_melody_midi
 from harmonizer_deploy.music.sampling import GibbsSettings, gibbs, windowed_probs, yao_probability
 from harmonizer_deploy.run.jobs import harmonize_file
+from melody_helpers import notes_of, uniform_network
 
 # A melody the model never trained on (not a chorale): "Twinkle, Twinkle" in G, as (pitch, 16ths).
 TWINKLE = [(67, 4), (67, 4), (74, 4), (74, 4), (76, 4), (76, 4), (74, 8),
            (72, 4), (72, 4), (71, 4), (71, 4), (69, 4), (69, 4), (67, 8)]
 
 
-def _notes(spec, start=0):
-    out, t = [], start
-    for pitch, length in spec:
-        out.append(Note(pitch, t, t + length))
-        t += length
-    return out
-
-
-def _uniform(x):
-    return np.full((*x.shape[:3], 4), 1.0 / NUM_PITCHES, dtype=np.float32)
+_notes, _uniform = notes_of, uniform_network
 
 
 def test_yao_schedule_matches_the_doodle():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from harmonizer_deploy.core.errors import HarmonizerError
-from harmonizer_deploy.music.encoding import MIN_PITCH, NUM_PITCHES, VOICE_RANGES, VOICES
+from harmonizer_deploy.music.encoding import MIN_PITCH, VOICE_RANGES, VOICES
 from harmonizer_deploy.music.harmonize import (
     assign_voices,
     choose_melody_voice,
@@ -22,6 +22,7 @@ from harmonizer_deploy.music.harmonize import (
 from harmonizer_deploy.music.midi import Note, melody_pitches, read_score
 from harmonizer_deploy.music.sampling import GibbsSettings
 from harmonizer_deploy.run.jobs import harmonize_file
+from melody_helpers import notes_of, uniform_network
 
 # A bass-register tune (MIDI 43-50) and a soprano tune, as (pitch, 16ths).
 BASS_TUNE = [(43, 4), (45, 4), (47, 4), (48, 4), (50, 8), (48, 4), (47, 4), (45, 4), (43, 8), (47, 4), (50, 8),
@@ -30,16 +31,7 @@ SOPRANO_TUNE = [(67, 4), (67, 4), (74, 4), (74, 4), (76, 4), (76, 4), (74, 8), (
                 (69, 4), (69, 4), (67, 8)]
 
 
-def _notes(spec, start=0):
-    out, t = [], start
-    for pitch, length in spec:
-        out.append(Note(pitch, t, t + length))
-        t += length
-    return out
-
-
-def _uniform(x):
-    return np.full((*x.shape[:3], 4), 1.0 / NUM_PITCHES, dtype=np.float32)
+_notes, _uniform = notes_of, uniform_network
 
 
 def _write(path, tracks, tpb=480, meta=(), per_step=None):
