@@ -80,10 +80,10 @@ export function rangeMask(shift = 0) {
 /**
  * The weights of voice v's pitches at time t, before the inverse-CDF draw: p^(1/T) * allowed, in float64.
  * THE one place the per-cell probability vector is formed (a voice-leading penalty belongs here, mirroring
- * gibbs() in music/sampling.py).
+ * gibbs() in music/sampling.py). `w`: a buffer to fill (every entry is written), so a step's hundreds of cells
+ * need no allocation each.
  */
-export function cellWeights(probs, t, v, invTemperature, allowed) {
-  const w = new Float64Array(NUM_PITCHES);
+export function cellWeights(probs, t, v, invTemperature, allowed, w = new Float64Array(NUM_PITCHES)) {
   for (let p = 0; p < NUM_PITCHES; p++) {
     w[p] = Math.pow(Math.max(probs[(t * NUM_PITCHES + p) * NUM_VOICES + v], 0), invTemperature) * allowed[p][v];
   }
@@ -113,14 +113,14 @@ async function drawWithVoiceLeading(probs, cur, mask, u, invTemperature, allowed
   const vl = await import("./voice_leading.js");
   const T = cur[0].length, P = NUM_PITCHES, V = NUM_VOICES;
   const p = new Float64Array(T * P * V), pitches = new Float64Array(T * V), cells = new Uint8Array(T * V);
-  const draws = new Float64Array(T * V);
+  const draws = new Float64Array(T * V), w = new Float64Array(P);
   for (let t = 0; t < T; t++) {
     for (let v = 0; v < V; v++) {
       pitches[t * V + v] = cur[v][t] < 0 ? NaN : cur[v][t] + MIN_PITCH;
       if (!mask[v][t]) continue;
       cells[t * V + v] = 1;
       draws[t * V + v] = u(t, v, STREAM_DRAW);
-      const w = cellWeights(probs, t, v, invTemperature, allowed);
+      cellWeights(probs, t, v, invTemperature, allowed, w);
       for (let k = 0; k < P; k++) p[(t * P + k) * V + v] = w[k];
     }
   }
@@ -178,9 +178,10 @@ export async function gibbs(runModel, pitch, known, seed, { schedule = SCHEDULE,
     if (voiceLeading === "strict") {
       await drawWithVoiceLeading(probs, cur, mask, u, invTemperature, allowed);
     } else {
+      const w = new Float64Array(P);
       for (let t = 0; t < T; t++) {
         for (let v = 0; v < V; v++) {
-          if (mask[v][t]) cur[v][t] = inverseCdf(cellWeights(probs, t, v, invTemperature, allowed), u(t, v, STREAM_DRAW));
+          if (mask[v][t]) cur[v][t] = inverseCdf(cellWeights(probs, t, v, invTemperature, allowed, w), u(t, v, STREAM_DRAW));
         }
       }
     }

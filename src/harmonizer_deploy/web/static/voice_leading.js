@@ -28,18 +28,21 @@ export function voiceWeights(pitches, T, v) {
     if (o === v) continue;
     for (let t = 0; t < T; t++) {
       const q = pitches[t * V + o]; // NaN compares false everywhere below: a rest constrains nothing
-      const before = [t > 0 ? pitches[(t - 1) * V + v] : NaN, t > 0 ? pitches[(t - 1) * V + o] : NaN];
-      const after = [t < T - 1 ? pitches[(t + 1) * V + v] : NaN, t < T - 1 ? pitches[(t + 1) * V + o] : NaN];
+      if (Number.isNaN(q)) continue; // (so every weight at t stays as it is)
+      // this voice (a) and the other voice (b) at the sonority before (0) and after (1); scalars, not arrays:
+      // this loop runs 8 x 3 x T x 46 times per Gibbs step
+      const a0 = t > 0 ? pitches[(t - 1) * V + v] : NaN, b0 = t > 0 ? pitches[(t - 1) * V + o] : NaN;
+      const a1 = t < T - 1 ? pitches[(t + 1) * V + v] : NaN, b1 = t < T - 1 ? pitches[(t + 1) * V + o] : NaN;
+      const class0 = Math.abs(a0 - b0) % 12, class1 = Math.abs(a1 - b1) % 12;
       for (let k = 0; k < P; k++) {
         const cand = MIN_PITCH + k;
         let w = weights[t * P + k];
         if (o === v - 1 && cand > q) w = w * CROSSING_FACTOR;
         else if (o === v + 1 && cand < q) w = w * CROSSING_FACTOR;
         const now = Math.abs(cand - q) % 12;
-        const perfect = now === 0 || now === 7;
-        for (const [a, b] of [before, after]) {
-          const similar = (cand - a) * (q - b) > 0; // both move, the same way
-          if (perfect && similar && Math.abs(a - b) % 12 === now) w = w * PARALLEL_FACTOR;
+        if (now === 0 || now === 7) { // a perfect interval: parallel if both move the same way from/to the same class
+          if ((cand - a0) * (q - b0) > 0 && class0 === now) w = w * PARALLEL_FACTOR;
+          if ((cand - a1) * (q - b1) > 0 && class1 === now) w = w * PARALLEL_FACTOR;
         }
         weights[t * P + k] = w;
       }
