@@ -14,6 +14,7 @@ pytest.importorskip("tvm")
 from harmonizer_deploy.core.onnxruntime import ort_session
 from harmonizer_deploy.coverage import tracker as cov
 from harmonizer_deploy.frontend import pack_quantseq
+from harmonizer_deploy.frontend.loop import unroll_loops
 from harmonizer_deploy.frontend.pack import CONVERTERS
 
 
@@ -116,3 +117,47 @@ def test_tvm_alone_cannot_import_the_quantized_ops(op):
         _tvm(model, [np.zeros(tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim),
                               helper.tensor_dtype_to_np_dtype(model.graph.input[0].type.tensor_type.elem_type))],
              others)
+
+
+def _scan_model(length: int | str) -> onnx.ModelProto:
+    """Scan-16 over x [2, L, 3] along axis 1, read backwards; state acc' = acc * 0.5 + x_t; scan outputs acc'
+    stacked along axis 0 reversed and x_t * 2 stacked along axis -1."""
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["acc", "half"], ["scaled"]),
+         helper.make_node("Add", ["scaled", "xt"], ["acc_out"]),
+         helper.make_node("Identity", ["acc_out"], ["seen"]),
+         helper.make_node("Add", ["xt", "xt"], ["doubled"])],
+        "body",
+        [helper.make_tensor_value_info("acc", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("xt", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("seen", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("doubled", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    scan = helper.make_node("Scan", ["acc0", "x"], ["final", "accs", "doubles"], name="the_scan", body=body,
+                            num_scan_inputs=1, scan_input_axes=[1], scan_input_directions=[1],
+                            scan_output_axes=[0, -1], scan_output_directions=[1, 0])
+    return _model([scan], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, length, 3])],
+                  [helper.make_tensor_value_info("final", TensorProto.FLOAT, [2, 3]),
+                   helper.make_tensor_value_info("accs", TensorProto.FLOAT, [length, 2, 3]),
+                   helper.make_tensor_value_info("doubles", TensorProto.FLOAT, [2, 3, length])],
+                  [numpy_helper.from_array(np.ones((2, 3), np.float32), "acc0")], 16)
+
+
+def test_static_scan_is_unrolled_with_its_axes_and_directions():
+    model = _scan_model(4)
+    unrolled, report = unroll_loops(model)
+    assert report.unrolled == {"the_scan": 4} and "Scan" not in {n.op_type for n in unrolled.graph.node}
+    onnx.checker.check_model(unrolled)
+    x = np.random.default_rng(3).standard_normal((2, 4, 3)).astype(np.float32)
+    expected = _ort(model, {"x": x})
+    got = _tvm(unrolled, [x])
+    assert len(got) == 3
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
+
+
+def test_scan_of_run_time_length_is_left_with_the_reason():
+    model = _scan_model("steps")
+    same, report = unroll_loops(model)
+    assert same is model and "the_scan" in report.left and "not known before run time" in report.left["the_scan"]

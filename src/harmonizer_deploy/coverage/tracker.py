@@ -683,7 +683,7 @@ def plan(case: Case, variants: Sequence[str], pack: set[tuple[str, str]]) -> dic
     alias: dict[str, str] = {}
     if "tvm_static" in variants and "tvm" in variants and not make_static(case.model, case.inputs)[2]:
         alias["tvm_static"] = "tvm"
-    folds = {("", "Shape"), ("", "Size"), ("", "Loop")}  # the pack's pre-pass starts from these (fold, unroll)
+    folds = {("", "Shape"), ("", "Size"), ("", "Loop"), ("", "Scan")}  # the pack's pre-pass starts from these
     if "tvm_pack" in variants and "tvm_static" in variants and not (_graph_keys(case.model.graph) & (pack | folds)):
         alias["tvm_pack"] = alias.get("tvm_static", "tvm_static")
     return alias
