@@ -16,6 +16,7 @@ from harmonizer_deploy.coverage import tracker as cov
 from harmonizer_deploy.frontend import pack_quantseq
 from harmonizer_deploy.frontend.loop import unroll_loops
 from harmonizer_deploy.frontend.pack import CONVERTERS
+from harmonizer_deploy.frontend.sequence import expand_static_sequences, sequence_inputs_as_tensors
 
 
 def _model(nodes: list, inputs: list, outputs: list, inits: list, opset: int) -> onnx.ModelProto:
@@ -161,3 +162,58 @@ def test_scan_of_run_time_length_is_left_with_the_reason():
     model = _scan_model("steps")
     same, report = unroll_loops(model)
     assert same is model and "the_scan" in report.left and "not known before run time" in report.left["the_scan"]
+
+
+def _sequence_map_model() -> onnx.ModelProto:
+    """A sequence input xs; ys = SequenceMap(xs, w) with body (x * w, ReduceSum(x)); ys gets w inserted at the
+    front (a 1-element position tensor, as exporters write it); outputs: ys, the sums concatenated, len(ys)."""
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w_in"], ["prod"]),
+         helper.make_node("ReduceSum", ["x"], ["total"], keepdims=1)],
+        "body",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"]),
+         helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("prod", TensorProto.FLOAT, ["n"]),
+         helper.make_tensor_value_info("total", TensorProto.FLOAT, [1])])
+    seq_type = helper.make_tensor_sequence_value_info
+    nodes = [
+        helper.make_node("SequenceMap", ["xs", "w"], ["prods", "totals"], body=body),
+        helper.make_node("SequenceInsert", ["prods", "w", "front"], ["ys"]),
+        helper.make_node("ConcatFromSequence", ["totals"], ["sums"], axis=0),
+        helper.make_node("SequenceLength", ["ys"], ["count"]),
+    ]
+    return _model(nodes, [seq_type("xs", TensorProto.FLOAT, None)],
+                  [seq_type("ys", TensorProto.FLOAT, None),
+                   helper.make_tensor_value_info("sums", TensorProto.FLOAT, [None]),
+                   helper.make_tensor_value_info("count", TensorProto.INT64, [])],
+                  [numpy_helper.from_array(np.array([1.5], np.float32), "w"),
+                   numpy_helper.from_array(np.array([0], np.int64), "front")], 17)
+
+
+def test_static_sequences_through_sequence_map_insert_and_length():
+    model = _sequence_map_model()
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal(n).astype(np.float32) for n in (3, 5, 2)]
+    ys, sums, count = _ort(model, {"xs": xs})
+    static, inputs = sequence_inputs_as_tensors(model, [xs])
+    assert [vi.name for vi in static.graph.input] == ["xs__0", "xs__1", "xs__2"]
+    with pytest.raises(cov.StageError, match="SequenceMap"):  # TVM alone has no SequenceMap
+        _tvm(static, inputs)
+    expanded, rewritten = expand_static_sequences(static)
+    assert rewritten == 3  # SequenceMap, SequenceInsert, SequenceLength
+    assert not {"SequenceMap", "SequenceInsert", "SequenceLength"} & {n.op_type for n in expanded.graph.node}
+    got_ys, got_sums, got_count = _tvm(expanded, inputs)
+    assert len(got_ys) == len(ys) == 4
+    for g, e in zip([*got_ys, got_sums, got_count], [*ys, sums, count], strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+def test_sequence_of_run_time_position_is_left_alone():
+    model = _sequence_map_model()
+    model.graph.initializer.pop()  # "front" becomes a graph input: its value is only known at run time
+    model.graph.input.append(helper.make_tensor_value_info("front", TensorProto.INT64, [1]))
+    static, _ = sequence_inputs_as_tensors(model, [[np.zeros(2, np.float32)], np.array([0])])
+    expanded, _ = expand_static_sequences(static)
+    ops = [n.op_type for n in expanded.graph.node]
+    assert "SequenceInsert" in ops and "SequenceMap" not in ops  # what follows the insert is not static
+    assert "SequenceLength" in ops
