@@ -217,3 +217,47 @@ def test_sequence_of_run_time_position_is_left_alone():
     ops = [n.op_type for n in expanded.graph.node]
     assert "SequenceInsert" in ops and "SequenceMap" not in ops  # what follows the insert is not static
     assert "SequenceLength" in ops
+
+
+def _loop_building_a_sequence() -> onnx.ModelProto:
+    """A Loop of 4 iterations carrying a sequence: it appends Unsqueeze(x * i, axes=<0-d constant 0>) each time;
+    the result is ConcatFromSequence'd. TVM alone has neither Loop nor a scalar-axes Unsqueeze."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond"], ["cond_out"]),
+         helper.make_node("Cast", ["i"], ["fi"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["x", "fi"], ["scaled"]),
+         helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array(0, np.int64))),
+         helper.make_node("Unsqueeze", ["scaled", "axes"], ["row"]),
+         helper.make_node("SequenceInsert", ["seq", "row"], ["seq_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_sequence_value_info("seq_out", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("SequenceEmpty", [], ["empty"], dtype=TensorProto.FLOAT),
+             helper.make_node("Loop", ["trips", "", "empty"], ["rows"], body=body, name="the_loop"),
+             helper.make_node("ConcatFromSequence", ["rows"], ["y"], axis=0)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
+                  [numpy_helper.from_array(np.array(4, np.int64), "trips")], 13)
+
+
+def test_loop_carrying_a_sequence_with_scalar_axes_unsqueeze():
+    model = _loop_building_a_sequence()
+    x = np.array([1.0, -2.0, 0.5], np.float32)
+    expected = _ort(model, {"x": x})[0]
+    prepared = cov._pack_prepass(model)  # the same pre-passes compile runs (fold, sequences, unroll)
+    assert {"Loop", "SequenceInsert"}.isdisjoint(n.op_type for n in prepared.graph.node)
+    np.testing.assert_array_equal(_tvm(prepared, [x])[0], expected)
+    without = {k: v for k, v in CONVERTERS.items() if k != ("", "Unsqueeze")}
+    with pytest.raises(cov.StageError, match="not iterable"):  # TVM's own Unsqueeze on a 0-d axes
+        _tvm(prepared, [x], without)
+
+
+def test_compile_prepare_resolves_the_same_sequences_and_loops():
+    from harmonizer_deploy.custom_ops.tvm_prepare import prepare_for_tvm
+
+    prepared, report = prepare_for_tvm(_loop_building_a_sequence())
+    assert report.unrolled_loops == {"the_loop": 4}
+    assert {"Loop", "SequenceInsert"}.isdisjoint(n.op_type for n in prepared.graph.node)

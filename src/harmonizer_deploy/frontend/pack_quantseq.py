@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
+from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey, mangled_name
 
 
 # pack.py's shared helpers, imported when called: pack.py imports this module to register CONVERTERS, so a
@@ -124,8 +124,39 @@ def qlinear_conv(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any
     return _requantize(bb, acc, bb.emit(multiplier), y_zp, out_dtype)
 
 
+def _scalar_axes(node: Any, graph: Any) -> bool:
+    """Unsqueeze whose axes input is a 0-d constant (onnxruntime accepts it; Loop bodies from the ONNX tests have
+    it, and unrolling brings them to the top level)."""
+    if len(node.input) < 2 or not node.input[1]:
+        return False
+    name = node.input[1]
+    for init in graph.initializer:
+        if init.name == name:
+            return len(init.dims) == 0
+    constant = ("Constant", mangled_name("", "Constant"))  # the hook may have renamed it for the pack already
+    for n in graph.node:
+        if n.op_type in constant and n.output and n.output[0] == name:
+            return any(a.name == "value" and len(a.t.dims) == 0 for a in n.attribute)
+    return False
+
+
+def unsqueeze_scalar_axes(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Unsqueeze with a 0-d constant axes: TVM's converter iterates the axes value and fails on a scalar."""
+    import numpy as np
+
+    from harmonizer_deploy.frontend.pack import _const_value
+
+    relax = _relax()
+    axes = np.asarray(_const_value(inputs[1], "Unsqueeze axes", ctx)).reshape(1)
+    return _builtin("Unsqueeze", ctx)(bb, [inputs[0], relax.const(axes, "int64")], attrs, ctx.params)
+
+
+unsqueeze_scalar_axes.applies_to = _scalar_axes  # type: ignore[attr-defined]
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "QLinearMatMul"): qlinear_matmul,
     ("", "QLinearConv"): qlinear_conv,
     ("", "ConvInteger"): conv_integer,
+    ("", "Unsqueeze"): unsqueeze_scalar_axes,
 }
