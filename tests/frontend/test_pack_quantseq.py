@@ -261,3 +261,42 @@ def test_compile_prepare_resolves_the_same_sequences_and_loops():
     prepared, report = prepare_for_tvm(_loop_building_a_sequence())
     assert report.unrolled_loops == {"the_loop": 4}
     assert {"Loop", "SequenceInsert"}.isdisjoint(n.op_type for n in prepared.graph.node)
+
+
+def _loop_with_if(static: bool) -> onnx.ModelProto:
+    """acc' = (i == 0 ? x : acc * 2 + x) for 3 iterations; with static=False the If tests a graph input instead."""
+    then_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["first"])], "then", [],
+                                    [helper.make_tensor_value_info("first", TensorProto.FLOAT, [2])])
+    else_branch = helper.make_graph([helper.make_node("Add", ["acc", "acc"], ["twice"]),
+                                     helper.make_node("Add", ["twice", "x"], ["later"])], "else", [],
+                                    [helper.make_tensor_value_info("later", TensorProto.FLOAT, [2])])
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond"], ["cond_out"]),
+         helper.make_node("Equal", ["i", "zero"], ["is_first"]) if static else
+         helper.make_node("Identity", ["flag"], ["is_first"]),
+         helper.make_node("If", ["is_first"], ["acc_out"], then_branch=then_branch, else_branch=else_branch)],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [2])])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])]
+    if not static:
+        inputs.append(helper.make_tensor_value_info("flag", TensorProto.BOOL, []))
+    loop = helper.make_node("Loop", ["trips", "", "acc0"], ["y"], body=body, name="the_loop")
+    return _model([loop], inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                  [numpy_helper.from_array(np.array(3, np.int64), "trips"),
+                   numpy_helper.from_array(np.array(0, np.int64), "zero"),
+                   numpy_helper.from_array(np.zeros(2, np.float32), "acc0")], 13)
+
+
+def test_if_with_a_static_condition_inside_a_loop_is_inlined():
+    model = _loop_with_if(static=True)
+    x = np.array([1.0, -3.0], np.float32)
+    unrolled, report = unroll_loops(model)
+    assert report.unrolled == {"the_loop": 3} and "If" not in {n.op_type for n in unrolled.graph.node}
+    np.testing.assert_array_equal(_tvm(unrolled, [x])[0], _ort(model, {"x": x})[0])
+    dynamic = _loop_with_if(static=False)
+    same, report = unroll_loops(dynamic)
+    assert same is dynamic and "computed at run time" in report.left["the_loop"]

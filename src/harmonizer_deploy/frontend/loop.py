@@ -44,6 +44,11 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
+def _nested_loop(body: onnx.GraphProto) -> bool:
+    """A body node other than If holds a subgraph (an If is inlined when its condition is static)."""
+    return any(_has_subgraph(n) and not (n.op_type == "If" and n.domain in ("", "ai.onnx")) for n in body.node)
+
+
 class _Constants:
     """Values of small tensors known before run time, evaluated on demand with onnx.reference.
 
@@ -73,6 +78,8 @@ class _Constants:
         node = self.producer.get(name)
         if node is None or name in self.failed or _has_subgraph(node) or node.domain not in ("", "ai.onnx"):
             return None
+        if node.op_type == "OptionalHasElement" and node.input and self._present(node.input[0]):
+            return np.array(True)
         inputs = [self.get(n) if n else None for n in node.input]
         if any(v is None for n, v in zip(node.input, inputs, strict=True) if n):
             self.failed.add(name)
@@ -83,6 +90,12 @@ class _Constants:
             return None
         self.values.update((n, v) for n, v in zip(node.output, out, strict=False) if n)
         return self.values.get(name)
+
+    def _present(self, name: str) -> bool:
+        """`name` certainly holds a value: a non-optional op produced it (a tensor or a sequence)."""
+        node = self.producer.get(name)
+        return node is not None and node.op_type not in ("Optional", "If", "Loop", "Scan", "Identity") and (
+            node.domain in ("", "ai.onnx"))
 
     def _evaluate(self, node: onnx.NodeProto, values: list[np.ndarray | None]) -> list[np.ndarray] | None:
         from onnx.reference import ReferenceEvaluator
@@ -137,6 +150,9 @@ def _inline_body(body: onnx.GraphProto, names: dict[str, str], local: set[str], 
     and initializers; `names` gains the outer names of everything the iteration computes."""
     nodes = []
     for node in body.node:
+        if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+            nodes += _inline_if(node, names, local, prefix, taken, consts)
+            continue
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
         copy.name = _unique(f"{prefix}__{node.name or node.op_type}", taken)
@@ -169,12 +185,33 @@ def _stack(parts: list[str], out: str, axis: int, label: str, inits: list[onnx.T
     return nodes
 
 
+def _inline_if(node: onnx.NodeProto, names: dict[str, str], local: set[str], prefix: str, taken: set[str],
+               consts: _Constants) -> list[onnx.NodeProto]:
+    """An If inside a body whose condition is known here: the taken branch's nodes, its outputs as the If's."""
+    cond = names.get(node.input[0], node.input[0])
+    if node.input[0] in local and node.input[0] not in names:
+        raise _NotStatic(f"its body reads {node.input[0]!r} before computing it")
+    value = consts.get(cond)
+    if value is None:
+        raise _NotStatic(f"an If in its body has a condition {node.input[0]!r} computed at run time")
+    branch = next(a.g for a in node.attribute if a.name == ("then_branch" if bool(np.asarray(value).reshape(-1)[0])
+                                                           else "else_branch"))
+    if _nested_loop(branch) or branch.initializer or branch.sparse_initializer:
+        raise _NotStatic("an If branch in its body holds initializers or another Loop/Scan")
+    inner = local | {o for n in branch.node for o in n.output if o}
+    nodes = _inline_body(branch, names, inner, f"{prefix}__{node.name or 'if'}", taken, consts)
+    for out, result in zip(node.output, branch.output, strict=False):
+        if out:
+            names[out] = names.get(result.name, result.name)
+    return nodes
+
+
 def _unroll(loop: onnx.NodeProto, consts: _Constants, taken: set[str], opset: int,
             ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], int]:
     """The nodes (and body initializers) replacing `loop`, and how many iterations they run."""
     body = next(a.g for a in loop.attribute if a.name == "body")
-    if any(_has_subgraph(n) for n in body.node):
-        raise _NotStatic("its body holds another subgraph (nested If/Loop/Scan)")
+    if _nested_loop(body):
+        raise _NotStatic("its body holds another subgraph (a nested Loop/Scan)")
     if body.sparse_initializer:
         raise _NotStatic("its body has sparse initializers")
     label = loop.name or loop.output[0]
@@ -267,8 +304,8 @@ class _ScanBody:
 
     def __init__(self, scan: onnx.NodeProto, consts: _Constants, taken: set[str]) -> None:
         self.graph = next(a.g for a in scan.attribute if a.name == "body")
-        if any(_has_subgraph(n) for n in self.graph.node):
-            raise _NotStatic("its body holds another subgraph (nested If/Loop/Scan)")
+        if _nested_loop(self.graph):
+            raise _NotStatic("its body holds another subgraph (a nested Loop/Scan)")
         if self.graph.sparse_initializer:
             raise _NotStatic("its body has sparse initializers")
         self.label = scan.name or scan.output[0]

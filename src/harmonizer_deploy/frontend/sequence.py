@@ -31,8 +31,8 @@ from onnx import helper
 from harmonizer_deploy.frontend.loop import (
     _body_initializers,
     _Constants,
-    _has_subgraph,
     _inline_body,
+    _nested_loop,
     _NotStatic,
     _prune,
     _unique,
@@ -46,7 +46,7 @@ def sequence_inputs_as_tensors(model: onnx.ModelProto, values: list[Any]) -> tup
     the values) and a SequenceConstruct (SequenceEmpty for an empty list) rebuilding the sequence.
 
     Returns the new model and the flattened values; the model is returned unchanged when it has no such input."""
-    if not any(vi.type.HasField("sequence_type") and isinstance(v, list)
+    if not any(_sequence_type(vi) is not None and isinstance(v, list)
                for vi, v in zip(model.graph.input, values, strict=False)):
         return model, values
     out = onnx.ModelProto()
@@ -56,7 +56,8 @@ def sequence_inputs_as_tensors(model: onnx.ModelProto, values: list[Any]) -> tup
     flat: list[Any] = []
     builders: list[onnx.NodeProto] = []
     for vi, value in zip(model.graph.input, values, strict=False):
-        if not (vi.type.HasField("sequence_type") and isinstance(value, list)):
+        seq_type = _sequence_type(vi)
+        if seq_type is None or not isinstance(value, list):
             inputs.append(vi)
             flat.append(value)
             continue
@@ -68,7 +69,7 @@ def sequence_inputs_as_tensors(model: onnx.ModelProto, values: list[Any]) -> tup
                                                         list(arr.shape)))
             flat.append(arr)
             elems.append(name)
-        elem_type = vi.type.sequence_type.elem_type.tensor_type.elem_type or onnx.TensorProto.FLOAT
+        elem_type = seq_type.elem_type.tensor_type.elem_type or onnx.TensorProto.FLOAT
         builders.append(_construct(elems, vi.name, elem_type, _unique(f"{vi.name}__sequence", taken)))
     del out.graph.input[:]
     out.graph.input.extend(inputs)
@@ -76,6 +77,15 @@ def sequence_inputs_as_tensors(model: onnx.ModelProto, values: list[Any]) -> tup
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out, flat
+
+
+def _sequence_type(vi: onnx.ValueInfoProto) -> Any:
+    """The sequence type of a sequence input, or of an optional sequence input (fed a list: it holds one)."""
+    if vi.type.HasField("sequence_type"):
+        return vi.type.sequence_type
+    if vi.type.HasField("optional_type") and vi.type.optional_type.elem_type.HasField("sequence_type"):
+        return vi.type.optional_type.elem_type.sequence_type
+    return None
 
 
 def _construct(elems: list[str], out: str, elem_type: int, name: str) -> onnx.NodeProto:
@@ -135,8 +145,12 @@ class _Sequences:
             return False
         seq = self.known[ins[0]]
         elem_type = self.elem_type.get(ins[0], onnx.TensorProto.FLOAT)
-        if op == "Identity":
+        if op in ("Identity", "OptionalGetElement"):  # an optional known to hold this sequence
             self.produce(node, node.output[0], list(seq), elem_type)
+        elif op == "OptionalHasElement":
+            value = helper.make_tensor(node.output[0], onnx.TensorProto.BOOL, [], [True])
+            self.emit(helper.make_node("Constant", [], [node.output[0]], name=node.name or node.output[0],
+                                       value=value))
         elif op == "SequenceInsert":
             pos = self.position(node, 2)
             pos = len(seq) if pos is None else pos + len(seq) + 1 if pos < 0 else pos
@@ -167,8 +181,8 @@ class _Sequences:
     def sequence_map(self, node: onnx.NodeProto) -> None:
         """The body inlined once per element: sequence inputs give element t, tensor inputs are passed whole."""
         body = next(a.g for a in node.attribute if a.name == "body")
-        if any(_has_subgraph(n) for n in body.node):
-            raise _NotStatic("SequenceMap's body holds another subgraph")
+        if _nested_loop(body):
+            raise _NotStatic("SequenceMap's body holds a Loop/Scan")
         length = len(self.known[node.input[0]])
         seqs = [name if name in self.known else None for name in node.input]
         if any(s is not None and len(self.known[s]) != length for s in seqs):
