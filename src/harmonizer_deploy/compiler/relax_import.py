@@ -73,8 +73,8 @@ def import_failure(exc: Exception, onnx_model: Any, fix_dims: dict[str, int] | N
         node = next((n for n in onnx_model.graph.node if n.op_type in ops), None)
         first = f"TVM's ONNX frontend has no converter for {', '.join(sorted(ops))}"
         why = (loops_left or {}).get(node.name or node.output[0]) if node is not None else None
-        if why:  # frontend/loop.py unrolls a Loop whose iterations are known before run time; this one's are not
-            first = f"TVM has no Loop converter and this loop cannot be unrolled: {why}"
+        if why:  # frontend/loop.py unrolls a Loop/Scan whose iterations are known before run time; not this one's
+            first = f"TVM has no {node.op_type} converter and this {node.op_type} cannot be unrolled: {why}"
     elif "Reshape" in text:
         node = next((n for n in onnx_model.graph.node if n.op_type == "Reshape" and n.input[1] not in constants),
                     None)

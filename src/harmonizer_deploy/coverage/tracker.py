@@ -427,18 +427,22 @@ def run_tvm_static(case: Case, report: Report) -> None:
 
 
 def _pack_prepass(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fold static shapes, unroll the Loops whose iterations are then known, fold what the bodies brought."""
+    """Fold static shapes and static-length sequences, unroll the Loops/Scans whose iterations are then known,
+    fold what the bodies brought."""
     from harmonizer_deploy.frontend.fold import fold_static_shapes
     from harmonizer_deploy.frontend.loop import unroll_loops
+    from harmonizer_deploy.frontend.sequence import expand_static_sequences
 
-    model, unrolled = unroll_loops(fold_static_shapes(model))
-    return fold_static_shapes(model) if unrolled.unrolled else model
+    model, unrolled = unroll_loops(fold_static_shapes(expand_static_sequences(model)[0]))
+    return fold_static_shapes(expand_static_sequences(model)[0]) if unrolled.unrolled else model
 
 
 def run_tvm_pack(case: Case, report: Report) -> None:
     from harmonizer_deploy.frontend.pack import CONVERTERS
+    from harmonizer_deploy.frontend.sequence import sequence_inputs_as_tensors
 
     model, inputs, _ = make_static(case.model, case.inputs)
+    model, inputs = sequence_inputs_as_tensors(model, inputs)  # the case's sequence lengths, like fixed dims
     model = _stage(report, "import", lambda: _pack_prepass(model))
     _check(report, case, run_tvm_model(model, inputs, report, CONVERTERS))
 
@@ -683,8 +687,11 @@ def plan(case: Case, variants: Sequence[str], pack: set[tuple[str, str]]) -> dic
     alias: dict[str, str] = {}
     if "tvm_static" in variants and "tvm" in variants and not make_static(case.model, case.inputs)[2]:
         alias["tvm_static"] = "tvm"
-    folds = {("", "Shape"), ("", "Size"), ("", "Loop")}  # the pack's pre-pass starts from these (fold, unroll)
-    if "tvm_pack" in variants and "tvm_static" in variants and not (_graph_keys(case.model.graph) & (pack | folds)):
+    # the pack's pre-passes start from these (fold, unroll, static sequences) and from sequence-typed inputs
+    folds = {("", "Shape"), ("", "Size"), ("", "Loop"), ("", "Scan"), ("", "SequenceConstruct"), ("", "SequenceEmpty")}
+    sequences = any(vi.type.HasField("sequence_type") for vi in case.model.graph.input)
+    if ("tvm_pack" in variants and "tvm_static" in variants and not sequences
+            and not (_graph_keys(case.model.graph) & (pack | folds))):
         alias["tvm_pack"] = alias.get("tvm_static", "tvm_static")
     return alias
 

@@ -106,12 +106,14 @@ def explicit_same_padding(model: Any) -> tuple[Any, int]:
 
 
 def _unroll_static_loops(model: Any, report: PrepareReport) -> Any:
-    """Loops whose trip count folded to a constant become plain nodes (TVM has no Loop), then fold again."""
+    """Loops/Scans whose trip count folded to a constant become plain nodes (TVM has neither), then fold again;
+    static-length sequences are resolved before (a SequenceLength trip count) and after (what bodies built)."""
     from harmonizer_deploy.frontend.loop import unroll_loops
+    from harmonizer_deploy.frontend.sequence import expand_static_sequences
 
-    model, unrolled = unroll_loops(model)
+    model, unrolled = unroll_loops(expand_static_sequences(model)[0])
     report.unrolled_loops, report.loops_left = unrolled.unrolled, unrolled.left
-    return fold_shapes(model) if unrolled.unrolled else model
+    return fold_shapes(expand_static_sequences(model)[0]) if unrolled.unrolled else model
 
 
 def prepare_for_tvm(model: Any, fold: bool = True, fix_dims: dict[str, int] | None = None
