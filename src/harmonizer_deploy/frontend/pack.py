@@ -7,6 +7,7 @@ placeholders), RMSNormalization (axis 0 fails to compile), Constant (only `value
 base/exponent types), Dropout (float mask), the reductions over a zero-size dim (TVM returns its accumulator's
 start value instead of the identity), ReduceMax/ReduceMin of bool (fails to compile), Mod fmod=0 on floats
 (NaN for infinite divisors), IsInf (flags ignored), Mish and Softplus (float32 underflow) and SpaceToDepth mode CRD.
+Image ops in `pack_image.py`: Resize modes, CenterCropPad, Col2Im, DeformConv, AffineGrid, ConvTranspose output_shape.
 `converter_pack_fold.py` is the pack's pre-pass for static shapes.
 
 Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.core.errors import HarmonizerError
+from harmonizer_deploy.frontend import pack_image
 from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
 
 
@@ -1081,4 +1083,5 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Mish"): mish,
     ("", "Softplus"): softplus,
     ("", "SpaceToDepth"): space_to_depth,
+    **pack_image.CONVERTERS,
 }

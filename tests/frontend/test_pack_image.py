@@ -1,0 +1,133 @@
+"""The image converters of the pack (frontend/pack_image.py): tiny ONNX models imported through the pack, compiled
+for llvm, run on the Relax VM and compared with onnxruntime; plus node test cases that failed before each converter.
+Each family also shows it fails without its converter (TVM's own import is refused, wrong or absent)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+pytest.importorskip("tvm")
+
+from harmonizer_deploy.core.onnxruntime import ort_session
+from harmonizer_deploy.coverage import tracker as cov
+from harmonizer_deploy.frontend import pack_image
+from harmonizer_deploy.frontend.pack import CONVERTERS
+
+WITHOUT_IMAGE = {k: v for k, v in CONVERTERS.items() if k not in pack_image.CONVERTERS}
+
+# (domain, op) -> node test cases that pass under "TVM + our pack" only with that converter.
+REPRESENTATIVE = {
+    ("", "Resize"): ["test_resize_downsample_scales_cubic", "test_resize_downsample_scales_cubic_antialias",
+                     "test_resize_tf_crop_and_resize_axes_3_2", "test_resize_upsample_sizes_nearest_not_smaller",
+                     "test_resize_downsample_scales_linear_half_pixel_symmetric"],
+}
+
+
+def _model(nodes: list, inputs: list, outputs: list, inits: Sequence[np.ndarray | Any] = (), opset: int = 19,
+           ) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
+
+
+def _tvm(model: onnx.ModelProto, feeds: list[np.ndarray], converters: dict) -> list[Any]:
+    return cov.run_tvm_model(model, feeds, lambda stage: None, converters)
+
+
+def _expected(model: onnx.ModelProto, feeds: list[np.ndarray]) -> list[Any]:
+    names = [vi.name for vi in model.graph.input]
+    return ort_session(model.SerializeToString()).run(None, dict(zip(names, feeds, strict=True)))
+
+
+def _assert_pack_matches(model: onnx.ModelProto, feeds: list[np.ndarray], rtol: float = 1e-5,
+                         atol: float = 1e-5) -> None:
+    got, want = _tvm(model, feeds, CONVERTERS), _expected(model, feeds)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+def _assert_wrong_without(model: onnx.ModelProto, feeds: list[np.ndarray]) -> None:
+    """Without the image converters TVM refuses the node or returns other numbers/shapes."""
+    try:
+        got = _tvm(model, feeds, WITHOUT_IMAGE)
+    except cov.StageError:
+        return
+    want = _expected(model, feeds)
+    assert any(g.shape != w.shape or not np.allclose(g, w, rtol=1e-3, atol=1e-4)
+               for g, w in zip(got, want, strict=True))
+
+
+def test_every_image_converter_has_representative_cases():
+    assert set(REPRESENTATIVE) == set(pack_image.CONVERTERS)
+    assert all(CONVERTERS[k] is fn for k, fn in pack_image.CONVERTERS.items())  # merged into the pack
+
+
+@pytest.fixture(scope="module")
+def cases():
+    names = [n for group in REPRESENTATIVE.values() for n in group]
+    found = {c.name: c for c in cov.collect_cases(names) if c.name in names}
+    assert sorted(found) == sorted(names)
+    return found
+
+
+@pytest.mark.parametrize("name", [n for group in REPRESENTATIVE.values() for n in group])
+def test_node_case_passes_with_the_pack(cases, name):
+    cov.run_tvm_pack(cases[name], lambda stage: None)  # raises StageError on any failure or mismatch
+
+
+# ------------------------------------------------------------------------------- Resize
+
+
+def _resize_model(shape: list[int], out: list[int], scales: list[float] | None = None,
+                  sizes: list[int] | None = None, **attrs: Any) -> onnx.ModelProto:
+    inits = []
+    names = ["x", ""]
+    if scales is not None:
+        inits.append(numpy_helper.from_array(np.array(scales, np.float32), "scales"))
+        names.append("scales")
+    else:
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        names += ["", "sizes"]
+    node = helper.make_node("Resize", names, ["y"], **attrs)
+    return _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
+
+
+RESIZE_MODELS = {
+    "cubic_downsample_scales": lambda: _resize_model([1, 2, 7, 9], [1, 2, 4, 6], scales=[1, 1, 0.6, 0.7],
+                                                     mode="cubic"),
+    "linear_antialias": lambda: _resize_model([1, 1, 8, 8], [1, 1, 3, 5], sizes=[1, 1, 3, 5], mode="linear",
+                                              antialias=1),
+    "cubic_antialias_exclude_outside": lambda: _resize_model(
+        [2, 1, 9, 6], [2, 1, 4, 4], scales=[1, 1, 0.5, 0.75], mode="cubic", antialias=1, exclude_outside=1,
+        cubic_coeff_a=-0.5),
+    "nearest_axes_not_larger": lambda: _resize_model([1, 3, 5, 4], [1, 3, 7, 6], sizes=[6, 7], axes=[3, 2],
+                                                     keep_aspect_ratio_policy="not_larger"),
+    "linear_half_pixel_symmetric": lambda: _resize_model(
+        [1, 1, 5, 5], [1, 1, 8, 8], scales=[1, 1, 1.7, 1.7], mode="linear",
+        coordinate_transformation_mode="half_pixel_symmetric"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESIZE_MODELS))
+def test_resize_matches_onnxruntime_and_fails_without_the_converter(name):
+    model = RESIZE_MODELS[name]()
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+    _assert_pack_matches(model, [x], rtol=1e-4, atol=1e-5)
+    _assert_wrong_without(model, [x])
+
+
+def test_resize_that_tvm_gets_right_stays_with_tvm():
+    """An integer upsample is TVM's own fused resize2d, not the gather graph."""
+    model = _resize_model([1, 1, 4, 4], [1, 1, 8, 8], scales=[1, 1, 2, 2], mode="linear")
+    assert not pack_image.resize.applies_to(model.graph.node[0], model.graph)
+    assert pack_image.resize.applies_to(RESIZE_MODELS["cubic_downsample_scales"]().graph.node[0],
+                                        RESIZE_MODELS["cubic_downsample_scales"]().graph)
