@@ -26,7 +26,11 @@ REPRESENTATIVE = {
     ("", "Resize"): ["test_resize_downsample_scales_cubic", "test_resize_downsample_scales_cubic_antialias",
                      "test_resize_tf_crop_and_resize_axes_3_2", "test_resize_upsample_sizes_nearest_not_smaller",
                      "test_resize_downsample_scales_linear_half_pixel_symmetric"],
+    ("", "CenterCropPad"): ["test_center_crop_pad_crop_and_pad", "test_center_crop_pad_crop_negative_axes_hwc"],
 }
+# pass only because the shape-folding pre-pass now folds to a fixpoint (a Pad fed by folded shape arithmetic)
+FOLDING = ["test_center_crop_pad_crop_expanded", "test_center_crop_pad_pad_expanded"]
+ALL_CASES = [*(n for group in REPRESENTATIVE.values() for n in group), *FOLDING]
 
 
 def _model(nodes: list, inputs: list, outputs: list, inits: Sequence[np.ndarray | Any] = (), opset: int = 19,
@@ -71,13 +75,13 @@ def test_every_image_converter_has_representative_cases():
 
 @pytest.fixture(scope="module")
 def cases():
-    names = [n for group in REPRESENTATIVE.values() for n in group]
+    names = ALL_CASES
     found = {c.name: c for c in cov.collect_cases(names) if c.name in names}
     assert sorted(found) == sorted(names)
     return found
 
 
-@pytest.mark.parametrize("name", [n for group in REPRESENTATIVE.values() for n in group])
+@pytest.mark.parametrize("name", ALL_CASES)
 def test_node_case_passes_with_the_pack(cases, name):
     cov.run_tvm_pack(cases[name], lambda stage: None)  # raises StageError on any failure or mismatch
 
@@ -131,3 +135,23 @@ def test_resize_that_tvm_gets_right_stays_with_tvm():
     assert not pack_image.resize.applies_to(model.graph.node[0], model.graph)
     assert pack_image.resize.applies_to(RESIZE_MODELS["cubic_downsample_scales"]().graph.node[0],
                                         RESIZE_MODELS["cubic_downsample_scales"]().graph)
+
+
+# ------------------------------------------------------------------------------- CenterCropPad
+
+
+@pytest.mark.parametrize("target,axes", [([3, 8], [1, 2]), ([5, 2], [-1, 1]), ([2, 4, 7], None)])
+def test_center_crop_pad_matches_onnxruntime_and_needs_the_converter(target, axes):
+    shape = [2, 5, 6]
+    rank = len(shape)
+    out = list(shape)
+    for a, t in zip([a % rank for a in (axes or range(rank))], target, strict=True):
+        out[a] = t
+    node = helper.make_node("CenterCropPad", ["x", "shape"], ["y"], **({"axes": axes} if axes else {}))
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)],
+                   [numpy_helper.from_array(np.array(target, np.int64), "shape")], opset=18)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    _assert_pack_matches(model, [x])
+    with pytest.raises(cov.StageError):
+        _tvm(model, [x], WITHOUT_IMAGE)

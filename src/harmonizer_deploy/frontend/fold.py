@@ -151,4 +151,6 @@ def fold_static_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         if name in used:
             result.graph.initializer.append(numpy_helper.from_array(value, name))
     del result.graph.value_info[:]  # stale for folded names; TVM does not need them
-    return result
+    # Folded values can make more shapes static (a Pad whose pads were shape arithmetic): fold again until
+    # nothing changes; every round removes nodes, so this ends.
+    return fold_static_shapes(result)

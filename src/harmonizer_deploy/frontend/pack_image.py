@@ -314,6 +314,42 @@ def _resize_applies(node: Any, graph: Any) -> bool:
 resize.applies_to = _resize_applies  # type: ignore[attr-defined]
 
 
+# ------------------------------------------------------------------------------- CenterCropPad
+
+
+def center_crop_pad(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Crop or zero-pad each named axis to the target length, centred (the odd cell goes to the end).
+
+    The target `shape` input must be constant: it fixes the output shape.
+    """
+    relax = _relax()
+    x = inputs[0]
+    shape = _static_shape(x)
+    if shape is None:
+        raise ValueError("CenterCropPad needs a static input shape for this converter")
+    target = _optional_const(inputs, 1, ctx)
+    if target is None:
+        raise ValueError("CenterCropPad shape must be a constant (an initializer) for this converter")
+    rank = len(shape)
+    axes = [int(a) % rank for a in attrs.get("axes", [])] or list(range(rank))
+    begin, end, pads = [0] * rank, list(shape), [0] * (2 * rank)
+    for a, want in zip(axes, (int(v) for v in target.reshape(-1)), strict=False):
+        have = shape[a]
+        if want < have:
+            begin[a] = (have - want) // 2
+            end[a] = begin[a] + want
+        elif want > have:
+            pads[2 * a] = (want - have) // 2
+            pads[2 * a + 1] = want - have - pads[2 * a]
+    y = x
+    if begin != [0] * rank or end != shape:
+        y = bb.emit(relax.op.strided_slice(y, list(range(rank)), begin, end))
+    if any(pads):
+        y = bb.emit(relax.op.nn.pad(y, pads, pad_value=0.0))
+    return y
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Resize"): resize,
+    ("", "CenterCropPad"): center_crop_pad,
 }
