@@ -27,6 +27,8 @@ REPRESENTATIVE = {
                      "test_resize_tf_crop_and_resize_axes_3_2", "test_resize_upsample_sizes_nearest_not_smaller",
                      "test_resize_downsample_scales_linear_half_pixel_symmetric"],
     ("", "CenterCropPad"): ["test_center_crop_pad_crop_and_pad", "test_center_crop_pad_crop_negative_axes_hwc"],
+    ("", "ConvTranspose"): ["test_convtranspose_output_shape"],
+    ("", "Col2Im"): ["test_col2im_pads", "test_col2im_5d"],
 }
 # pass only because the shape-folding pre-pass now folds to a fixpoint (a Pad fed by folded shape arithmetic)
 FOLDING = ["test_center_crop_pad_crop_expanded", "test_center_crop_pad_pad_expanded"]
@@ -152,6 +154,41 @@ def test_center_crop_pad_matches_onnxruntime_and_needs_the_converter(target, axe
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)],
                    [numpy_helper.from_array(np.array(target, np.int64), "shape")], opset=18)
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    _assert_pack_matches(model, [x])
+    with pytest.raises(cov.StageError):
+        _tvm(model, [x], WITHOUT_IMAGE)
+
+
+# ------------------------------------------------------------------------------- ConvTranspose, Col2Im
+
+
+@pytest.mark.parametrize("out_hw,auto_pad", [((10, 8), "NOTSET"), ((7, 5), "SAME_UPPER"), ((8, 6), "NOTSET")])
+def test_conv_transpose_output_shape_matches_onnxruntime(out_hw, auto_pad):
+    x_shape, w_shape = [1, 2, 3, 3], [2, 3, 3, 3]
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[3, 2], output_shape=list(out_hw),
+                            auto_pad=auto_pad)
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, *out_hw])],
+                   [numpy_helper.from_array(w, "w")])
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    _assert_pack_matches(model, [x], rtol=1e-4)
+    _assert_wrong_without(model, [x])
+
+
+def test_col2im_matches_onnxruntime_and_needs_the_converter():
+    image, block = [5, 6], [2, 3]
+    attrs = {"dilations": [1, 2], "pads": [1, 0, 0, 1], "strides": [2, 1]}
+    padded = [image[0] + 1, image[1] + 1]
+    counts = [(padded[d] - (attrs["dilations"][d] * (block[d] - 1) + 1)) // attrs["strides"][d] + 1 for d in (0, 1)]
+    x_shape = [2, 3 * 6, counts[0] * counts[1]]
+    node = helper.make_node("Col2Im", ["x", "image", "block"], ["y"], **attrs)
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, *image])],
+                   [numpy_helper.from_array(np.array(image, np.int64), "image"),
+                    numpy_helper.from_array(np.array(block, np.int64), "block")])
+    x = np.random.default_rng(3).standard_normal(x_shape).astype(np.float32)
     _assert_pack_matches(model, [x])
     with pytest.raises(cov.StageError):
         _tvm(model, [x], WITHOUT_IMAGE)

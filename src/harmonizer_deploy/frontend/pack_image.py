@@ -349,7 +349,89 @@ def center_crop_pad(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> 
     return y
 
 
+# ------------------------------------------------------------------------------- ConvTranspose output_shape
+
+
+def conv_transpose(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """ConvTranspose with `output_shape`: the spec's pads from the output shape, then TVM's converter (which
+    ignores output_shape); a negative end pad (output larger than the full result) becomes output_padding."""
+    x_shape, w_shape = _static_shape(inputs[0]), _static_shape(inputs[1])
+    if x_shape is None or w_shape is None:
+        raise ValueError("ConvTranspose output_shape needs static input and weight shapes for this converter")
+    spatial = len(x_shape) - 2
+    out_shape = [int(v) for v in attrs["output_shape"]][-spatial:]
+    strides = list(attrs.get("strides", [1] * spatial))
+    dilations = list(attrs.get("dilations", [1] * spatial))
+    out_pad = list(attrs.get("output_padding", [0] * spatial))
+    kernel = list(attrs.get("kernel_shape", w_shape[2:]))
+    upper = _attr_str(attrs, "auto_pad", "NOTSET") == "SAME_UPPER"
+    begin, end = [], []
+    for i in range(spatial):
+        total = strides[i] * (x_shape[i + 2] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - out_shape[i]
+        small, large = total // 2, total - total // 2
+        b, e = (small, large) if upper else (large, small)
+        if b < 0:
+            raise ValueError(f"ConvTranspose output_shape {out_shape} needs a negative leading pad on axis {i}")
+        if e < 0:
+            out_pad[i], e = out_pad[i] - e, 0
+        begin.append(b)
+        end.append(e)
+    new_attrs = {k: v for k, v in attrs.items() if k != "output_shape"}
+    new_attrs.update(pads=begin + end, output_padding=out_pad, auto_pad=b"NOTSET")
+    return _builtin_call("ConvTranspose", bb, inputs, new_attrs, ctx)
+
+
+def _has_output_shape(node: Any, graph: Any) -> bool:
+    return any(a.name == "output_shape" for a in node.attribute)
+
+
+conv_transpose.applies_to = _has_output_shape  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------- Col2Im
+
+
+def col2im(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Col2Im: scatter-add every column entry to its image position (static positions from the constant
+    image_shape/block_shape and the attributes), then drop the pads."""
+    relax = _relax()
+    x = inputs[0]
+    shape = _static_shape(x)
+    image = _optional_const(inputs, 1, ctx)
+    block = _optional_const(inputs, 2, ctx)
+    if shape is None or image is None or block is None:
+        raise ValueError("Col2Im needs a static input shape and constant image_shape/block_shape")
+    image, block = [int(v) for v in image.reshape(-1)], [int(v) for v in block.reshape(-1)]
+    n_dims = len(image)
+    dil = list(attrs.get("dilations", [1] * n_dims))
+    stride = list(attrs.get("strides", [1] * n_dims))
+    pads = list(attrs.get("pads", [0] * 2 * n_dims))
+    padded = [image[d] + pads[d] + pads[d + n_dims] for d in range(n_dims)]
+    counts = [(padded[d] - (dil[d] * (block[d] - 1) + 1)) // stride[d] + 1 for d in range(n_dims)]
+    k_total, l_total = int(np.prod(block)), int(np.prod(counts))
+    batch, channels_k, length = shape
+    if channels_k % k_total or length != l_total:
+        raise ValueError(f"Col2Im input {shape} does not fit block {block} over image {image}")
+    channels = channels_k // k_total
+    # position in the padded image of (kernel offset k, block position l), both row-major
+    ks = np.stack(np.unravel_index(np.arange(k_total), block), axis=1)  # [K, n]
+    ls = np.stack(np.unravel_index(np.arange(l_total), counts), axis=1)  # [L, n]
+    coords = ls[None, :, :] * np.array(stride) + ks[:, None, :] * np.array(dil)  # [K, L, n]
+    flat = np.ravel_multi_index(tuple(coords[..., d] for d in range(n_dims)), padded).reshape(1, 1, -1)
+    updates = relax.op.reshape(x, (batch, channels, k_total * l_total))
+    index = relax.op.broadcast_to(relax.const(flat.astype(np.int64)), (batch, channels, k_total * l_total))
+    zeros = relax.op.zeros((batch, channels, int(np.prod(padded))), _dtype(x))
+    y = bb.emit(relax.op.scatter_elements(zeros, index, updates, axis=2, reduction="add"))
+    y = relax.op.reshape(y, (batch, channels, *padded))
+    if any(pads):
+        axes = list(range(2, 2 + n_dims))
+        y = relax.op.strided_slice(y, axes, pads[:n_dims], [pads[d] + image[d] for d in range(n_dims)])
+    return y
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Resize"): resize,
     ("", "CenterCropPad"): center_crop_pad,
+    ("", "ConvTranspose"): conv_transpose,
+    ("", "Col2Im"): col2im,
 }
