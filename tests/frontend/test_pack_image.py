@@ -29,6 +29,7 @@ REPRESENTATIVE = {
     ("", "CenterCropPad"): ["test_center_crop_pad_crop_and_pad", "test_center_crop_pad_crop_negative_axes_hwc"],
     ("", "ConvTranspose"): ["test_convtranspose_output_shape"],
     ("", "Col2Im"): ["test_col2im_pads", "test_col2im_5d"],
+    ("", "DeformConv"): ["test_deform_conv_with_mask_bias", "test_deform_conv_with_multiple_offset_groups"],
 }
 # pass only because the shape-folding pre-pass now folds to a fixpoint (a Pad fed by folded shape arithmetic)
 FOLDING = ["test_center_crop_pad_crop_expanded", "test_center_crop_pad_pad_expanded"]
@@ -192,3 +193,30 @@ def test_col2im_matches_onnxruntime_and_needs_the_converter():
     _assert_pack_matches(model, [x])
     with pytest.raises(cov.StageError):
         _tvm(model, [x], WITHOUT_IMAGE)
+
+
+# ------------------------------------------------------------------------------- DeformConv
+
+
+def test_deform_conv_with_runtime_offsets_and_mask_matches_onnxruntime():
+    """Offsets and mask are graph inputs (runtime data), with groups, offset groups, stride, pads, dilation."""
+    n, c, h, w, oc, kh, kw = 2, 4, 6, 7, 6, 2, 3
+    attrs = {"group": 2, "offset_group": 2, "strides": [2, 1], "pads": [1, 1, 0, 1], "dilations": [1, 2]}
+    oh = (h + 1 - ((kh - 1) * 1 + 1)) // 2 + 1
+    ow = (w + 2 - ((kw - 1) * 2 + 1)) // 1 + 1
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    offset = (2.5 * rng.standard_normal((n, 2 * kh * kw * 2, oh, ow))).astype(np.float32)  # some fall outside
+    mask = rng.uniform(0, 1, (n, 2 * kh * kw, oh, ow)).astype(np.float32)
+    weight = rng.standard_normal((oc, c // 2, kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    node = helper.make_node("DeformConv", ["x", "w", "offset", "b", "mask"], ["y"], **attrs)
+    f = TensorProto.FLOAT
+    model = _model([node], [helper.make_tensor_value_info("x", f, x.shape),
+                            helper.make_tensor_value_info("offset", f, offset.shape),
+                            helper.make_tensor_value_info("mask", f, mask.shape)],
+                   [helper.make_tensor_value_info("y", f, [n, oc, oh, ow])],
+                   [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    _assert_pack_matches(model, [x, offset, mask], rtol=1e-4, atol=1e-4)
+    with pytest.raises(cov.StageError):
+        _tvm(model, [x, offset, mask], WITHOUT_IMAGE)

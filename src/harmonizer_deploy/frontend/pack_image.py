@@ -429,9 +429,85 @@ def col2im(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     return y
 
 
+# ------------------------------------------------------------------------------- DeformConv
+
+
+def _bilinear_taps(bb: Any, ph: Any, pw: Any, height: int, width: int, dt: str) -> list[tuple[Any, Any]]:
+    """The four bilinear corners of sample points (ph, pw): (flat index into H*W, weight); a corner outside
+    the image weighs 0 (zero padding)."""
+    relax = _relax()
+    h0 = bb.emit(relax.op.floor(ph))
+    w0 = bb.emit(relax.op.floor(pw))
+    lh, lw = bb.emit(relax.op.subtract(ph, h0)), bb.emit(relax.op.subtract(pw, w0))
+    one, zero = relax.const(1.0, dt), relax.const(0.0, dt)
+    taps = []
+    for dy in (0, 1):
+        hi = bb.emit(relax.op.add(h0, relax.const(float(dy), dt)))
+        wy = lh if dy else relax.op.subtract(one, lh)
+        for dx in (0, 1):
+            wi = bb.emit(relax.op.add(w0, relax.const(float(dx), dt)))
+            wx = lw if dx else relax.op.subtract(one, lw)
+            inside = relax.op.logical_and(
+                relax.op.logical_and(relax.op.greater_equal(hi, zero), relax.op.less(hi, relax.const(height, dt))),
+                relax.op.logical_and(relax.op.greater_equal(wi, zero), relax.op.less(wi, relax.const(width, dt))))
+            weight = bb.emit(relax.op.where(inside, relax.op.multiply(wy, wx), zero))
+            hc = relax.op.minimum(relax.op.maximum(hi, zero), relax.const(float(height - 1), dt))
+            wc = relax.op.minimum(relax.op.maximum(wi, zero), relax.const(float(width - 1), dt))
+            flat = relax.op.add(relax.op.multiply(hc, relax.const(float(width), dt)), wc)
+            taps.append((bb.emit(relax.op.astype(flat, "int64")), weight))
+    return taps
+
+
+def deform_conv(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """2-D DeformConv: bilinear samples at the kernel positions moved by `offset` (zero outside the image),
+    scaled by `mask`, then a grouped matrix product with the weights (im2col with learned offsets)."""
+    relax = _relax()
+    x, w, offset = inputs[0], inputs[1], inputs[2]
+    bias = inputs[3] if len(inputs) > 3 else None
+    mask = inputs[4] if len(inputs) > 4 else None
+    x_shape, w_shape, off_shape = _static_shape(x), _static_shape(w), _static_shape(offset)
+    if x_shape is None or w_shape is None or off_shape is None or len(x_shape) != 4:
+        raise ValueError("DeformConv: this converter handles 2-D inputs with static shapes")
+    n, c, height, width = x_shape
+    oc, cpg, kh, kw = w_shape
+    kh, kw = (int(v) for v in attrs.get("kernel_shape", (kh, kw)))
+    oh, ow = off_shape[2:]
+    group, og = int(attrs.get("group", 1)), int(attrs.get("offset_group", 1))
+    sh, sw = (int(v) for v in attrs.get("strides", (1, 1)))
+    dh, dw = (int(v) for v in attrs.get("dilations", (1, 1)))
+    pads = [int(v) for v in attrs.get("pads", (0, 0, 0, 0))]
+    k, p, dt = kh * kw, oh * ow, _dtype(x)
+    # kernel position (i, j) of output (y, x) before the learned offset: [K, oH, oW]
+    base_h = (np.arange(oh)[None, :, None] * sh - pads[0] + (np.arange(kh) * dh).repeat(kw)[:, None, None])
+    base_w = (np.arange(ow)[None, None, :] * sw - pads[1] + np.tile(np.arange(kw) * dw, kh)[:, None, None])
+    off = relax.op.reshape(offset, (n, og, k, 2, oh, ow))
+    ph = relax.op.add(relax.op.squeeze(relax.op.strided_slice(off, [3], [0], [1]), [3]),
+                      relax.const(np.broadcast_to(base_h, (k, oh, ow)).astype(dt)))
+    pw = relax.op.add(relax.op.squeeze(relax.op.strided_slice(off, [3], [1], [2]), [3]),
+                      relax.const(np.broadcast_to(base_w, (k, oh, ow)).astype(dt)))
+    ph = bb.emit(relax.op.reshape(ph, (n, og, 1, k * p)))
+    pw = bb.emit(relax.op.reshape(pw, (n, og, 1, k * p)))
+    cog = c // og
+    image = relax.op.reshape(x, (n, og, cog, height * width))
+    sampled = None
+    for index, weight in _bilinear_taps(bb, ph, pw, height, width, dt):
+        gathered = relax.op.gather_elements(image, relax.op.broadcast_to(index, (n, og, cog, k * p)), axis=3)
+        term = relax.op.multiply(gathered, weight)
+        sampled = term if sampled is None else relax.op.add(sampled, term)
+    if mask is not None:
+        sampled = relax.op.multiply(sampled, relax.op.reshape(mask, (n, og, 1, k * p)))
+    cols = relax.op.reshape(bb.emit(sampled), (n, group, cpg * k, p))
+    weights = relax.op.reshape(w, (1, group, oc // group, cpg * k))
+    y = relax.op.reshape(relax.op.matmul(weights, cols), (n, oc, oh, ow))
+    if bias is not None:
+        y = relax.op.add(y, relax.op.reshape(bias, (1, oc, 1, 1)))
+    return y
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Resize"): resize,
     ("", "CenterCropPad"): center_crop_pad,
     ("", "ConvTranspose"): conv_transpose,
     ("", "Col2Im"): col2im,
+    ("", "DeformConv"): deform_conv,
 }
