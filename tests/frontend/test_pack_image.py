@@ -17,6 +17,7 @@ pytest.importorskip("tvm")
 from harmonizer_deploy.core.onnxruntime import ort_session
 from harmonizer_deploy.coverage import tracker as cov
 from harmonizer_deploy.frontend import pack_image
+from harmonizer_deploy.frontend.fold import fold_static_shapes
 from harmonizer_deploy.frontend.pack import CONVERTERS
 
 WITHOUT_IMAGE = {k: v for k, v in CONVERTERS.items() if k not in pack_image.CONVERTERS}
@@ -30,8 +31,10 @@ REPRESENTATIVE = {
     ("", "ConvTranspose"): ["test_convtranspose_output_shape"],
     ("", "Col2Im"): ["test_col2im_pads", "test_col2im_5d"],
     ("", "DeformConv"): ["test_deform_conv_with_mask_bias", "test_deform_conv_with_multiple_offset_groups"],
+    ("", "Unsqueeze"): ["test_affine_grid_2d_expanded", "test_affine_grid_3d_align_corners_expanded"],  # with If
 }
-# pass only because the shape-folding pre-pass now folds to a fixpoint (a Pad fed by folded shape arithmetic)
+# pass only because the shape-folding pre-pass now folds to a fixpoint (a Pad fed by folded shape arithmetic);
+# the AffineGrid ones above also need its If inlining (a condition on the constant size input)
 FOLDING = ["test_center_crop_pad_crop_expanded", "test_center_crop_pad_pad_expanded"]
 ALL_CASES = [*(n for group in REPRESENTATIVE.values() for n in group), *FOLDING]
 
@@ -220,3 +223,40 @@ def test_deform_conv_with_runtime_offsets_and_mask_matches_onnxruntime():
     _assert_pack_matches(model, [x, offset, mask], rtol=1e-4, atol=1e-4)
     with pytest.raises(cov.StageError):
         _tvm(model, [x, offset, mask], WITHOUT_IMAGE)
+
+
+# ------------------------------------------------------------------------------- Unsqueeze scalar axes, If folding
+
+
+def test_unsqueeze_with_scalar_axes_matches_onnxruntime():
+    axes = helper.make_node("Constant", [], ["axes"], value_int=-1)
+    node = helper.make_node("Unsqueeze", ["x", "axes"], ["y"])
+    model = _model([axes, node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 1])], opset=13)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    _assert_pack_matches(model, [x])
+    with pytest.raises(cov.StageError):
+        _tvm(model, [x], WITHOUT_IMAGE)
+
+
+def _if_on_rank_model() -> onnx.ModelProto:
+    """y = x * 2 if rank(x) == 2 else x + 1, the condition computed from Shape(x) and a constant."""
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    then_g = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    else_g = helper.make_graph([helper.make_node("Add", ["x", "two"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Size", ["s"], ["rank"]),
+             helper.make_node("Constant", [], ["want"], value_int=2),
+             helper.make_node("Equal", ["rank", "want"], ["is2d"]),
+             helper.make_node("If", ["is2d"], ["y"], then_branch=then_g, else_branch=else_g)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [two], opset=17)
+
+
+def test_fold_inlines_an_if_whose_condition_is_static():
+    model = _if_on_rank_model()
+    folded = fold_static_shapes(model)
+    assert [n.op_type for n in folded.graph.node if n.op_type != "Constant"] == ["Mul", "Identity"]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_allclose(_tvm(folded, [x], CONVERTERS)[0], x * 2)

@@ -1,5 +1,6 @@
 """The converter pack's image ops: Resize (the modes TVM 0.27 gets wrong), CenterCropPad, Col2Im, DeformConv,
-AffineGrid and ConvTranspose with output_shape.
+ConvTranspose with output_shape, and Unsqueeze with a scalar `axes` (AffineGrid's expanded body; the rest of
+AffineGrid needs only fold.py's If inlining).
 
 Kept apart from `pack.py` (which merges `CONVERTERS` from here) so each op group has its own module. Every converter
 builds a Relax graph over the runtime data; what is computed at import time is only what the ONNX node fixes
@@ -13,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
+from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey, mangled_name
+
+_CONSTANT_OPS = ("Constant", mangled_name("", "Constant"))
 
 # ------------------------------------------------------------------------------- shared helpers
 
@@ -68,6 +71,7 @@ def _optional_const(inputs: list, i: int, ctx: ConvertContext) -> np.ndarray | N
 
 def _onnx_array(name: str, graph: Any) -> np.ndarray | None:
     """The value of an initializer or Constant-node output of the ONNX graph, else None."""
+    import onnx
     from onnx import numpy_helper
 
     if not name:
@@ -76,10 +80,15 @@ def _onnx_array(name: str, graph: Any) -> np.ndarray | None:
         if t.name == name:
             return numpy_helper.to_array(t)
     for n in graph.node:
-        if n.op_type == "Constant" and n.output and n.output[0] == name:
+        # (the pack's own Constant converter renames Constant nodes before later nodes are asked about)
+        if n.op_type in _CONSTANT_OPS and n.output and n.output[0] == name:
             for a in n.attribute:
                 if a.name == "value":
                     return numpy_helper.to_array(a.t)
+                if a.name in ("value_int", "value_ints"):
+                    return np.array(onnx.helper.get_attribute_value(a), np.int64)
+                if a.name in ("value_float", "value_floats"):
+                    return np.array(onnx.helper.get_attribute_value(a), np.float32)
     return None
 
 
@@ -504,10 +513,32 @@ def deform_conv(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     return y
 
 
+# ------------------------------------------------------------------------------- Unsqueeze with scalar axes
+
+
+def unsqueeze_scalar_axes(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Unsqueeze whose constant `axes` is a scalar (AffineGrid's expanded body writes one; onnx.reference and
+    onnxruntime take it): the same axis as a 1-element vector for TVM's converter, which needs a vector."""
+    relax = _relax()
+    axes = _optional_const(inputs, 1, ctx)
+    if axes is None:
+        raise ValueError("Unsqueeze axes must be a constant for this converter")
+    return _builtin_call("Unsqueeze", bb, [inputs[0], relax.const(axes.reshape(-1).astype(np.int64))], attrs, ctx)
+
+
+def _scalar_axes(node: Any, graph: Any) -> bool:
+    value = _onnx_array(node.input[1], graph) if len(node.input) > 1 else None
+    return value is not None and value.ndim == 0
+
+
+unsqueeze_scalar_axes.applies_to = _scalar_axes  # type: ignore[attr-defined]
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Resize"): resize,
     ("", "CenterCropPad"): center_crop_pad,
     ("", "ConvTranspose"): conv_transpose,
     ("", "Col2Im"): col2im,
     ("", "DeformConv"): deform_conv,
+    ("", "Unsqueeze"): unsqueeze_scalar_axes,
 }
