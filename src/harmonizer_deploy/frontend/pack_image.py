@@ -55,7 +55,7 @@ def _static_shape(expr: Any) -> list[int] | None:
     return [int(d) for d in dims]
 
 
-def _optional_const(inputs: list, i: int, ctx: ConvertContext) -> np.ndarray | None:
+def _optional_const(inputs: list, i: int, ctx: ConvertContext, what: str) -> np.ndarray | None:
     """A constant optional input as numpy; None when absent or empty. Raises ValueError when not constant."""
     import tvm
 
@@ -65,7 +65,7 @@ def _optional_const(inputs: list, i: int, ctx: ConvertContext) -> np.ndarray | N
     if isinstance(expr, tvm.relax.ShapeExpr):
         value = np.array([int(v) for v in expr.values], np.int64)
     else:
-        value = np.asarray(_pack()._const_value(expr, f"input {i}", ctx))
+        value = np.asarray(_pack()._const_value(expr, what, ctx))
     return value if value.size else None
 
 
@@ -276,7 +276,8 @@ def resize(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     mode = _attr_str(attrs, "mode", "nearest")
     if shape is None or ctx.opset < 11 or (mode != "nearest" and "float" not in in_dt):
         return _builtin_call("Resize", bb, inputs, attrs, ctx)
-    roi, scales, sizes = (_optional_const(inputs, i, ctx) for i in (1, 2, 3))
+    roi, scales, sizes = (_optional_const(inputs, i, ctx, f"Resize {name}")
+                          for i, name in ((1, "roi"), (2, "scales"), (3, "sizes")))
     axes, scale, out, roi = _resize_geometry(shape, attrs, roi, scales, sizes)
     calc_dt = in_dt if in_dt in ("float32", "float64") or mode == "nearest" else "float32"
     y = relax.op.astype(x, calc_dt) if calc_dt != in_dt else x
@@ -336,7 +337,7 @@ def center_crop_pad(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> 
     shape = _static_shape(x)
     if shape is None:
         raise ValueError("CenterCropPad needs a static input shape for this converter")
-    target = _optional_const(inputs, 1, ctx)
+    target = _optional_const(inputs, 1, ctx, "CenterCropPad shape")
     if target is None:
         raise ValueError("CenterCropPad shape must be a constant (an initializer) for this converter")
     rank = len(shape)
@@ -406,8 +407,8 @@ def col2im(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     relax = _relax()
     x = inputs[0]
     shape = _static_shape(x)
-    image = _optional_const(inputs, 1, ctx)
-    block = _optional_const(inputs, 2, ctx)
+    image = _optional_const(inputs, 1, ctx, "Col2Im image_shape")
+    block = _optional_const(inputs, 2, ctx, "Col2Im block_shape")
     if shape is None or image is None or block is None:
         raise ValueError("Col2Im needs a static input shape and constant image_shape/block_shape")
     image, block = [int(v) for v in image.reshape(-1)], [int(v) for v in block.reshape(-1)]
@@ -520,7 +521,7 @@ def unsqueeze_scalar_axes(bb: Any, inputs: list, attrs: dict, ctx: ConvertContex
     """Unsqueeze whose constant `axes` is a scalar (AffineGrid's expanded body writes one; onnx.reference and
     onnxruntime take it): the same axis as a 1-element vector for TVM's converter, which needs a vector."""
     relax = _relax()
-    axes = _optional_const(inputs, 1, ctx)
+    axes = _optional_const(inputs, 1, ctx, "Unsqueeze axes")
     if axes is None:
         raise ValueError("Unsqueeze axes must be a constant for this converter")
     return _builtin_call("Unsqueeze", bb, [inputs[0], relax.const(axes.reshape(-1).astype(np.int64))], attrs, ctx)
