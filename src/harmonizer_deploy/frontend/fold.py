@@ -7,8 +7,10 @@ When a model's shapes are static (exported models, the "static" coverage variant
 tensor is a known integer vector; this pass replaces it, and the integer-only computations that consume
 it, by initializers, the way shape-simplifying tools do for exported models.
 
-Only integer/bool values that depend on a shape are folded: tensors of real data are never computed here,
-so what passes in the "TVM + our pack" column is still computed by TVM.
+Only integer/bool values that depend on a shape (or on constant rank<=1 integer vectors: sizes, axes, flags,
+which is plain constant folding) are folded, and never a graph output: tensors of real data are never computed
+here, so what passes in the "TVM + our pack" column is still computed by TVM. An `If` whose condition is
+thereby known is replaced by the branch it takes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _FOLDABLE = {
     "Abs", "Add", "And", "Cast", "CastLike", "Concat", "ConstantOfShape", "Div", "Equal", "Expand", "Gather",
     "Greater", "GreaterOrEqual", "Identity", "Less", "LessOrEqual", "Max", "Min", "Mod", "Mul", "Neg", "Not",
     "Or", "Range", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSum", "Reshape", "Shape", "Size", "Slice",
-    "Squeeze", "Sub", "Unsqueeze", "Where",
+    "Split", "Squeeze", "Sub", "Unsqueeze", "Where",
 }  # fmt: skip
 _MAX_ELEMENTS = 4096  # shape vectors are tiny; anything bigger is data, not shape
 
@@ -93,29 +95,55 @@ def _fold_or_keep(
     folded.update(zip(names, values, strict=True))
 
 
+def _inline_branch(node: onnx.NodeProto, cond: bool, initializers: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
+    """The nodes of the branch an `If` with a known condition takes, then Identity nodes to its outputs.
+
+    Why: expanded function bodies (AffineGrid) choose their 2-D/3-D path with an If on a shape; TVM imports
+    both branches and fails on the one that does not apply. Branch names are scoped under the If already.
+    """
+    attrs = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
+    branch = attrs["then_branch" if cond else "else_branch"]
+    initializers.extend(branch.initializer)
+    nodes = list(branch.node)
+    for inner, outer in zip(branch.output, node.output, strict=True):
+        if outer:
+            nodes.append(onnx.helper.make_node("Identity", [inner.name], [outer]))
+    return nodes
+
+
 def fold_static_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` with statically known shape computations replaced by initializers."""
     shapes = _static_shapes(model)
     known: dict[str, np.ndarray] = {}
+    derived: set[str] = set()  # names whose value comes from a shape, or is a constant shape-like vector
     for init in model.graph.initializer:
         if init.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL):
             value = numpy_helper.to_array(init)
             if value.size <= _MAX_ELEMENTS:
                 known[init.name] = value
-    derived: set[str] = set()  # names whose value comes from a shape
+                if value.ndim <= 1:  # a constant size/axes/flag: integer arithmetic on it is constant folding
+                    derived.add(init.name)
     folded: dict[str, np.ndarray] = {}
     keep: list[onnx.NodeProto] = []
     opset = list(model.opset_import)
     graph_outputs = {o.name for o in model.graph.output}
-    for node in model.graph.node:
+    pending = list(model.graph.node)
+    inlined: list[onnx.TensorProto] = []  # initializers of inlined If branches
+    while pending:
+        node = pending.pop(0)
         values: list[np.ndarray] | None = None
         if node.domain not in ("", "ai.onnx"):
             keep.append(node)
+            continue
+        if node.op_type == "If" and node.input[0] in known and known[node.input[0]].size == 1:
+            pending[:0] = _inline_branch(node, bool(known[node.input[0]].reshape(-1)[0]), inlined)
             continue
         if node.op_type == "Constant":
             out = _evaluate(node, [], opset)
             if out is not None and _is_int_like(out[0]) and out[0].size <= _MAX_ELEMENTS:
                 known[node.output[0]] = out[0]
+                if out[0].ndim <= 1:
+                    derived.add(node.output[0])
             keep.append(node)
             continue
         if node.op_type in ("Shape", "Size") and node.input[0] in shapes:
@@ -140,15 +168,18 @@ def fold_static_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
             known[name] = value
             derived.add(name)
         _fold_or_keep(node, out, graph_outputs, folded, keep)
-    if not folded:
+    if not folded and len(keep) == len(model.graph.node) and not inlined:
         return model
     used = {n for node in keep for n in node.input} | {o.name for o in model.graph.output}
     result = onnx.ModelProto()
     result.CopyFrom(model)
     del result.graph.node[:]
     result.graph.node.extend(keep)
+    result.graph.initializer.extend(inlined)
     for name, value in folded.items():
         if name in used:
             result.graph.initializer.append(numpy_helper.from_array(value, name))
     del result.graph.value_info[:]  # stale for folded names; TVM does not need them
-    return result
+    # Folded values can make more shapes static (a Pad whose pads were shape arithmetic): fold again until
+    # nothing changes; every round removes nodes, so this ends.
+    return fold_static_shapes(result)

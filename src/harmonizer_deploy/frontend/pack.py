@@ -8,6 +8,7 @@ base/exponent types), Dropout (float mask), the reductions over a zero-size dim 
 start value instead of the identity), ReduceMax/ReduceMin of bool (fails to compile), Mod fmod=0 on floats
 (NaN for infinite divisors), IsInf (flags ignored), Mish and Softplus (float32 underflow) and SpaceToDepth mode CRD.
 pack_quantseq.py: QLinearMatMul, QLinearConv, ConvInteger (integer-exact like onnxruntime), Unsqueeze with 0-d axes.
+Image ops in `pack_image.py`: Resize modes, CenterCropPad, Col2Im, DeformConv, AffineGrid, ConvTranspose output_shape.
 `converter_pack_fold.py` is the pack's pre-pass for static shapes.
 
 Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
@@ -1052,7 +1053,11 @@ def lstm(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     return _recurrent(bb, inputs, attrs, ctx, "LSTM")
 
 
-from harmonizer_deploy.frontend import pack_quantseq  # noqa: E402  (it imports this module's helpers lazily)
+# The op-group modules: each has its own CONVERTERS (and tests in tests/frontend/test_pack_<group>.py). Imported
+# here, after the helpers they use are defined.
+from harmonizer_deploy.frontend import pack_image, pack_quantseq  # noqa: E402
+
+SUB_PACKS: dict[ConverterKey, Converter] = {**pack_quantseq.CONVERTERS, **pack_image.CONVERTERS}
 
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Swish"): swish,
@@ -1084,5 +1089,5 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Mish"): mish,
     ("", "Softplus"): softplus,
     ("", "SpaceToDepth"): space_to_depth,
-    **pack_quantseq.CONVERTERS,
+    **SUB_PACKS,
 }

@@ -136,7 +136,7 @@ def _scalar_axes(node: Any, graph: Any) -> bool:
     constant = ("Constant", mangled_name("", "Constant"))  # the hook may have renamed it for the pack already
     for n in graph.node:
         if n.op_type in constant and n.output and n.output[0] == name:
-            return any(a.name == "value" and len(a.t.dims) == 0 for a in n.attribute)
+            return any((a.name == "value" and len(a.t.dims) == 0) or a.name == "value_int" for a in n.attribute)
     return False
 
 
