@@ -7,6 +7,8 @@ placeholders), RMSNormalization (axis 0 fails to compile), Constant (only `value
 base/exponent types), Dropout (float mask), the reductions over a zero-size dim (TVM returns its accumulator's
 start value instead of the identity), ReduceMax/ReduceMin of bool (fails to compile), Mod fmod=0 on floats
 (NaN for infinite divisors), IsInf (flags ignored), Mish and Softplus (float32 underflow) and SpaceToDepth mode CRD.
+pack_misc.py: RotaryEmbedding, TensorScatter, TfIdfVectorizer, Det, MelWeightMatrix, BatchNormalization training,
+ai.onnx.ml TreeEnsemble/ArrayFeatureExtractor/Binarizer.
 `converter_pack_fold.py` is the pack's pre-pass for static shapes.
 
 Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
@@ -1051,6 +1053,8 @@ def lstm(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     return _recurrent(bb, inputs, attrs, ctx, "LSTM")
 
 
+from harmonizer_deploy.frontend import pack_misc  # noqa: E402  (after the helpers pack_misc imports from here)
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Swish"): swish,
     ("", "Celu"): celu,
@@ -1081,4 +1085,5 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Mish"): mish,
     ("", "Softplus"): softplus,
     ("", "SpaceToDepth"): space_to_depth,
+    **pack_misc.CONVERTERS,
 }
