@@ -192,7 +192,14 @@ def tfidf_vectorizer(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) ->
     mode = attrs.get("mode", b"TF")
     mode = mode.decode() if isinstance(mode, bytes) else str(mode)
     weights = attrs.get("weights")
-    w = relax.const(np.asarray(weights, np.float32)) if weights is not None and len(weights) else None
+    w = None
+    if weights is not None and len(weights):
+        # weights[k] belongs to the k-th n-gram of the pool (the spec, and onnxruntime), so to column indexes[k];
+        # onnx.reference reads weights[column] instead, which agrees only when ngram_indexes is the identity.
+        indexes = np.asarray(attrs.get("ngram_indexes", []), np.int64)
+        per_column = np.zeros(size, np.float32)
+        per_column[indexes[: len(weights)]] = np.asarray(weights, np.float32)[: len(indexes)]
+        w = relax.const(per_column, "float32")
     if mode == "IDF":
         present = relax.op.astype(relax.op.greater(total, relax.const(0.0, "float32")), "float32")
         total = relax.op.multiply(present, w) if w is not None else present
@@ -406,7 +413,7 @@ def tree_ensemble(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> An
 
     The tree structure is attributes (static): node tests become one [B, nodes] boolean tensor; a leaf is reached
     when none of the tests on its path disagrees (a constant [nodes, leaves] matmul); leaf weights are then summed,
-    averaged, or min/max-ed per target.
+    averaged, or min/max-ed per target. Set membership values are read in node order, as the spec lists them.
     """
     relax = _relax()
     x = inputs[0]
@@ -477,7 +484,10 @@ def tree_ensemble(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> An
     table = np.where(one_hot > 0, weights[:, None], start).astype(dt)  # [leaves, targets]
     hit = relax.op.expand_dims(reached, 2)
     cand = relax.op.where(hit, relax.const(table[None], dt), relax.const(np.asarray(start, dt), dt))
-    return relax.op.min(cand, axis=[1]) if agg == 2 else relax.op.max(cand, axis=[1])
+    best = relax.op.min(cand, axis=[1]) if agg == 2 else relax.op.max(cand, axis=[1])
+    # A target no reached leaf votes for is 0, as onnxruntime gives it (onnx.reference leaves the start value).
+    votes = relax.op.matmul(relax.op.astype(reached, "float32"), relax.const(one_hot.astype(np.float32), "float32"))
+    return relax.op.where(relax.op.greater(votes, relax.const(0.0, "float32")), best, relax.const(0.0, dt))
 
 
 CONVERTERS: dict[ConverterKey, Converter] = {
