@@ -2,7 +2,8 @@
 
 Missing in TVM: RotaryEmbedding, TensorScatter, TfIdfVectorizer (integer pools), Det, MelWeightMatrix and, from
 ai.onnx.ml, TreeEnsemble, ArrayFeatureExtractor and Binarizer. Wrong in TVM: BatchNormalization with
-training_mode=1 (running mean/var outputs). Everything that depends on runtime data is a Relax graph; only
+training_mode=1 (running mean/var outputs); float16 MatMul and Softmax (accumulated in float16, so the float16
+`_expanded` Attention cases drift past rtol 1e-3). Everything that depends on runtime data is a Relax graph; only
 attributes (n-gram pools, tree structure) are read at import time. MelWeightMatrix, whose inputs are all
 constants in every model that uses it, is folded into a constant (constant folding).
 
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.core.errors import HarmonizerError
-from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
+from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey, mangled_name
 
 # ------------------------------------------------------------------------------------------ RotaryEmbedding
 
@@ -490,6 +491,98 @@ def tree_ensemble(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> An
     return relax.op.where(relax.op.greater(votes, relax.const(0.0, "float32")), best, relax.const(0.0, dt))
 
 
+# ------------------------------------------------------------------------------- float16 MatMul and Softmax
+
+
+_ELEM_TYPES: list[tuple[Any, dict[str, int]]] = []  # (graph, {tensor name: elem_type}): the last graph asked about
+
+
+def _elem_types(graph: Any) -> dict[str, int]:
+    """Every tensor's ONNX elem_type in `graph`: declared, or from shape inference of the graph as exported.
+
+    Why not pack._inferred: `applies_to` runs while the hook renames nodes, so by the time a MatMul is asked
+    about, earlier nodes (every Constant) carry mangled op types that shape inference cannot follow, and the
+    types downstream of them come out unknown. The renamed op types are restored in a copy before inferring.
+    """
+    import onnx
+
+    if _ELEM_TYPES and _ELEM_TYPES[0][0] is graph:
+        return _ELEM_TYPES[0][1]
+    prefix = mangled_name("", "")[: -len("ai_onnx__")]
+    clean = onnx.GraphProto()
+    clean.CopyFrom(graph)
+    for n in clean.node:
+        if n.op_type.startswith(prefix):
+            dom, _, op = n.op_type[len(prefix) :].rpartition("__")
+            n.op_type, n.domain = op, "" if dom == "ai_onnx" else dom.replace("_", ".")
+    types = {t.name: t.data_type for t in clean.initializer}
+    try:
+        opsets = [onnx.helper.make_opsetid("", onnx.defs.onnx_opset_version())]
+        model = onnx.helper.make_model(clean, opset_imports=opsets)
+        found = list(onnx.shape_inference.infer_shapes(model, strict_mode=False).graph.value_info)
+    except Exception:  # inference cannot follow this graph: only the declared types
+        found = []
+    for vi in [*found, *clean.value_info, *clean.output, *clean.input]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    _ELEM_TYPES[:] = [(graph, types)]
+    return types
+
+
+def _half_input(node: Any, graph: Any) -> bool:
+    """Only nodes whose first input the ONNX graph declares (or infers) as float16/bfloat16."""
+    import onnx
+
+    return _elem_types(graph).get(node.input[0], 0) in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def _in_float32(op_type: str) -> Converter:
+    """A float16/bfloat16 `op_type` computed by TVM's own converter in float32, rounded once at the end.
+
+    Why: TVM accumulates a float16 matmul (and the softmax sum) in float16, so long dot products drift by a few
+    float16 ulps; onnxruntime and numpy accumulate half precision in float32. (The `_expanded` Attention cases
+    are float16 MatMul + Softmax graphs and miss rtol 1e-3 by that drift.)
+    """
+
+    def convert(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+        relax = _relax()
+        out_dt = _dtype(inputs[0])
+        wide = [bb.emit(relax.op.astype(x, "float32")) if _dtype(x) == out_dt else x for x in inputs]
+        y = bb.emit(_builtin(op_type, ctx)(bb, wide, attrs, ctx.params))
+        return relax.op.astype(y, out_dt)
+
+    convert.__name__ = f"{op_type.lower()}_in_float32"
+    convert.applies_to = _half_input  # type: ignore[attr-defined]
+    return convert
+
+
+def softmax_half(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """float16/bfloat16 Softmax (opset 13+) as correctly rounded half-precision steps, the sum in float32.
+
+    Why: TVM computes exp and the sum in float16; one float32 pass rounded once is no better a match, since
+    the ONNX reference (the expected outputs) rounds x - max, exp, the sum and the quotient to float16 each.
+    Each step here is computed in float32 and rounded to the input's type.
+    """
+    if ctx.opset < 13:  # the old flatten-to-2D semantics: TVM's converter, in float32
+        return _in_float32("Softmax")(bb, inputs, attrs, ctx)
+    relax = _relax()
+    x = inputs[0]
+    dt = _dtype(x)
+    axis = int(attrs.get("axis", -1))
+
+    def half(expr: Any) -> Any:  # round to the half type, continue in float32
+        return bb.emit(relax.op.astype(relax.op.astype(expr, dt), "float32"))
+
+    x32 = bb.emit(relax.op.astype(x, "float32"))
+    shifted = half(relax.op.subtract(x32, relax.op.max(x32, axis=[axis], keepdims=True)))
+    e = half(relax.op.exp(shifted))
+    total = half(relax.op.sum(e, axis=[axis], keepdims=True))
+    return relax.op.astype(relax.op.divide(e, total), dt)
+
+
+softmax_half.applies_to = _half_input  # type: ignore[attr-defined]
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "RotaryEmbedding"): rotary_embedding,
     ("", "TensorScatter"): tensor_scatter,
@@ -500,7 +593,17 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("ai.onnx.ml", "Binarizer"): binarizer,
     ("ai.onnx.ml", "ArrayFeatureExtractor"): array_feature_extractor,
     ("ai.onnx.ml", "TreeEnsemble"): tree_ensemble,
+    ("", "MatMul"): _in_float32("MatMul"),
+    ("", "Softmax"): softmax_half,
 }
 
 # Imported last: pack.py imports this module for CONVERTERS, so these resolve whichever module loads first.
-from harmonizer_deploy.frontend.pack import _const_value, _dtype, _ndim, _opt, _relax, _shape  # noqa: E402
+from harmonizer_deploy.frontend.pack import (  # noqa: E402
+    _builtin,
+    _const_value,
+    _dtype,
+    _ndim,
+    _opt,
+    _relax,
+    _shape,
+)
