@@ -40,10 +40,24 @@ def _run_pack(model: onnx.ModelProto, feeds: dict, converters: dict) -> list:
     return cov.run_tvm_model(model, inputs, lambda stage: None, converters)
 
 
-def _check(model: onnx.ModelProto, feeds: dict, rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    expected = ort_session(model.SerializeToString(), quiet=True).run(None, feeds)
+# Families judged differently from the default (onnxruntime, rtol 1e-5, atol 1e-6): float16 MatMul at the node
+# suite's rtol 1e-3 (one float16 rounding); float16 Softmax against the float64 softmax of the same input
+# within two float16 ulps (onnxruntime flushes its tiny probabilities to zero).
+TOLERANCE = {("", "MatMul"): (1e-3, 0.0), ("", "Softmax"): (2e-3, 1e-7)}
+
+
+def _expected(model: onnx.ModelProto, feeds: dict, key: tuple | None = None) -> list:
+    if key == ("", "Softmax"):
+        x = feeds["x"].astype(np.float64)
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return [(e / e.sum(axis=-1, keepdims=True)).astype(feeds["x"].dtype)]
+    return ort_session(model.SerializeToString(), quiet=True).run(None, feeds)
+
+
+def _check(model: onnx.ModelProto, feeds: dict, key: tuple | None = None) -> None:
+    rtol, atol = TOLERANCE.get(key, (1e-5, 1e-6))
     got = _run_pack(model, feeds, CONVERTERS)
-    why = cov.compare_outputs(got, expected, rtol, atol)
+    why = cov.compare_outputs(got, _expected(model, feeds, key), rtol, atol)
     assert why is None, why
 
 
@@ -211,6 +225,30 @@ def _trees(aggregate: int) -> tuple[onnx.ModelProto, dict]:
     return model, {"x": x}
 
 
+def half_matmul() -> tuple[onnx.ModelProto, dict]:
+    """Dot products of 512 float16 terms: TVM's float16 accumulator drifts by whole units."""
+    w = RNG.random((512, 8)).astype(np.float16)
+    model = _model(
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+        [_vi("x", TensorProto.FLOAT16, [4, 512])],
+        [_vi("y", TensorProto.FLOAT16, [4, 8])],
+        17,
+        inits=[onnx.numpy_helper.from_array(w, "w")],
+    )
+    return model, {"x": RNG.random((4, 512)).astype(np.float16)}
+
+
+def half_softmax() -> tuple[onnx.ModelProto, dict]:
+    """1000 terms: TVM's float16 exp-sum drifts by tens of percent on the small probabilities."""
+    model = _model(
+        helper.make_node("Softmax", ["x"], ["y"], axis=-1),
+        [_vi("x", TensorProto.FLOAT16, [3, 2, 1000])],
+        [_vi("y", TensorProto.FLOAT16, [3, 2, 1000])],
+        17,
+    )
+    return model, {"x": (RNG.standard_normal((3, 2, 1000)) * 3).astype(np.float16)}
+
+
 FAMILIES = {
     ("", "RotaryEmbedding"): rotary,
     ("", "TensorScatter"): tensor_scatter,
@@ -221,6 +259,8 @@ FAMILIES = {
     (ML, "Binarizer"): ml_binarizer_and_features,
     (ML, "ArrayFeatureExtractor"): ml_binarizer_and_features,
     (ML, "TreeEnsemble"): lambda: _trees(1),
+    ("", "MatMul"): half_matmul,
+    ("", "Softmax"): half_softmax,
 }
 EXTRA = {
     "tfidf_tf": lambda: _tfidf("TF"),
@@ -238,7 +278,7 @@ def test_every_misc_converter_has_a_model():
 
 @pytest.mark.parametrize("key", list(FAMILIES), ids=lambda k: k[1])
 def test_matches_onnxruntime_through_the_pack(key):
-    _check(*FAMILIES[key]())
+    _check(*FAMILIES[key](), key)
 
 
 @pytest.mark.parametrize("name", list(EXTRA))
@@ -250,12 +290,11 @@ def test_more_modes_match_onnxruntime(name):
 def test_fails_without_the_converter(key):
     model, feeds = FAMILIES[key]()
     without = {k: v for k, v in CONVERTERS.items() if k != key}
-    expected = ort_session(model.SerializeToString(), quiet=True).run(None, feeds)
     try:
         got = _run_pack(model, feeds, without)
     except cov.StageError:
         return
-    assert cov.compare_outputs(got, expected, 1e-5, 1e-6) is not None
+    assert cov.compare_outputs(got, _expected(model, feeds, key), *TOLERANCE.get(key, (1e-5, 1e-6))) is not None
 
 
 def test_det_matches_numpy_on_random_batches():
