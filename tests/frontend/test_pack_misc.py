@@ -307,3 +307,20 @@ def test_det_matches_numpy_on_random_batches():
     )
     got = _run_pack(model, {"x": x}, CONVERTERS)[0]
     np.testing.assert_allclose(got, np.linalg.det(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
+
+
+def test_malformed_attributes_are_one_line_errors_not_crashes():
+    from harmonizer_deploy.core.errors import HarmonizerError
+
+    model, feeds = _trees(1)
+    feature_ids = next(a for a in model.graph.node[0].attribute if a.name == "nodes_featureids")
+    feature_ids.ints[2] = 7  # the input has 3 columns: a "fast" take would read past the row
+    with pytest.raises(cov.StageError, match="feature id is outside") as info:  # the harness wraps the import error
+        _run_pack(model, feeds, CONVERTERS)
+    assert isinstance(info.value.__cause__, HarmonizerError)
+    model, feeds = _tfidf("TF")
+    counts = next(a for a in model.graph.node[0].attribute if a.name == "ngram_counts")
+    counts.ints[1] = 5  # 5 unigrams leave 5 pool entries: not whole bigrams
+    with pytest.raises(cov.StageError, match="whole 2-grams") as info:
+        _run_pack(model, feeds, CONVERTERS)
+    assert isinstance(info.value.__cause__, HarmonizerError)

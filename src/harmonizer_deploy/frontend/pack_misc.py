@@ -50,8 +50,9 @@ def rotary_embedding(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) ->
     rot = int(attrs.get("rotary_embedding_dim", 0)) or d
     half = rot // 2
     if pos is not None:
-        cos = relax.op.take(cos, pos, axis=0)
-        sin = relax.op.take(sin, pos, axis=0)
+        # position_ids are runtime data: clip, never read past the cache ("fast" take has no bounds check)
+        cos = relax.op.take(cos, pos, axis=0, mode="clip")
+        sin = relax.op.take(sin, pos, axis=0, mode="clip")
     cos = bb.emit(relax.op.expand_dims(cos, 2))  # [b, s, 1, half]
     sin = bb.emit(relax.op.expand_dims(sin, 2))
     x_rot = relax.op.strided_slice(x4, [3], [0], [rot]) if rot < d else x4
@@ -140,13 +141,25 @@ def _ngram_pool(attrs: dict) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], 
     counts = [int(c) for c in attrs.get("ngram_counts", [])]
     indexes = np.asarray(attrs.get("ngram_indexes", []), np.int64)
     lo, hi = int(attrs.get("min_gram_length", 1)), int(attrs.get("max_gram_length", 1))
+    if indexes.size and indexes.min() < 0:
+        raise HarmonizerError("TfIdfVectorizer has a negative ngram_index", "output indexes start at 0")
     out, gram_id = [], 0  # n-grams are numbered in pool order over every size, used or not
     for i, start in enumerate(counts):
         n = i + 1
         end = counts[i + 1] if i + 1 < len(counts) else len(pool)
+        if not 0 <= start <= end <= len(pool) or (end - start) % n:
+            raise HarmonizerError(
+                f"TfIdfVectorizer ngram_counts {counts} do not split the pool of {len(pool)} into whole {n}-grams",
+                "fix ngram_counts (the start of each n-gram size in the pool)",
+            )
         grams = pool[start:end].reshape(-1, n) if end > start else np.zeros((0, n), np.int64)
         ids = np.arange(gram_id, gram_id + len(grams))
         gram_id += len(grams)
+        if len(indexes) < gram_id:
+            raise HarmonizerError(
+                f"TfIdfVectorizer has {len(indexes)} ngram_indexes for at least {gram_id} pooled n-grams",
+                "give one output index per pooled n-gram",
+            )
         if lo <= n <= hi and len(grams):
             out.append((n, grams, indexes[ids]))
     size = int(indexes.max()) + 1 if indexes.size else 0
@@ -226,6 +239,8 @@ def det(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     shape, in_dt = _shape(a), _dtype(a)
     n = shape[-1]
     batch = shape[:-2]
+    if len(shape) < 2 or shape[-2] != n:
+        raise HarmonizerError(f"Det needs square matrices [..., n, n], got shape {shape}", "fix the model's input")
     dt = "float64" if in_dt in ("float32", "float64") else "float32"
     a = bb.emit(relax.op.astype(a, dt)) if dt != in_dt else a
     rows = np.arange(n)
@@ -361,7 +376,16 @@ def array_feature_extractor(bb: Any, inputs: list, attrs: dict, ctx: ConvertCont
     count = int(np.prod(_shape(idx)))
     flat = relax.op.reshape(relax.op.astype(idx, "int64"), [count])
     shape = _shape(x)
-    picked = bb.emit(relax.op.take(x, flat, axis=len(shape) - 1))
+    try:
+        known = np.asarray(_const_value(idx, "ArrayFeatureExtractor indices", ctx)).reshape(-1)
+    except ValueError:
+        known = None  # runtime indices: clipped below, never read out of bounds
+    if known is not None and known.size and (known.min() < -shape[-1] or known.max() >= shape[-1]):
+        raise HarmonizerError(
+            f"ArrayFeatureExtractor index {int(known.max())} is out of range for {shape[-1]} features",
+            "fix the indices initializer of the node",
+        )
+    picked = bb.emit(relax.op.take(x, flat, axis=len(shape) - 1, mode="wrap" if known is not None else "clip"))
     return relax.op.reshape(picked, [1, count]) if len(shape) == 1 else picked
 
 
@@ -409,6 +433,39 @@ def _leaf_paths(attrs: dict) -> list[tuple[int, list[tuple[int, bool]]]]:
     return out
 
 
+def _check_tree(attrs: dict, columns: int) -> None:
+    """Refuse a malformed ensemble (ids out of range) before any of it is read: one line, not an IndexError."""
+    nodes = len(_ints(attrs, "nodes_featureids"))
+    leaves = len(_floats(attrs, "leaf_weights"))
+    fields = (
+        "nodes_modes",
+        "nodes_splits",
+        "nodes_truenodeids",
+        "nodes_falsenodeids",
+        "nodes_trueleafs",
+        "nodes_falseleafs",
+    )
+    sizes = [len(_floats(attrs, f)) if f in ("nodes_modes", "nodes_splits") else len(_ints(attrs, f)) for f in fields]
+    problems = [f"{f} has {n} entries for {nodes} nodes" for f, n in zip(fields, sizes, strict=True) if n != nodes]
+    if len(_ints(attrs, "leaf_targetids")) != leaves:
+        problems.append("leaf_targetids and leaf_weights differ in length")
+    if any(not 0 <= f < columns for f in _ints(attrs, "nodes_featureids")):
+        problems.append(f"a feature id is outside the input's {columns} columns")
+    if any(not 0 <= r < nodes for r in _ints(attrs, "tree_roots")):
+        problems.append("a tree root is not a node")
+    if not problems:
+        for ids, is_leaf in (("nodes_truenodeids", "nodes_trueleafs"), ("nodes_falsenodeids", "nodes_falseleafs")):
+            for i, leaf in zip(_ints(attrs, ids), _ints(attrs, is_leaf), strict=True):
+                if not 0 <= i < (leaves if leaf else nodes):
+                    problems.append(f"{ids} points past the {'leaves' if leaf else 'nodes'}")
+                    break
+    modes = _floats(attrs, "nodes_modes").astype(int)
+    if any(not 0 <= m < len(_TREE_MODES) for m in modes):
+        problems.append("a node mode is not one of the 7 ONNX modes")
+    if problems:
+        raise HarmonizerError(f"TreeEnsemble is malformed: {problems[0]}", "re-export the model")
+
+
 def tree_ensemble(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     """ai.onnx.ml TreeEnsemble (opset 5): every node's test evaluated at once, leaves reached by path counting.
 
@@ -421,6 +478,7 @@ def tree_ensemble(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> An
     dt = _dtype(x)
     rows = _shape(x)[0]
     features = _ints(attrs, "nodes_featureids")
+    _check_tree(attrs, _shape(x)[1])
     modes_raw = _floats(attrs, "nodes_modes").astype(int)
     splits = _floats(attrs, "nodes_splits")
     missing = _ints(attrs, "nodes_missing_value_tracks_true") or [0] * len(features)
