@@ -7,7 +7,7 @@ placeholders), RMSNormalization (axis 0 fails to compile), Constant (only `value
 base/exponent types), Dropout (float mask), the reductions over a zero-size dim (TVM returns its accumulator's
 start value instead of the identity), ReduceMax/ReduceMin of bool (fails to compile), Mod fmod=0 on floats
 (NaN for infinite divisors), IsInf (flags ignored), Mish and Softplus (float32 underflow) and SpaceToDepth mode CRD.
-pack_misc.py: RotaryEmbedding, TensorScatter, TfIdfVectorizer, Det, MelWeightMatrix, fp16 MatMul/Softmax, ML ops...
+pack_misc.py: RotaryEmbedding, TensorScatter, TfIdfVectorizer, Det, MelWeightMatrix, BatchNorm, fp16 MatMul/Softmax, ML.
 `converter_pack_fold.py` is the pack's pre-pass for static shapes.
 
 Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
