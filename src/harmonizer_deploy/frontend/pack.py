@@ -9,6 +9,7 @@ start value instead of the identity), ReduceMax/ReduceMin of bool (fails to comp
 (NaN for infinite divisors), IsInf (flags ignored), Mish and Softplus (float32 underflow) and SpaceToDepth mode CRD.
 pack_quantseq.py: QLinearMatMul, QLinearConv, ConvInteger (integer-exact like onnxruntime), Unsqueeze with 0-d axes.
 Image ops in `pack_image.py`: Resize modes, CenterCropPad, Col2Im, DeformConv, AffineGrid, ConvTranspose output_shape.
+pack_misc.py: RotaryEmbedding, TensorScatter, TfIdfVectorizer, Det, MelWeightMatrix, BatchNorm, fp16 MatMul/Softmax, ML.
 `converter_pack_fold.py` is the pack's pre-pass for static shapes.
 
 Each converter is checked by the ONNX node tests (`harmonizer-deploy coverage -k OP`, column "TVM + our
@@ -1055,9 +1056,11 @@ def lstm(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
 
 # The op-group modules: each has its own CONVERTERS (and tests in tests/frontend/test_pack_<group>.py). Imported
 # here, after the helpers they use are defined.
-from harmonizer_deploy.frontend import pack_image, pack_quantseq  # noqa: E402
+from harmonizer_deploy.frontend import pack_image, pack_misc, pack_quantseq  # noqa: E402
 
-SUB_PACKS: dict[ConverterKey, Converter] = {**pack_quantseq.CONVERTERS, **pack_image.CONVERTERS}
+SUB_PACKS: dict[ConverterKey, Converter] = {
+    **pack_quantseq.CONVERTERS, **pack_image.CONVERTERS, **pack_misc.CONVERTERS,
+}
 
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Swish"): swish,
