@@ -1,0 +1,158 @@
+"""Converters of the cast group: Cast/CastLike to and from float8, BitCast, and the node cases TVM 0.27 gets
+wrong around them.
+
+Why float8 needs its own Cast: TVM's float8 conversions are not ONNX's. Encoding to the FNUZ types uses the FN
+exponent bias (every value comes out halved), and decoding ignores NaN codes and subnormals (FN 0x00 reads as
+2**-7, 0x7F as 480). Here both directions are built from integer and comparison ops that TVM compiles exactly:
+decoding gathers from a 256-entry table of the type's values by the input's bits, encoding counts the rounding
+midpoints below |x| (round to nearest, ties to even, as ONNX and ml_dtypes do) and assembles the bits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
+from harmonizer_deploy.frontend.pack import _builtin, _dtype, _onnx_tensor_type, _relax
+
+# TensorProto element types of the float8 types TVM can hold, and TVM's dtype names for them.
+_FLOAT8 = {17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz"}
+
+
+def _np_float8(name: str) -> np.dtype:
+    import onnx
+
+    code = next(t for t, n in _FLOAT8.items() if n == name)
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(code))
+
+
+def _type_name(elem_type: int) -> str:
+    import onnx
+
+    return _FLOAT8.get(elem_type) or np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+
+
+def _reinterpret(bb: Any, x: Any, dtype: str) -> Any:
+    """The same bits read as `dtype` (same element width)."""
+    from tvm import topi
+
+    return bb.emit_te(topi.reinterpret, x, dtype)
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
+
+
+def _decode_float8(bb: Any, x: Any, target: str, saturate: bool) -> Any:
+    """float8 `x` cast to `target`: the exact value of each code (a gather by the input's bits), then a cast."""
+    relax = _relax()
+    src = _dtype(x)
+    table = np.arange(256, dtype=np.uint8).view(_np_float8(src)).astype(np.float32)  # exact: float32 holds all
+    bits = relax.op.astype(_reinterpret(bb, x, "uint8"), "int32")
+    y = bb.emit(relax.op.take(relax.const(table), bits, axis=0))
+    if target in _FLOAT8.values():
+        return _encode_float8(bb, y, target, saturate)
+    if target == "bool":
+        return relax.op.not_equal(y, relax.const(0.0, "float32"))
+    return relax.op.astype(y, target)
+
+
+def _codes(name: str) -> tuple[np.ndarray, int, int]:
+    """(magnitudes of the non-negative finite codes 0..K-1 in order, overflow code, NaN code) of a float8 type."""
+    values = np.arange(256, dtype=np.uint8).view(_np_float8(name)).astype(np.float64)
+    finite = np.isfinite(values[:128])
+    count = int(np.argmin(finite)) if not finite.all() else 128
+    nan_code = int(np.flatnonzero(np.isnan(values))[0])
+    over = int(np.flatnonzero(np.isinf(values[:128]))[0]) if np.isinf(values[:128]).any() else nan_code
+    return values[:count], over, nan_code
+
+
+def _encode_float8(bb: Any, x: Any, target: str, saturate: bool) -> Any:
+    """`x` (float or integer) cast to float8 `target` the ONNX way.
+
+    saturate=1 clamps to the largest finite value (infinities too); saturate=0 sends what rounds past it to
+    +-inf (e5m2) or NaN (the others). NaN stays NaN; FNUZ types have no negative zero.
+    """
+    relax = _relax()
+    src = _dtype(x)
+    calc = "float64" if src == "float64" else "float32"  # 16-bit floats and float8 widen exactly
+    if not _is_float(src) and src != "float64":
+        x = bb.emit(relax.op.astype(x, calc))  # an integer past 2**24 is far beyond float8's range either way
+    elif src != calc:
+        x = bb.emit(relax.op.astype(x, calc))
+    mags, over_code, nan_code = _codes(target)
+    top = float(mags[-1])
+    upper = np.append(mags[1:], top + (mags[-1] - mags[-2]))  # the code above each one (the last: overflow)
+    mids = (mags + upper) / 2.0  # exact in float32: float8 values have at most 4 significant bits
+    even_upper = (np.arange(1, len(mags) + 1) % 2 == 0)  # a tie rounds up when the code above is even
+    mag = relax.op.abs(x)
+    if saturate:
+        mag = relax.op.minimum(mag, relax.const(top, calc))
+    mag = bb.emit(relax.op.expand_dims(mag, -1))
+    above = relax.op.greater(mag, relax.const(mids.astype(calc)))
+    tie = relax.op.logical_and(relax.op.equal(mag, relax.const(mids.astype(calc))), relax.const(even_upper))
+    code = bb.emit(relax.op.sum(relax.op.astype(relax.op.logical_or(above, tie), "int32"), axis=-1))
+    code = bb.emit(relax.op.where(relax.op.greater_equal(code, relax.const(len(mags), "int32")),
+                                  relax.const(over_code, "int32"), code))
+    int_type = "int64" if calc == "float64" else "int32"
+    negative = relax.op.less(_reinterpret(bb, x, int_type), relax.const(0, int_type))  # -0.0 included
+    if target.endswith("fnuz"):  # no negative zero: a sign bit on code 0 would be the NaN code
+        negative = relax.op.logical_and(negative, relax.op.not_equal(code, relax.const(0, "int32")))
+    signed = relax.op.where(negative, relax.op.add(code, relax.const(128, "int32")), code)
+    if over_code == nan_code:  # overflow is NaN: no sign on it (FNUZ: 0x80 is the NaN code itself)
+        signed = relax.op.where(relax.op.equal(code, relax.const(nan_code, "int32")), code, signed)
+    bits = relax.op.where(relax.op.isnan(x), relax.const(nan_code, "int32"), signed)
+    return _reinterpret(bb, bb.emit(relax.op.astype(bits, "uint8")), target)
+
+
+def _convert_type(bb: Any, x: Any, target: str, saturate: bool) -> Any | None:
+    """`x` cast to `target` when float8 is on either side; None to leave the cast to TVM."""
+    src = _dtype(x)
+    if src in _FLOAT8.values():
+        return _decode_float8(bb, x, target, saturate)
+    if target in _FLOAT8.values():
+        if src == "bool":
+            x = bb.emit(_relax().op.astype(x, "float32"))
+        return _encode_float8(bb, x, target, saturate)
+    return None
+
+
+def cast(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Cast from or to a float8 type; only such Cast nodes are taken over (see `applies_to`)."""
+    target = _type_name(int(attrs["to"]))
+    y = _convert_type(bb, inputs[0], target, bool(int(attrs.get("saturate", 1))))
+    return y if y is not None else _builtin("Cast", ctx)(bb, inputs, attrs, ctx.params)
+
+
+def cast_like(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """CastLike from or to a float8 type."""
+    y = _convert_type(bb, inputs[0], _dtype(inputs[1]), bool(int(attrs.get("saturate", 1))))
+    return y if y is not None else _builtin("CastLike", ctx)(bb, inputs, attrs, ctx.params)
+
+
+def _float8_tensor(name: str, graph: Any) -> bool:
+    return bool(name) and _onnx_tensor_type(name, graph)[1] in _FLOAT8
+
+
+def _casts_float8(node: Any, graph: Any) -> bool:
+    """Cast whose target or source is float8 (the source type as the graph declares or infers it)."""
+    attrs = {a.name: a for a in node.attribute}
+    return ("to" in attrs and int(attrs["to"].i) in _FLOAT8) or _float8_tensor(node.input[0], graph)
+
+
+def _casts_like_float8(node: Any, graph: Any) -> bool:
+    """CastLike whose target tensor or source is float8."""
+    like = node.input[1] if len(node.input) > 1 else ""
+    return _float8_tensor(like, graph) or _float8_tensor(node.input[0], graph)
+
+
+cast.applies_to = _casts_float8  # type: ignore[attr-defined]
+cast_like.applies_to = _casts_like_float8  # type: ignore[attr-defined]
+
+
+CONVERTERS: dict[ConverterKey, Converter] = {
+    ("", "Cast"): cast,
+    ("", "CastLike"): cast_like,
+}
