@@ -97,3 +97,37 @@ def test_castlike_to_float8_fnuz():
     expected = _reference(model, {"x": x})
     assert _mismatch(_run(model, {"x": x}), expected) is None
     assert _mismatch(_run(model, {"x": x}, pack=False), expected) is not None
+
+
+def test_bitcast_reinterprets_bits():
+    rng = np.random.default_rng(0)
+    feeds = {
+        "f32": rng.standard_normal((2, 3)).astype(np.float32),
+        "f64": np.array([1.5, -0.0, np.inf], dtype=np.float64),
+        "u16": np.array([0, 1, 65535, 32768], dtype=np.uint16),
+        "b": np.array([True, False, True], dtype=np.bool_),
+    }
+    pairs = [("f32", TensorProto.FLOAT, TensorProto.INT32), ("f64", TensorProto.DOUBLE, TensorProto.INT64),
+             ("u16", TensorProto.UINT16, TensorProto.FLOAT16), ("b", TensorProto.BOOL, TensorProto.UINT8)]
+    nodes = [helper.make_node("BitCast", [name], [f"{name}_out"], to=to) for name, _src, to in pairs]
+    ins = [helper.make_tensor_value_info(name, src, list(feeds[name].shape)) for name, src, _to in pairs]
+    outs = [helper.make_tensor_value_info(f"{name}_out", to, list(feeds[name].shape)) for name, _src, to in pairs]
+    model = _model(nodes, ins, outs, opset=26)
+    model.ir_version = 13
+    got = _run(model, feeds)
+    expected = [feeds[name].view(np.dtype(helper.tensor_dtype_to_np_dtype(to))) for name, _src, to in pairs]
+    assert _mismatch(got, expected) is None
+    with pytest.raises(cov.StageError, match="BitCast"):  # TVM has no BitCast converter
+        _run(model, feeds, pack=False)
+
+
+def test_eyelike_with_another_dtype():
+    x = np.zeros((3, 4), dtype=np.int32)
+    model = _model(
+        [helper.make_node("EyeLike", ["x"], ["y"], dtype=TensorProto.DOUBLE, k=1)],
+        [helper.make_tensor_value_info("x", TensorProto.INT32, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [3, 4])],
+    )
+    assert _mismatch(_run(model, {"x": x}), [np.eye(3, 4, k=1, dtype=np.float64)]) is None
+    with pytest.raises(cov.StageError, match="dtype mismatch"):
+        _run(model, {"x": x}, pack=False)

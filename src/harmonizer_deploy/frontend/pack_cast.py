@@ -152,7 +152,39 @@ cast.applies_to = _casts_float8  # type: ignore[attr-defined]
 cast_like.applies_to = _casts_like_float8  # type: ignore[attr-defined]
 
 
+# ------------------------------------------------------------------------------------- BitCast, EyeLike
+
+
+def bit_cast(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """BitCast (opset 26): the same bits read as another type of the same width (TVM lacks the op)."""
+    relax = _relax()
+    x, target = inputs[0], _type_name(int(attrs["to"]))
+    src = _dtype(x)
+    if src == target:
+        return x
+    if src == "bool":  # TVM's bool is 1 bit wide; its storage byte is 0 or 1, which is what uint8/int8 read
+        return relax.op.astype(x, target)
+    if target == "bool":
+        return relax.op.not_equal(x, relax.const(0, src))
+    return _reinterpret(bb, x, target)
+
+
+def eye_like(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """EyeLike with a `dtype` other than the input's.
+
+    TVM's converter refuses such a dtype attribute, and relax's eye_like ignores its own dtype argument (the
+    result keeps the input's type), so the 0/1 matrix is built in the input's type and cast (exact).
+    """
+    relax = _relax()
+    x = inputs[0]
+    dtype = _type_name(int(attrs["dtype"])) if "dtype" in attrs else _dtype(x)
+    eye = relax.op.eye_like(x, int(attrs.get("k", 0)))
+    return relax.op.astype(bb.emit(eye), dtype) if dtype != _dtype(x) else eye
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Cast"): cast,
     ("", "CastLike"): cast_like,
+    ("", "BitCast"): bit_cast,
+    ("", "EyeLike"): eye_like,
 }
