@@ -131,3 +131,20 @@ def test_eyelike_with_another_dtype():
     assert _mismatch(_run(model, {"x": x}), [np.eye(3, 4, k=1, dtype=np.float64)]) is None
     with pytest.raises(cov.StageError, match="dtype mismatch"):
         _run(model, {"x": x}, pack=False)
+
+
+def test_split_with_a_zero_size_part():
+    x = np.arange(10, dtype=np.float32).reshape(2, 5)
+    sizes = onnx.numpy_helper.from_array(np.array([2, 0, 3], dtype=np.int64), "sizes")
+    model = _model(
+        [helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=-1)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, k]) for n, k in (("a", 2), ("b", 0), ("c", 3))],
+        opset=18,
+        inits=[sizes],
+    )
+    expected = _reference(model, {"x": x})
+    assert [e.shape for e in expected] == [(2, 2), (2, 0), (2, 3)]
+    assert _mismatch(_run(model, {"x": x}), expected) is None
+    with pytest.raises(cov.StageError, match="sorted"):
+        _run(model, {"x": x}, pack=False)

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
-from harmonizer_deploy.frontend.pack import _builtin, _dtype, _onnx_tensor_type, _relax
+from harmonizer_deploy.frontend.pack import (
+    _builtin,
+    _const_value,
+    _dtype,
+    _ndim,
+    _onnx_const_ints,
+    _onnx_tensor_type,
+    _relax,
+)
 
 # TensorProto element types of the float8 types TVM can hold, and TVM's dtype names for them.
 _FLOAT8 = {17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz"}
@@ -182,9 +190,49 @@ def eye_like(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     return relax.op.astype(bb.emit(eye), dtype) if dtype != _dtype(x) else eye
 
 
+# ------------------------------------------------------------------------------------- Split
+
+
+def _split_sizes(node: Any, graph: Any) -> list[int] | None:
+    """The node's explicit split sizes (input 1 from opset 13, else the `split` attribute), when constant."""
+    if len(node.input) > 1 and node.input[1]:
+        return _onnx_const_ints(node.input[1], graph)
+    for a in node.attribute:
+        if a.name == "split":
+            return list(a.ints)
+    return None
+
+
+def _splits_zero(node: Any, graph: Any) -> bool:
+    """Split with a zero-size part: TVM's split needs strictly increasing indices and fails to compile."""
+    sizes = _split_sizes(node, graph)
+    return sizes is not None and 0 in sizes
+
+
+def split_with_empty_parts(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Split into the given sizes, zero-size parts included, as one strided slice per part."""
+    relax = _relax()
+    x = inputs[0]
+    axis = int(attrs.get("axis", 0))
+    axis = axis + _ndim(x) if axis < 0 else axis
+    if len(inputs) > 1 and inputs[1] is not None:
+        sizes = [int(v) for v in np.asarray(_const_value(inputs[1], "Split sizes", ctx)).reshape(-1)]
+    else:
+        sizes = [int(v) for v in attrs["split"]]
+    parts, begin = [], 0
+    for size in sizes:
+        parts.append(bb.emit(relax.op.strided_slice(x, [axis], [begin], [begin + size])))
+        begin += size
+    return relax.Tuple(parts)
+
+
+split_with_empty_parts.applies_to = _splits_zero  # type: ignore[attr-defined]
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Cast"): cast,
     ("", "CastLike"): cast_like,
     ("", "BitCast"): bit_cast,
     ("", "EyeLike"): eye_like,
+    ("", "Split"): split_with_empty_parts,
 }
