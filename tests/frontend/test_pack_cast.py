@@ -148,3 +148,20 @@ def test_split_with_a_zero_size_part():
     assert _mismatch(_run(model, {"x": x}), expected) is None
     with pytest.raises(cov.StageError, match="sorted"):
         _run(model, {"x": x}, pack=False)
+
+
+def test_upsample_nearest_with_scales_input():
+    x = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    scales = onnx.numpy_helper.from_array(np.array([1.0, 2.0, 3.0], dtype=np.float32), "scales")
+    model = _model(
+        [helper.make_node("Upsample", ["x", "scales"], ["y"], mode="nearest")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 9])],
+        opset=9,
+        inits=[scales],
+    )
+    model.ir_version = 4
+    expected = _reference(model, {"x": x})
+    assert _mismatch(_run(model, {"x": x}), expected) is None
+    with pytest.raises(cov.StageError):  # TVM reads scales from the attribute only
+        _run(model, {"x": x}, pack=False)

@@ -23,6 +23,7 @@ from harmonizer_deploy.frontend.pack import (
     _onnx_const_ints,
     _onnx_tensor_type,
     _relax,
+    _shape,
 )
 
 # TensorProto element types of the float8 types TVM can hold, and TVM's dtype names for them.
@@ -229,10 +230,44 @@ def split_with_empty_parts(bb: Any, inputs: list, attrs: dict, ctx: ConvertConte
 split_with_empty_parts.applies_to = _splits_zero  # type: ignore[attr-defined]
 
 
+# ------------------------------------------------------------------------------------- Upsample
+
+
+def upsample(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Upsample (opsets 7-9) nearest: out[i] = x[floor(i / scale)] per axis, as one gather per scaled axis.
+
+    Why: TVM's converter reads `scales` from the attribute only (opset 9 moved it to an input, which must be
+    constant here) and handles 4-D inputs with unit batch/channel scales only. The index maps depend on the
+    static shape and scales alone; the gathers run on the data.
+    """
+    relax = _relax()
+    x = inputs[0]
+    if len(inputs) > 1 and inputs[1] is not None:
+        scales = [float(v) for v in np.asarray(_const_value(inputs[1], "Upsample scales", ctx)).reshape(-1)]
+    else:
+        scales = [float(v) for v in attrs["scales"]]
+    mode = attrs.get("mode", b"nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode != "nearest":  # linear: TVM's resize2d, given the scales it looks for in the attribute
+        return _builtin("Upsample", ctx)(bb, [x], {**attrs, "scales": scales}, ctx.params)
+    shape = _shape(x)
+    if len(scales) != len(shape):
+        raise ValueError(f"Upsample scales has {len(scales)} values for a rank-{len(shape)} input")
+    y = x
+    for axis, (dim, scale) in enumerate(zip(shape, scales, strict=True)):
+        if scale == 1.0:
+            continue
+        out = int(np.floor(dim * scale))
+        index = np.minimum(np.floor(np.arange(out) / scale), dim - 1).astype(np.int64)
+        y = bb.emit(relax.op.take(y, relax.const(index), axis=axis))
+    return y
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Cast"): cast,
     ("", "CastLike"): cast_like,
     ("", "BitCast"): bit_cast,
     ("", "EyeLike"): eye_like,
     ("", "Split"): split_with_empty_parts,
+    ("", "Upsample"): upsample,
 }
