@@ -165,3 +165,33 @@ def test_upsample_nearest_with_scales_input():
     assert _mismatch(_run(model, {"x": x}), expected) is None
     with pytest.raises(cov.StageError):  # TVM reads scales from the attribute only
         _run(model, {"x": x}, pack=False)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "attrs"),
+    [
+        ((1, 2, 5, 5), np.float32, {"kernel_shape": [3, 3], "pads": [1, 0, 2, 1], "strides": [2, 2]}),
+        ((2, 1, 6, 5), np.float32, {"kernel_shape": [2, 2], "storage_order": 1, "ceil_mode": 1, "strides": [2, 2]}),
+        ((1, 1, 7, 6), np.uint8, {"kernel_shape": [3, 2], "dilations": [2, 1], "pads": [2, 0, 1, 1]}),
+        ((1, 1, 7, 6), np.float32, {"kernel_shape": [3, 2], "strides": [2, 1], "auto_pad": "SAME_LOWER"}),
+        ((1, 3, 9), np.float32, {"kernel_shape": [4], "strides": [3], "auto_pad": "SAME_UPPER"}),
+        ((1, 1, 4, 4, 4), np.float32, {"kernel_shape": [2, 2, 2], "strides": [2, 1, 2], "auto_pad": "VALID"}),
+    ],
+)
+def test_maxpool_indices_match_onnxruntime(shape, dtype, attrs):
+    from harmonizer_deploy.core.onnxruntime import ort_session
+
+    rng = np.random.default_rng(1)
+    x = rng.permutation(np.prod(shape)).reshape(shape).astype(dtype)  # distinct values: one max per window
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    model = _model(
+        [helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)],
+        [helper.make_tensor_value_info("x", elem, list(shape))],
+        [helper.make_tensor_value_info("y", elem, None), helper.make_tensor_value_info("i", TensorProto.INT64, None)],
+        opset=12,
+    )
+    model.ir_version = 7
+    expected = ort_session(model.SerializeToString(), quiet=True).run(None, {"x": x})
+    assert _mismatch(_run(model, {"x": x}), expected) is None
+    with pytest.raises(cov.StageError, match="Missing outputs"):
+        _run(model, {"x": x}, pack=False)

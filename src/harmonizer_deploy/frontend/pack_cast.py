@@ -259,8 +259,95 @@ def upsample(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
             continue
         out = int(np.floor(dim * scale))
         index = np.minimum(np.floor(np.arange(out) / scale), dim - 1).astype(np.int64)
-        y = bb.emit(relax.op.take(y, relax.const(index), axis=axis))
+        y = bb.emit(relax.op.take(y, relax.const(index, "int64"), axis=axis))
     return y
+
+
+# ------------------------------------------------------------------------------------- MaxPool indices
+
+
+def _attr_str(attrs: dict, name: str, default: str) -> str:
+    value = attrs.get(name, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pool_windows(spatial: list[int], attrs: dict) -> tuple[list[int], np.ndarray]:
+    """(output spatial dims, [out positions, kernel positions] flat input index; -1 where the window is padding).
+
+    Output sizes and padding follow the ONNX MaxPool definition: explicit pads or auto_pad, dilations, strides,
+    ceil_mode (a last window that would start in the end padding is dropped).
+    """
+    rank = len(spatial)
+    kernel = [int(k) for k in attrs["kernel_shape"]]
+    strides = [int(v) for v in attrs.get("strides", [1] * rank)]
+    dilations = [int(v) for v in attrs.get("dilations", [1] * rank)]
+    pads = [int(v) for v in attrs.get("pads", [0] * (2 * rank))]
+    auto_pad = _attr_str(attrs, "auto_pad", "NOTSET")
+    ceil_mode = bool(int(attrs.get("ceil_mode", 0)))
+    outs, begins = [], []
+    for i in range(rank):
+        reach = dilations[i] * (kernel[i] - 1) + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out = -(-spatial[i] // strides[i])
+            total = max((out - 1) * strides[i] + reach - spatial[i], 0)
+            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+        elif auto_pad == "VALID":
+            out, begin = (spatial[i] - reach) // strides[i] + 1, 0
+        else:
+            begin, span = pads[i], spatial[i] + pads[i] + pads[i + rank] - reach
+            out = (-(-span // strides[i]) if ceil_mode else span // strides[i]) + 1
+            if ceil_mode and (out - 1) * strides[i] >= spatial[i] + pads[i]:
+                out -= 1
+        outs.append(out)
+        begins.append(begin)
+    starts = np.stack(np.meshgrid(*[np.arange(o) * s - b for o, s, b in zip(outs, strides, begins, strict=True)],
+                                  indexing="ij"), -1).reshape(-1, 1, rank)
+    offsets = np.stack(np.meshgrid(*[np.arange(k) * d for k, d in zip(kernel, dilations, strict=True)],
+                                   indexing="ij"), -1).reshape(1, -1, rank)
+    pos = starts + offsets  # [P, K, rank]
+    inside = np.all((pos >= 0) & (pos < np.array(spatial)), axis=-1)
+    flat = np.ravel_multi_index(tuple(np.clip(pos, 0, np.array(spatial) - 1).transpose(2, 0, 1)), spatial)
+    return outs, np.where(inside, flat, -1)
+
+
+def max_pool_with_indices(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """MaxPool with its second output, Indices (TVM's converter returns the values only).
+
+    Each window's elements are gathered from the data by a static index table (the padding reads the type's
+    lowest value), the max and its first position are taken over the window, and the position is mapped to the
+    flat input index ONNX defines (row-major, or column-major per spatial plane for storage_order=1).
+    """
+    relax = _relax()
+    x = inputs[0]
+    shape, dtype = _shape(x), _dtype(x)
+    batch, channels, spatial = shape[0], shape[1], shape[2:]
+    size = int(np.prod(spatial))
+    outs, table = _pool_windows(spatial, attrs)
+    windows, kernel = table.shape
+    lowest = -np.inf if _is_float(dtype) else np.iinfo(np.dtype(dtype)).min
+    flat = relax.op.reshape(x, [batch, channels, size])
+    pad = relax.op.broadcast_to(relax.const(lowest, dtype), [batch, channels, 1])
+    padded = bb.emit(relax.op.concat([flat, pad], axis=2))  # index `size` is the padding cell
+    gather = np.where(table < 0, size, table).reshape(-1)
+    values = bb.emit(relax.op.reshape(relax.op.take(padded, relax.const(gather, "int64"), axis=2),
+                                      [batch, channels, windows, kernel]))
+    y = relax.op.reshape(relax.op.max(values, axis=-1), [batch, channels, *outs])
+    which = relax.op.astype(relax.op.argmax(values, axis=-1), "int64")  # [N, C, P]: first max in the window
+    if int(attrs.get("storage_order", 0)):  # column-major within each spatial plane
+        coords = np.unravel_index(np.clip(table, 0, None), spatial)
+        table = np.where(table < 0, table, np.ravel_multi_index(coords[::-1], spatial[::-1]))
+    pick = relax.op.add(which, relax.const(np.arange(windows) * kernel, "int64"))
+    spatial_index = relax.op.take(relax.const(table.reshape(-1), "int64"), pick, axis=0)
+    plane = (np.arange(batch * channels, dtype=np.int64) * size).reshape(batch, channels, 1)
+    indices = relax.op.reshape(relax.op.add(spatial_index, relax.const(plane, "int64")), [batch, channels, *outs])
+    return relax.Tuple([bb.emit(y), bb.emit(indices)])
+
+
+def _wants_indices(node: Any, graph: Any) -> bool:
+    return len(node.output) > 1 and bool(node.output[1])
+
+
+max_pool_with_indices.applies_to = _wants_indices  # type: ignore[attr-defined]
 
 
 CONVERTERS: dict[ConverterKey, Converter] = {
@@ -270,4 +357,5 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "EyeLike"): eye_like,
     ("", "Split"): split_with_empty_parts,
     ("", "Upsample"): upsample,
+    ("", "MaxPool"): max_pool_with_indices,
 }
