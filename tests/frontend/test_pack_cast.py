@@ -195,3 +195,28 @@ def test_maxpool_indices_match_onnxruntime(shape, dtype, attrs):
     assert _mismatch(_run(model, {"x": x}), expected) is None
     with pytest.raises(cov.StageError, match="Missing outputs"):
         _run(model, {"x": x}, pack=False)
+
+
+def test_nonmaxsuppression_keeps_a_box_whose_iou_equals_the_threshold():
+    from harmonizer_deploy.core.onnxruntime import ort_session
+
+    boxes = np.array([[[0.0, 0.0, 2.0, 2.0], [1.0, 0.0, 3.0, 2.0], [0.0, 0.1, 2.0, 2.1]]], dtype=np.float32)
+    scores = np.array([[[0.9, 0.8, 0.7]]], dtype=np.float32)
+    consts = [
+        onnx.numpy_helper.from_array(np.array([3], dtype=np.int64), "limit"),
+        onnx.numpy_helper.from_array(np.array([1 / 3], dtype=np.float32), "iou"),  # box 1 vs box 0: IoU 2/6
+    ]
+    model = _model(
+        [helper.make_node("NonMaxSuppression", ["boxes", "scores", "limit", "iou"], ["selected"])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 3, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 3])],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, None)],
+        opset=11,
+        inits=consts,
+    )
+    model.ir_version = 7
+    feeds = {"boxes": boxes, "scores": scores}
+    expected = ort_session(model.SerializeToString(), quiet=True).run(None, feeds)
+    np.testing.assert_array_equal(expected[0], [[0, 0, 0], [0, 0, 1]])  # box 2 overlaps box 0 by more
+    assert _mismatch(_run(model, feeds), expected) is None
+    assert _mismatch(_run(model, feeds, pack=False), expected) is not None

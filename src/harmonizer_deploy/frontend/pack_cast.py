@@ -350,6 +350,23 @@ def _wants_indices(node: Any, graph: Any) -> bool:
 max_pool_with_indices.applies_to = _wants_indices  # type: ignore[attr-defined]
 
 
+# ------------------------------------------------------------------------------------- NonMaxSuppression
+
+
+def non_max_suppression(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """NonMaxSuppression with ONNX's strict IoU test: a box is suppressed when IoU > iou_threshold.
+
+    TVM's kernel suppresses at IoU >= threshold; for float32 IoUs, `iou >= nextafter(t, inf)` is exactly
+    `iou > t`, so TVM's converter gets the next float32 up as its (constant) threshold.
+    """
+    relax = _relax()
+    inputs = list(inputs)
+    if len(inputs) > 3 and inputs[3] is not None:
+        t = np.float32(np.asarray(_const_value(inputs[3], "NonMaxSuppression iou_threshold", ctx)).reshape(-1)[0])
+        inputs[3] = relax.const(np.array([np.nextafter(t, np.float32(np.inf))], dtype=np.float32))
+    return _builtin("NonMaxSuppression", ctx)(bb, inputs, attrs, ctx.params)
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Cast"): cast,
     ("", "CastLike"): cast_like,
@@ -358,4 +375,5 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Split"): split_with_empty_parts,
     ("", "Upsample"): upsample,
     ("", "MaxPool"): max_pool_with_indices,
+    ("", "NonMaxSuppression"): non_max_suppression,
 }
