@@ -38,6 +38,12 @@ REPRESENTATIVE = {
     ("", "Dropout"): "test_dropout_default_mask",
     ("", "Cast"): "test_cast_FLOAT_to_FLOAT8E4M3FN",
     ("", "CastLike"): "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2",
+    ("", "BitCast"): "test_bitcast_float32_to_int32",  # the cast group (pack_cast.py) from here
+    ("", "EyeLike"): "test_eyelike_with_dtype",
+    ("", "Split"): "test_split_zero_size_splits_opset18",
+    ("", "Upsample"): "test_upsample_nearest",
+    ("", "MaxPool"): "test_maxpool_with_argmax_2d_precomputed_strides",
+    ("", "NonMaxSuppression"): "test_nonmaxsuppression_iou_threshold_boundary",
     ("", "ReduceSum"): "test_reduce_sum_empty_set",
     ("", "ReduceSumSquare"): "test_reduce_sum_square_empty_set",
     ("", "ReduceL1"): "test_reduce_l1_empty_set",
