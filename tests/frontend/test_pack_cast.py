@@ -220,3 +220,51 @@ def test_nonmaxsuppression_keeps_a_box_whose_iou_equals_the_threshold():
     np.testing.assert_array_equal(expected[0], [[0, 0, 0], [0, 0, 1]])  # box 2 overlaps box 0 by more
     assert _mismatch(_run(model, feeds), expected) is None
     assert _mismatch(_run(model, feeds, pack=False), expected) is not None
+
+
+def _if_on_constant(cond: bool) -> onnx.ModelProto:
+    """y = If(cond) then x + x*2 (a branch-local name `t` that the outer graph uses too) else an empty Optional."""
+    seq = onnx.TypeProto()
+    seq.tensor_type.elem_type = TensorProto.FLOAT
+    then_branch = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["t"]), helper.make_node("Add", ["x", "t"], ["then_out"])],
+        "then", [], [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, [3])],
+        [onnx.numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")],
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Optional", [], ["empty"], type=seq)], "else", [],
+        [helper.make_value_info("empty", helper.make_optional_type_proto(seq))],
+    )
+    nodes = [
+        helper.make_node("Neg", ["x"], ["t"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch),
+        helper.make_node("Add", ["y", "t"], ["z"]),
+    ]
+    cond_init = onnx.numpy_helper.from_array(np.array(cond), "cond")
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                  [helper.make_tensor_value_info("z", TensorProto.FLOAT, [3])], opset=18, inits=[cond_init])
+
+
+def test_if_on_a_constant_condition_becomes_its_branch():
+    from harmonizer_deploy.frontend.branch import inline_constant_ifs
+
+    model = _if_on_constant(True)
+    x = np.array([1.0, -2.0, 0.5], dtype=np.float32)
+    inlined = inline_constant_ifs(model)
+    assert "If" not in [n.op_type for n in inlined.graph.node]
+    onnx.checker.check_model(inlined)
+    assert _mismatch(_run(inlined, {"x": x}), _reference(model, {"x": x})) is None
+    with pytest.raises(cov.StageError, match="_EmptyOptional"):  # TVM imports both branches
+        _run(model, {"x": x})
+    dynamic = _if_on_constant(True)
+    dynamic.graph.input.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+    del dynamic.graph.initializer[:]
+    assert inline_constant_ifs(dynamic) is dynamic  # a run-time condition stays an If
+
+
+def test_compile_prepare_step_inlines_a_constant_if():
+    from harmonizer_deploy.custom_ops.tvm_prepare import prepare_for_tvm
+
+    prepared, report = prepare_for_tvm(_if_on_constant(True))
+    assert "If" not in [n.op_type for n in prepared.graph.node]
+    assert report.folded.get("If") == 1

@@ -428,10 +428,11 @@ def run_tvm_static(case: Case, report: Report) -> None:
 
 def _pack_prepass(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold static shapes, unroll the Loops whose iterations are then known, fold what the bodies brought."""
+    from harmonizer_deploy.frontend.branch import inline_constant_ifs
     from harmonizer_deploy.frontend.fold import fold_static_shapes
     from harmonizer_deploy.frontend.loop import unroll_loops
 
-    model, unrolled = unroll_loops(fold_static_shapes(model))
+    model, unrolled = unroll_loops(inline_constant_ifs(fold_static_shapes(model)))
     return fold_static_shapes(model) if unrolled.unrolled else model
 
 
@@ -683,7 +684,7 @@ def plan(case: Case, variants: Sequence[str], pack: set[tuple[str, str]]) -> dic
     alias: dict[str, str] = {}
     if "tvm_static" in variants and "tvm" in variants and not make_static(case.model, case.inputs)[2]:
         alias["tvm_static"] = "tvm"
-    folds = {("", "Shape"), ("", "Size"), ("", "Loop")}  # the pack's pre-pass starts from these (fold, unroll)
+    folds = {("", "Shape"), ("", "Size"), ("", "Loop"), ("", "If")}  # the pack's pre-pass starts from these
     if "tvm_pack" in variants and "tvm_static" in variants and not (_graph_keys(case.model.graph) & (pack | folds)):
         alias["tvm_pack"] = alias.get("tvm_static", "tvm_static")
     return alias
