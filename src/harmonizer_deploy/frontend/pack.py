@@ -1,6 +1,6 @@
 """Converters TVM 0.27's Relax ONNX frontend lacks or gets wrong, installed through `tvm_hook` (no TVM edits).
 
-Cast group (`pack_cast.py`): float8 Cast/CastLike, BitCast, EyeLike dtype, zero-size Split, MaxPool indices.
+Cast group (`pack_cast.py`): float8 Cast/CastLike, BitCast, EyeLike, Split, Upsample, MaxPool Indices, NMS.
 Missing in TVM: Swish, Celu, LpNormalization, CumProd, Hann/Hamming/BlackmanWindow, ReverseSequence,
 NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, RNN, GRU, LSTM, and ai.onnx Attention (TVM sends it to
 its com.microsoft converter). Wrong or incomplete in TVM: LayerNormalization (Mean/InvStdDev outputs are

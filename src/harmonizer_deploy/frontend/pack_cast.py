@@ -86,10 +86,10 @@ def _encode_float8(bb: Any, x: Any, target: str, saturate: bool) -> Any:
     """
     relax = _relax()
     src = _dtype(x)
-    calc = "float64" if src == "float64" else "float32"  # 16-bit floats and float8 widen exactly
-    if not _is_float(src) and src != "float64":
-        x = bb.emit(relax.op.astype(x, calc))  # an integer past 2**24 is far beyond float8's range either way
-    elif src != calc:
+    # 16-bit floats widen to float32 exactly; an integer past 2**24 that float32 rounds is far beyond float8's
+    # range either way; float64 stays float64 (rounding it to float32 first could move it onto a midpoint).
+    calc = "float64" if src == "float64" else "float32"
+    if src != calc:
         x = bb.emit(relax.op.astype(x, calc))
     mags, over_code, nan_code = _codes(target)
     top = float(mags[-1])
