@@ -50,6 +50,14 @@ def _reinterpret(bb: Any, x: Any, dtype: str) -> Any:
     return bb.emit_te(topi.reinterpret, x, dtype)
 
 
+def _static_shape(x: Any, what: str) -> list[int]:
+    """The input's dims; a clear import error when one is symbolic (`compile --fix-dim` makes it static)."""
+    try:
+        return _shape(x)
+    except TypeError as exc:
+        raise ValueError(f"{what} needs a static input shape, got {list(x.ty.shape)}") from exc
+
+
 def _is_float(dtype: str) -> bool:
     return dtype.startswith(("float", "bfloat"))
 
@@ -250,7 +258,7 @@ def upsample(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     mode = mode.decode() if isinstance(mode, bytes) else str(mode)
     if mode != "nearest":  # linear: TVM's resize2d, given the scales it looks for in the attribute
         return _builtin("Upsample", ctx)(bb, [x], {**attrs, "scales": scales}, ctx.params)
-    shape = _shape(x)
+    shape = _static_shape(x, "Upsample")
     if len(scales) != len(shape):
         raise ValueError(f"Upsample scales has {len(scales)} values for a rank-{len(shape)} input")
     y = x
@@ -319,7 +327,7 @@ def max_pool_with_indices(bb: Any, inputs: list, attrs: dict, ctx: ConvertContex
     """
     relax = _relax()
     x = inputs[0]
-    shape, dtype = _shape(x), _dtype(x)
+    shape, dtype = _static_shape(x, "MaxPool with Indices"), _dtype(x)
     batch, channels, spatial = shape[0], shape[1], shape[2:]
     size = int(np.prod(spatial))
     outs, table = _pool_windows(spatial, attrs)
