@@ -268,3 +268,16 @@ def test_compile_prepare_step_inlines_a_constant_if():
     prepared, report = prepare_for_tvm(_if_on_constant(True))
     assert "If" not in [n.op_type for n in prepared.graph.node]
     assert report.folded.get("If") == 1
+
+
+def test_identity_of_a_sequence_input():
+    from harmonizer_deploy.core.onnxruntime import ort_session
+
+    seq = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2, 3]))
+    model = _model([helper.make_node("Identity", ["xs"], ["ys"])], [helper.make_value_info("xs", seq)],
+                   [helper.make_value_info("ys", seq)], opset=16)
+    xs = [np.arange(6, dtype=np.float32).reshape(2, 3), -np.ones((2, 3), dtype=np.float32)]
+    expected = ort_session(model.SerializeToString(), quiet=True).run(None, {"xs": xs})
+    assert _mismatch(_run(model, {"xs": xs}), expected) is None
+    with pytest.raises(cov.StageError, match="expect a Tensor"):  # TVM alone makes the input a Tensor
+        _run(model, {"xs": xs}, pack=False)
