@@ -281,3 +281,12 @@ def test_identity_of_a_sequence_input():
     assert _mismatch(_run(model, {"xs": xs}), expected) is None
     with pytest.raises(cov.StageError, match="expect a Tensor"):  # TVM alone makes the input a Tensor
         _run(model, {"xs": xs}, pack=False)
+
+
+def test_optional_has_element_of_an_untyped_input_is_refused_not_guessed():
+    seq = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+    model = _model([helper.make_node("OptionalHasElement", ["maybe"], ["has"])],
+                   [helper.make_value_info("maybe", helper.make_optional_type_proto(seq))],
+                   [helper.make_tensor_value_info("has", TensorProto.BOOL, [])], opset=18)
+    with pytest.raises(cov.StageError, match="decided only at run time"):  # an empty input would read "present"
+        _run(model, {"maybe": None})

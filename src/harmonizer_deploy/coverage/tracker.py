@@ -685,7 +685,12 @@ def plan(case: Case, variants: Sequence[str], pack: set[tuple[str, str]]) -> dic
     if "tvm_static" in variants and "tvm" in variants and not make_static(case.model, case.inputs)[2]:
         alias["tvm_static"] = "tvm"
     folds = {("", "Shape"), ("", "Size"), ("", "Loop"), ("", "If")}  # the pack's pre-pass starts from these
-    if "tvm_pack" in variants and "tvm_static" in variants and not (_graph_keys(case.model.graph) & (pack | folds)):
+    from harmonizer_deploy.frontend.hook import untyped_input
+
+    # The pack's import also types sequence graph inputs differently (frontend/hook.py).
+    untyped = any(untyped_input(vi) for vi in case.model.graph.input)
+    if ("tvm_pack" in variants and "tvm_static" in variants and not untyped
+            and not (_graph_keys(case.model.graph) & (pack | folds))):
         alias["tvm_pack"] = alias.get("tvm_static", "tvm_static")
     return alias
 

@@ -111,8 +111,20 @@ def _adapter(key: ConverterKey, fn: Converter, opset: int) -> type:
     return _Adapter
 
 
+def untyped_input(vi: onnx.ValueInfoProto) -> bool:
+    """A graph input of sequence type or optional-of-sequence type (the pack makes it an untyped parameter).
+
+    An optional tensor stays a Tensor parameter: TVM decides OptionalHasElement at import as "present", which
+    is right only while the VM refuses an empty value for it.
+    """
+    kind = vi.type.WhichOneof("value")
+    if kind == "optional_type":
+        return vi.type.optional_type.elem_type.WhichOneof("value") == "sequence_type"
+    return kind == "sequence_type"
+
+
 def _non_tensor_inputs(importer: Any, graph: onnx.GraphProto) -> None:
-    """Graph inputs of sequence or optional type become untyped parameters (R.Any).
+    """Graph inputs of sequence or optional-sequence type become untyped parameters (R.Any).
 
     Why: TVM makes every graph input a Tensor parameter, so a model whose input is a sequence (or an optional)
     compiles but its VM call refuses the value it was built for. An untyped parameter takes the runtime's
@@ -122,8 +134,7 @@ def _non_tensor_inputs(importer: Any, graph: onnx.GraphProto) -> None:
     from tvm import relax
 
     for vi in graph.input:
-        kind = vi.type.WhichOneof("value")
-        if kind in ("sequence_type", "optional_type") and vi.name in importer._inputs:
+        if untyped_input(vi) and vi.name in importer._inputs:
             name = importer._sanitize_name(vi.name) if importer._sanitize else vi.name
             var = relax.Var(name, relax.ObjectType())
             importer._nodes[vi.name] = importer._inputs[vi.name] = var
@@ -131,7 +142,7 @@ def _non_tensor_inputs(importer: Any, graph: onnx.GraphProto) -> None:
 
 @contextlib.contextmanager
 def _object_inputs() -> Iterator[None]:
-    """While the block runs, the importer gives sequence/optional graph inputs Object parameters."""
+    """While the block runs, the importer gives sequence/optional-sequence graph inputs untyped parameters."""
     importer = _frontend().ONNXGraphImporter
     original = importer._parse_graph_input
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
+from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey, untyped_input
 from harmonizer_deploy.frontend.pack import (
     _builtin,
     _const_value,
@@ -375,6 +375,26 @@ def non_max_suppression(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext)
     return _builtin("NonMaxSuppression", ctx)(bb, inputs, attrs, ctx.params)
 
 
+# ------------------------------------------------------------------------------------- optional graph inputs
+
+
+def optional_has_element(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
+    """Refused for an optional-sequence graph input: whether it holds a value is known only at run time.
+
+    The pack makes such an input an untyped parameter (frontend/hook.py), which may be empty; TVM's converter
+    would answer "present" at import, a silently wrong result for an empty input.
+    """
+    raise ValueError("OptionalHasElement of an optional graph input is decided only at run time, which TVM "
+                     "cannot express; feed the value as a plain input instead")
+
+
+def _reads_untyped_input(node: Any, graph: Any) -> bool:
+    return bool(node.input) and any(vi.name == node.input[0] and untyped_input(vi) for vi in graph.input)
+
+
+optional_has_element.applies_to = _reads_untyped_input  # type: ignore[attr-defined]
+
+
 CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Cast"): cast,
     ("", "CastLike"): cast_like,
@@ -384,4 +404,5 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "Upsample"): upsample,
     ("", "MaxPool"): max_pool_with_indices,
     ("", "NonMaxSuppression"): non_max_suppression,
+    ("", "OptionalHasElement"): optional_has_element,
 }
