@@ -290,3 +290,18 @@ def test_optional_has_element_of_an_untyped_input_is_refused_not_guessed():
                    [helper.make_tensor_value_info("has", TensorProto.BOOL, [])], opset=18)
     with pytest.raises(cov.StageError, match="decided only at run time"):  # an empty input would read "present"
         _run(model, {"maybe": None})
+
+
+@pytest.mark.parametrize("saturate", [1, 0])
+def test_cast_to_float8e8m0_rounds_like_onnx(saturate):
+    x = np.array([1.0, 1.5, 1.75, 3.0, 0.3, -6.0, 2.0**127 * 1.5, 2.0**-127, 1e-40, 0.0, np.inf, np.nan,
+                  np.float32(2.0) + np.float32(2.0**-22), 1.5 * 2.0**-126], dtype=np.float32)
+    modes = ("up", "down", "nearest")
+    nodes = [helper.make_node("Cast", ["x"], [m], to=TensorProto.FLOAT8E8M0, saturate=saturate, round_mode=m)
+             for m in modes]
+    outs = [helper.make_tensor_value_info(m, TensorProto.FLOAT8E8M0, [len(x)]) for m in modes]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])], outs, opset=25)
+    model.ir_version = 11
+    expected = _reference(model, {"x": x})
+    assert _mismatch(_run(model, {"x": x}), expected) is None
+    assert _mismatch(_run(model, {"x": x}, pack=False), expected) is not None

@@ -124,9 +124,48 @@ def _encode_float8(bb: Any, x: Any, target: str, saturate: bool) -> Any:
     return _reinterpret(bb, bb.emit(relax.op.astype(bits, "uint8")), target)
 
 
-def _convert_type(bb: Any, x: Any, target: str, saturate: bool) -> Any | None:
+_E8M0 = 24  # TensorProto FLOAT8E8M0: a power of two (exponent bits only); TVM's cast rounds it differently
+
+
+def _encode_e8m0(bb: Any, x: Any, saturate: bool, round_mode: str) -> Any:
+    """`x` cast to float8_e8m0fnu: float32's exponent field, rounded per `round_mode` ("up" by default).
+
+    NaN and infinities become 0xFF (NaN); saturate keeps a round-up from 2**127 from overflowing to it.
+    """
+    relax = _relax()
+    op = relax.op
+    if _dtype(x) != "float32":
+        x = bb.emit(op.astype(x, "float32"))
+    bits = _reinterpret(bb, x, "int32")
+
+    def mask(m: int) -> Any:
+        return op.not_equal(op.bitwise_and(bits, relax.const(m, "int32")), relax.const(0, "int32"))
+
+    exponent = bb.emit(op.bitwise_and(op.right_shift(bits, relax.const(23, "int32")), relax.const(0xFF, "int32")))
+    special = op.equal(exponent, relax.const(0xFF, "int32"))
+    if round_mode == "nearest":  # guard bit set and (round or sticky bits, or a nonzero exponent)
+        rest = op.logical_or(op.logical_or(mask(0x200000), mask(0x1FFFFF)),
+                             op.greater(exponent, relax.const(0, "int32")))
+        up = op.logical_and(mask(0x400000), rest)
+    elif round_mode == "up":
+        up = mask(0x7FFFFF)
+    elif round_mode == "down":
+        up = relax.const(False, "bool")
+    else:
+        raise ValueError(f"Cast round_mode {round_mode!r}: ONNX allows up, down, nearest")
+    up = op.logical_and(up, op.logical_not(special))
+    if saturate:
+        up = op.logical_and(up, op.not_equal(exponent, relax.const(0xFE, "int32")))
+    rounded = op.add(exponent, op.astype(up, "int32"))
+    code = op.where(special, relax.const(0xFF, "int32"), rounded)
+    return _reinterpret(bb, bb.emit(op.astype(code, "uint8")), "float8_e8m0fnu")
+
+
+def _convert_type(bb: Any, x: Any, target: str, saturate: bool, round_mode: str = "up") -> Any | None:
     """`x` cast to `target` when float8 is on either side; None to leave the cast to TVM."""
     src = _dtype(x)
+    if target == "float8_e8m0fnu" and _is_float(src) and src != "float8_e8m0fnu":
+        return _encode_e8m0(bb, x, saturate, round_mode)
     if src in _FLOAT8.values():
         return _decode_float8(bb, x, target, saturate)
     if target in _FLOAT8.values():
@@ -139,7 +178,9 @@ def _convert_type(bb: Any, x: Any, target: str, saturate: bool) -> Any | None:
 def cast(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
     """Cast from or to a float8 type; only such Cast nodes are taken over (see `applies_to`)."""
     target = _type_name(int(attrs["to"]))
-    y = _convert_type(bb, inputs[0], target, bool(int(attrs.get("saturate", 1))))
+    round_mode = attrs.get("round_mode", b"up")
+    round_mode = round_mode.decode() if isinstance(round_mode, bytes) else str(round_mode)
+    y = _convert_type(bb, inputs[0], target, bool(int(attrs.get("saturate", 1))), round_mode)
     return y if y is not None else _builtin("Cast", ctx)(bb, inputs, attrs, ctx.params)
 
 
@@ -156,7 +197,7 @@ def _float8_tensor(name: str, graph: Any) -> bool:
 def _casts_float8(node: Any, graph: Any) -> bool:
     """Cast whose target or source is float8 (the source type as the graph declares or infers it)."""
     attrs = {a.name: a for a in node.attribute}
-    return ("to" in attrs and int(attrs["to"].i) in _FLOAT8) or _float8_tensor(node.input[0], graph)
+    return ("to" in attrs and int(attrs["to"].i) in (*_FLOAT8, _E8M0)) or _float8_tensor(node.input[0], graph)
 
 
 def _casts_like_float8(node: Any, graph: Any) -> bool:
