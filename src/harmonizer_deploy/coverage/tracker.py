@@ -427,13 +427,14 @@ def run_tvm_static(case: Case, report: Report) -> None:
 
 
 def _pack_prepass(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fold static shapes and static-length sequences, unroll the Loops/Scans whose iterations are then known,
-    fold what the bodies brought."""
+    """Fold static shapes and static-length sequences, inline the Ifs whose condition is then constant, unroll the
+    Loops/Scans whose iterations are then known, fold what the bodies brought."""
+    from harmonizer_deploy.frontend.branch import inline_constant_ifs
     from harmonizer_deploy.frontend.fold import fold_static_shapes
     from harmonizer_deploy.frontend.loop import unroll_loops
     from harmonizer_deploy.frontend.sequence import expand_static_sequences
 
-    model, unrolled = unroll_loops(fold_static_shapes(expand_static_sequences(model)[0]))
+    model, unrolled = unroll_loops(inline_constant_ifs(fold_static_shapes(expand_static_sequences(model)[0])))
     return fold_static_shapes(expand_static_sequences(model)[0]) if unrolled.unrolled else model
 
 
@@ -687,9 +688,13 @@ def plan(case: Case, variants: Sequence[str], pack: set[tuple[str, str]]) -> dic
     alias: dict[str, str] = {}
     if "tvm_static" in variants and "tvm" in variants and not make_static(case.model, case.inputs)[2]:
         alias["tvm_static"] = "tvm"
-    # the pack's pre-passes start from these (fold, unroll, static sequences) and from sequence-typed inputs
-    folds = {("", "Shape"), ("", "Size"), ("", "Loop"), ("", "Scan"), ("", "SequenceConstruct"), ("", "SequenceEmpty")}
-    sequences = any(vi.type.HasField("sequence_type") for vi in case.model.graph.input)
+    from harmonizer_deploy.frontend.hook import untyped_input
+
+    # the pack's pre-passes start from these (fold, If inlining, unroll, static sequences) and from sequence-typed
+    # inputs (which the pack's import also types differently: frontend/hook.py)
+    folds = {("", "Shape"), ("", "Size"), ("", "Loop"), ("", "Scan"), ("", "If"), ("", "SequenceConstruct"),
+             ("", "SequenceEmpty")}
+    sequences = any(vi.type.HasField("sequence_type") or untyped_input(vi) for vi in case.model.graph.input)
     if ("tvm_pack" in variants and "tvm_static" in variants and not sequences
             and not (_graph_keys(case.model.graph) & (pack | folds))):
         alias["tvm_pack"] = alias.get("tvm_static", "tvm_static")

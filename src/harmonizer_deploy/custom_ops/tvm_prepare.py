@@ -127,8 +127,10 @@ def prepare_for_tvm(model: Any, fold: bool = True, fix_dims: dict[str, int] | No
         report.fixed_dims = dict(fix_dims)
     report.ops_before = _op_counts(model)  # after inlining: `folded` counts only what folding removed
     if fold:
+        from harmonizer_deploy.frontend.branch import inline_constant_ifs
+
         model = fold_shapes(model)
-        model = _unroll_static_loops(model, report)
+        model = _unroll_static_loops(inline_constant_ifs(model), report)  # an If on a constant: its branch
     report.ops_after = _op_counts(model)
     return model, report
 

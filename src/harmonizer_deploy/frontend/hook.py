@@ -7,7 +7,7 @@ and a custom `ai.harmonizer::Relu` would silently become the built-in Relu). Thi
 1. copies the model and renames every node whose (domain, op_type) has an extra converter to a
    private mangled op_type (subgraphs included), so the lookup is domain-qualified;
 2. for the duration of the call, swaps the frontend's module-level `_get_convert_map` for one that
-   also knows the mangled names.
+   also knows the mangled names, and makes sequence/optional graph inputs untyped parameters.
 
 The private TVM API this relies on is pinned by `tests/test_tvm_private_api.py`.
 """
@@ -111,6 +111,53 @@ def _adapter(key: ConverterKey, fn: Converter, opset: int) -> type:
     return _Adapter
 
 
+def untyped_input(vi: onnx.ValueInfoProto) -> bool:
+    """A graph input of sequence type or optional-of-sequence type (the pack makes it an untyped parameter).
+
+    An optional tensor stays a Tensor parameter: TVM decides OptionalHasElement at import as "present", which
+    is right only while the VM refuses an empty value for it.
+    """
+    kind = vi.type.WhichOneof("value")
+    if kind == "optional_type":
+        return vi.type.optional_type.elem_type.WhichOneof("value") == "sequence_type"
+    return kind == "sequence_type"
+
+
+def _non_tensor_inputs(importer: Any, graph: onnx.GraphProto) -> None:
+    """Graph inputs of sequence or optional-sequence type become untyped parameters (R.Any).
+
+    Why: TVM makes every graph input a Tensor parameter, so a model whose input is a sequence (or an optional)
+    compiles but its VM call refuses the value it was built for. An untyped parameter takes the runtime's
+    array of tensors as it is, so ops that pass it through (Identity) work; ops that read its elements are not
+    helped by this (they need a sequence of known length).
+    """
+    from tvm import relax
+
+    for vi in graph.input:
+        if untyped_input(vi) and vi.name in importer._inputs:
+            name = importer._sanitize_name(vi.name) if importer._sanitize else vi.name
+            var = relax.Var(name, relax.ObjectType())
+            importer._nodes[vi.name] = importer._inputs[vi.name] = var
+
+
+@contextlib.contextmanager
+def _object_inputs() -> Iterator[None]:
+    """While the block runs, the importer gives sequence/optional-sequence graph inputs untyped parameters."""
+    importer = _frontend().ONNXGraphImporter
+    original = importer._parse_graph_input
+
+    def parse(self: Any, graph: onnx.GraphProto) -> None:
+        original(self, graph)
+        _non_tensor_inputs(self, graph)
+
+    with _LOCK:
+        importer._parse_graph_input = parse
+        try:
+            yield
+        finally:
+            importer._parse_graph_input = original
+
+
 @contextlib.contextmanager
 def converters_installed(extra: Mapping[ConverterKey, Converter], opsets: Mapping[str, int]) -> Iterator[None]:
     """Make TVM's convert map also answer the mangled names of `extra` while the block runs."""
@@ -152,7 +199,7 @@ def from_onnx_with_converters(
     renamed.CopyFrom(model)
     applies = {key: fn.applies_to for key, fn in extra.items() if callable(getattr(fn, "applies_to", None))}
     _rename_nodes(renamed.graph, set(extra), applies)
-    with converters_installed(extra, _opsets(model)):
+    with converters_installed(extra, _opsets(model)), _object_inputs():
         return from_onnx(renamed, **kwargs)
 
 

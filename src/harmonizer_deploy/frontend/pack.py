@@ -1,5 +1,6 @@
 """Converters TVM 0.27's Relax ONNX frontend lacks or gets wrong, installed through `tvm_hook` (no TVM edits).
 
+Cast group (`pack_cast.py`): float8 Cast/CastLike, BitCast, EyeLike, Split, Upsample, MaxPool Indices, NMS.
 Missing in TVM: Swish, Celu, LpNormalization, CumProd, Hann/Hamming/BlackmanWindow, ReverseSequence,
 NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, RNN, GRU, LSTM, and ai.onnx Attention (TVM sends it to
 its com.microsoft converter). Wrong or incomplete in TVM: LayerNormalization (Mean/InvStdDev outputs are
@@ -463,90 +464,6 @@ def dropout(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
         return _builtin("Dropout", ctx)(bb, inputs, attrs, ctx.params)
     mask = relax.op.ones(_shape(x), "bool")
     return relax.Tuple([x, bb.emit(mask)])
-
-
-# Largest finite value of each float8 type: saturate=1 (the default) clamps to it.
-_FLOAT8_MAX = {
-    "float8_e4m3fn": 448.0,
-    "float8_e4m3fnuz": 240.0,
-    "float8_e5m2": 57344.0,
-    "float8_e5m2fnuz": 57344.0,
-}
-
-
-_FLOAT8_TYPES = (17, 18, 19, 20)  # TensorProto FLOAT8E4M3FN, FLOAT8E4M3FNUZ, FLOAT8E5M2, FLOAT8E5M2FNUZ
-
-
-def _float8_name(elem_type: int) -> str | None:
-    import onnx
-
-    name = onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
-    return name if name in _FLOAT8_MAX else None
-
-
-def _to_float8(bb: Any, x: Any, target: str, attrs: dict) -> Any:
-    """x cast to float8 `target`: clamped to its range first when saturating, NaN kept NaN.
-
-    TVM's cast wraps out-of-range values and turns NaN into a number.
-    """
-    import onnx
-
-    relax = _relax()
-    src = _dtype(x)
-    if not src.startswith(("float", "bfloat")):
-        return relax.op.astype(x, target)
-    top = _FLOAT8_MAX[target]
-    saturate = bool(int(attrs.get("saturate", 1)))
-    y = bb.emit(relax.op.astype(relax.op.clip(x, -top, top), target))
-    np_f8 = onnx.helper.tensor_dtype_to_np_dtype(
-        next(t for t in _FLOAT8_TYPES if onnx.helper.tensor_dtype_to_np_dtype(t).name == target)
-    )
-
-    def const(v: float) -> Any:
-        return relax.const(np.array(v, dtype=np_f8), target)
-
-    if not saturate:  # out of range: +-inf where the type has it (e5m2), NaN otherwise
-        too_big = relax.op.greater(relax.op.abs(x), relax.const(top, src))
-        if target == "float8_e5m2":
-            over = relax.op.where(relax.op.greater(x, relax.const(0.0, src)), const(np.inf), const(-np.inf))
-        else:
-            over = const(np.nan)
-        y = bb.emit(relax.op.where(too_big, over, y))
-    return relax.op.where(relax.op.isnan(x), const(np.nan), y)
-
-
-def cast(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
-    """Cast to a float8 type; only such Cast nodes are taken over (see `applies_to`)."""
-    return _to_float8(bb, inputs[0], _float8_name(int(attrs["to"])), attrs)
-
-
-def cast_like(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
-    """CastLike to a float8 type."""
-    target = _dtype(inputs[1])
-    if target not in _FLOAT8_MAX:
-        return _builtin("CastLike", ctx)(bb, inputs, attrs, ctx.params)
-    return _to_float8(bb, inputs[0], target, attrs)
-
-
-def _casts_to_float8(node: Any, graph: Any) -> bool:
-    attrs = {a.name: a for a in node.attribute}
-    return "to" in attrs and _float8_name(int(attrs["to"].i)) is not None
-
-
-def _casts_like_float8(node: Any, graph: Any) -> bool:
-    """CastLike whose target tensor is a float8 initializer or graph input (its type is known here)."""
-    like = node.input[1] if len(node.input) > 1 else ""
-    for t in graph.initializer:
-        if t.name == like:
-            return _float8_name(t.data_type) is not None
-    for vi in [*graph.input, *graph.value_info]:
-        if vi.name == like and vi.type.HasField("tensor_type"):
-            return _float8_name(vi.type.tensor_type.elem_type) is not None
-    return False
-
-
-cast.applies_to = _casts_to_float8  # type: ignore[attr-defined]
-cast_like.applies_to = _casts_like_float8  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------- reductions over nothing
@@ -1056,10 +973,10 @@ def lstm(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
 
 # The op-group modules: each has its own CONVERTERS (and tests in tests/frontend/test_pack_<group>.py). Imported
 # here, after the helpers they use are defined.
-from harmonizer_deploy.frontend import pack_image, pack_misc, pack_quantseq  # noqa: E402
+from harmonizer_deploy.frontend import pack_cast, pack_image, pack_misc, pack_quantseq  # noqa: E402
 
 SUB_PACKS: dict[ConverterKey, Converter] = {
-    **pack_quantseq.CONVERTERS, **pack_image.CONVERTERS, **pack_misc.CONVERTERS,
+    **pack_cast.CONVERTERS, **pack_quantseq.CONVERTERS, **pack_image.CONVERTERS, **pack_misc.CONVERTERS,
 }
 
 CONVERTERS: dict[ConverterKey, Converter] = {
@@ -1082,8 +999,6 @@ CONVERTERS: dict[ConverterKey, Converter] = {
     ("", "RMSNormalization"): rms_normalization,
     ("", "Pow"): power,
     ("", "Dropout"): dropout,
-    ("", "Cast"): cast,
-    ("", "CastLike"): cast_like,
     **{("", op): _reduce_over_empty(op) for op in _EMPTY_REDUCTION if op not in ("ReduceMax", "ReduceMin")},
     ("", "ReduceMax"): _reduce_extreme("ReduceMax"),
     ("", "ReduceMin"): _reduce_extreme("ReduceMin"),
