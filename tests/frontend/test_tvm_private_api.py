@@ -112,3 +112,16 @@ def test_default_domain_extra_converter_takes_precedence() -> None:
     # the default-domain Relu is negated, the ai.harmonizer::Relu (no extra converter) stays TVM's Relu
     np.testing.assert_array_equal(_run(mod, x), np.maximum(-x, 0))
     assert tvm_hook.foreign_domain_nodes(_two_relus(), {("ai.harmonizer", "Relu")}) == []
+
+
+def test_graph_input_parsing_that_untyped_inputs_rely_on() -> None:
+    # frontend/hook.py (_object_inputs) wraps ONNXGraphImporter._parse_graph_input(self, graph) and then rewrites
+    # self._nodes / self._inputs per input name, using self._sanitize / self._sanitize_name for the var name.
+    importer = onnx_frontend.ONNXGraphImporter
+    assert callable(getattr(importer, "_parse_graph_input", None)), "ONNXGraphImporter._parse_graph_input is gone"
+    assert list(inspect.signature(importer._parse_graph_input).parameters) == ["self", "graph"]
+    assert "self._parse_graph_input(graph)" in inspect.getsource(importer.from_onnx), (
+        "from_onnx no longer parses graph inputs through _parse_graph_input")
+    src = inspect.getsource(importer._parse_graph_input)
+    for name in ("self._nodes[i_name]", "self._inputs[i_name]", "self._sanitize_name(i_name)", "self._sanitize"):
+        assert name in src, f"_parse_graph_input no longer uses {name}"
