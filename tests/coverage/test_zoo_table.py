@@ -40,10 +40,28 @@ def test_section_is_replaced_and_the_rest_kept(tmp_path):
 
 
 def test_op_report_rerun_keeps_the_zoo_section(tmp_path):
-    from harmonizer_deploy.coverage.report import _zoo_section
+    from harmonizer_deploy.coverage.report import zoo_section
 
     md = tmp_path / "COVERAGE.md"
-    assert _zoo_section(md) == ""
+    assert zoo_section(md) == ""
     write_zoo_section(md, [_row("gru")])
-    kept = _zoo_section(md)
+    kept = zoo_section(md)
     assert kept.strip().startswith(ZOO_BEGIN) and kept.strip().endswith(ZOO_END) and "| gru |" in kept
+
+
+def test_coverage_classes_keeps_the_zoo_section(tmp_path, monkeypatch):
+    """`coverage-classes` rewrites COVERAGE.md from coverage.json: the zoo table (not in coverage.json) stays."""
+    import shutil
+    from pathlib import Path
+
+    from harmonizer_deploy.coverage import tracker
+    from harmonizer_deploy.coverage.classes import write_table
+
+    monkeypatch.setattr(tracker, "collect_cases", lambda *a, **k: [])  # no node-suite scan: the table is empty
+    report = tmp_path / "coverage.json"
+    shutil.copyfile(Path(__file__).resolve().parents[2] / "coverage.json", report)  # the committed report
+    md = tmp_path / "COVERAGE.md"
+    write_zoo_section(md, [_row("gru")])
+    write_table(report, [], tmp_path / "classes.json")
+    text = md.read_text()
+    assert "| gru |" in text and ZOO_BEGIN in text and "Headline" in text

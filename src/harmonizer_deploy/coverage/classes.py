@@ -95,7 +95,7 @@ def write_table(report_path: Path, merge: Sequence[Path], output: Path) -> tuple
     """Merge partial runs into coverage.json, write the class table to `output`, and record in coverage.json
     (and COVERAGE.md) which mismatching cases compile refuses by which class. Returns (report, table)."""
     from harmonizer_deploy.core.artifacts import read_json
-    from harmonizer_deploy.coverage.report import merge_partial, render_markdown
+    from harmonizer_deploy.coverage.report import merge_partial, render_markdown, zoo_section
     from harmonizer_deploy.coverage.tracker import collect_cases, write_text
 
     report = read_json(report_path, "coverage report", "run `harmonizer-deploy coverage` first")
@@ -107,6 +107,7 @@ def write_table(report_path: Path, merge: Sequence[Path], output: Path) -> tuple
     table = build_table(report, report_path.name, suite)
     report["compile_check"] = compile_refusals(report, table, suite)
     write_json(report_path, report)
-    write_text(report_path.with_name("COVERAGE.md"), render_markdown(report))
+    markdown = report_path.with_name("COVERAGE.md")
+    write_text(markdown, render_markdown(report) + zoo_section(markdown))
     write_json(output, table)
     return report, table

@@ -421,11 +421,11 @@ def generate(
         output = output.with_name(output.stem + ".partial.json")
     write_json(output, report)
     markdown = output.with_name("COVERAGE.md" if not filters else "COVERAGE.partial.md")
-    write_text(markdown, render_markdown(report) + _zoo_section(markdown))
+    write_text(markdown, render_markdown(report) + zoo_section(markdown))
     return report
 
 
-def _zoo_section(markdown: Path) -> str:
+def zoo_section(markdown: Path) -> str:
     """The zoo models table already in COVERAGE.md (`coverage --models` writes it), kept across op reruns."""
     from harmonizer_deploy.coverage.zoo import ZOO_BEGIN, ZOO_END
 
