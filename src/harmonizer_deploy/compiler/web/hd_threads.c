@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
   void* sync_handle;
@@ -27,7 +28,12 @@ typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* 
 #define HD_STACK_BYTES (1 << 20) /* per worker; TVM's kernels keep their tiles in registers or the workspace */
 #define HD_SPIN_BEFORE_WAIT 20000
 
+#define HD_THREAD_BYTES 512   /* a copy of the page thread's `struct pthread` (musl's, ~150 bytes) and beyond */
+
 extern void __wasm_init_tls(void* block);
+/* emscripten's libc: sets this instance's thread pointer and thread state (emscripten's JS glue normally calls
+ * it; here the page's JS and hd_worker_main do) */
+extern void _emscripten_thread_init(void* thread, int is_main, int is_runtime, int can_block, int profile);
 
 static _Atomic uint64_t claim_word;     /* generation << 32 | next task id */
 static _Atomic int32_t wake_gen;        /* bumped once per job; workers wait on it */
@@ -42,6 +48,8 @@ static _Atomic(void*) job_cdata;
 static _Atomic int32_t job_tasks;
 static uint32_t job_generation;  /* written by the page's thread only */
 static void* worker_blocks[HD_MAX_WORKERS];
+static void* worker_threads[HD_MAX_WORKERS];
+static uintptr_t main_thread_block;
 
 /* Claim and run tasks of generation `gen` until none is left; returns how many this thread ran. */
 static int run_tasks(uint32_t gen, FTVMParallelLambda lambda, void* cdata, int32_t n) {
@@ -122,6 +130,28 @@ __attribute__((constructor(101))) static void hd_main_thread_tls(void) {
   if (block != NULL) __wasm_init_tls((void*)(((uintptr_t)block + align - 1) & ~(uintptr_t)(align - 1)));
 }
 
+/* The page's thread's `struct pthread` (libc's __main_pthread), from the JS import emscripten's startup calls
+ * (__emscripten_init_main_thread_js): without a thread pointer, libc's recursive mutexes (TVM's allocator takes
+ * one) walk a robust list at address 0 and trap. The page's thread never blocks (can_block = 0: libc spins). */
+HD_EXPORT("hd_main_thread_init") void hd_main_thread_init(uintptr_t thread) {
+  main_thread_block = thread;
+  _emscripten_thread_init((void*)thread, 1, 1, 0, 0);
+}
+
+/* A worker's `struct pthread`: a copy of the page thread's with the pointers into itself (self, its robust
+ * list head) moved to the copy, so errno and robust lists are per thread. Its tid stays the page's: only
+ * recursive or error-checking mutexes compare owners, and TVM's parallel tasks take none. */
+static void* copy_thread_block(void* dest) {
+  uint32_t* words = (uint32_t*)dest;
+  memcpy(dest, (const void*)main_thread_block, HD_THREAD_BYTES);
+  for (size_t i = 0; i < HD_THREAD_BYTES / sizeof(uint32_t); ++i) {
+    if (words[i] >= main_thread_block && words[i] < main_thread_block + HD_THREAD_BYTES) {
+      words[i] = (uint32_t)((uintptr_t)dest + (words[i] - main_thread_block));
+    }
+  }
+  return dest;
+}
+
 /* Called on the page's thread before starting worker `id`: allocates its stack and thread-local block and
  * returns the stack top the worker sets (with stackRestore) before calling hd_worker_main; 0 when out of room. */
 HD_EXPORT("hd_worker_stack") uintptr_t hd_worker_stack(int id) {
@@ -130,9 +160,16 @@ HD_EXPORT("hd_worker_stack") uintptr_t hd_worker_stack(int id) {
   size_t tls_size = __builtin_wasm_tls_size();
   size_t tls_bytes = (tls_size + tls_align - 1) / tls_align * tls_align;
   if (worker_blocks[id] == NULL) {
+    if (main_thread_block == 0) return 0;  /* hd_main_thread_init has not run: no thread block to copy */
     void* block = malloc(HD_STACK_BYTES + tls_bytes + tls_align + 16);  /* both ends aligned by hand below */
-    if (block == NULL) return 0;
+    void* thread = aligned_alloc(16, HD_THREAD_BYTES);
+    if (block == NULL || thread == NULL) {
+      free(block);
+      free(thread);
+      return 0;
+    }
     worker_blocks[id] = block;
+    worker_threads[id] = copy_thread_block(thread);
     atomic_fetch_add(&workers_wanted, 1);
   }
   return ((uintptr_t)worker_blocks[id] + HD_STACK_BYTES) & ~(uintptr_t)15;  /* the stack grows down from here */
@@ -145,6 +182,7 @@ HD_EXPORT("hd_worker_main") void hd_worker_main(int id) {
   size_t tls_align = tls_alignment();
   uintptr_t tls = ((uintptr_t)worker_blocks[id] + HD_STACK_BYTES + tls_align - 1) & ~(uintptr_t)(tls_align - 1);
   if (__builtin_wasm_tls_size() > 0) __wasm_init_tls((void*)tls);
+  _emscripten_thread_init(worker_threads[id], 0, 0, 1, 0);
   int32_t seen = atomic_load(&wake_gen);
   atomic_fetch_add(&workers_joined, 1);
   for (;;) {

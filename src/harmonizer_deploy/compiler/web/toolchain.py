@@ -56,7 +56,7 @@ def threads_manifest(default_threads: int) -> dict[str, int]:
 def threads_link_options() -> list[str]:
     """Link options that make `create_tvmjs_wasm`'s module a shared-memory one the page and its workers import."""
     return ["-nodefaultlibs", *THREADS_LIBS, "-Wl,--shared-memory", "-Wl,--import-memory",
-            f"-Wl,--max-memory={THREADS_MAX_MEMORY}"]
+            f"-sMAXIMUM_MEMORY={THREADS_MAX_MEMORY}"]  # emcc's own --max-memory comes last: set it through emcc
 LINK_OPT = "-O1"  # overrides create_tvmjs_wasm's -O3: <1 s instead of ~30 s to link
 EMSCRIPTEN_FIX = "apt-get install -y emscripten (Debian), or run scripts/install-web-deps.sh"
 

@@ -7,6 +7,7 @@
 const WORKER_NOOPS = {
   __cxa_thread_atexit: () => 0, // thread_local destructors: a worker lives as long as the page
   emscripten_notify_memory_growth: () => {}, // the page's views notice a grown buffer themselves
+  emscripten_check_blocking_allowed: () => {}, // a worker may block
 };
 
 function workerImports(module, memory) {

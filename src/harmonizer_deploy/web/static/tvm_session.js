@@ -90,7 +90,13 @@ function threadedImports(tvmjs, module, memory) {
   const imports = { ...wasi.imports, env: { ...wasi.imports.env, memory } };
   const provided = new Set(["TVMFFIWasmSafeCall", "TVMFFIWasmFunctionDeleter", "__console_log", "__cxa_thread_atexit",
     "emscripten_notify_memory_growth"]);  // tvmjs's Environment adds these
-  const noops = { __emscripten_init_main_thread_js: () => {} };  // emscripten's JS glue, absent here by design
+  // emscripten's JS glue for threads, absent here by design: its main-thread setup (handing libc the page
+  // thread's pthread struct, through our hd_main_thread_init) and its check that a thread may block
+  let exportsOfPage = null;  // set by the start hook, before _initialize runs the constructors that call back
+  const noops = {
+    __emscripten_init_main_thread_js: (thread) => exportsOfPage.hd_main_thread_init(thread),
+    emscripten_check_blocking_allowed: () => {},
+  };
   for (const imp of WebAssembly.Module.imports(module)) {
     if (imp.kind !== "function" || provided.has(imp.name)) continue;
     imports[imp.module] = imports[imp.module] || {};
@@ -98,7 +104,10 @@ function threadedImports(tvmjs, module, memory) {
       imports[imp.module][imp.name] = noops[imp.name] || (() => { throw new Error(`wasm import ${imp.module}.${imp.name} is not provided`); });
     }
   }
-  return { imports, start: (inst) => wasi.start({ exports: { ...inst.exports, memory } }) };
+  return { imports, start: (inst) => {
+    exportsOfPage = inst.exports;
+    wasi.start({ exports: { ...inst.exports, memory } });
+  } };
 }
 
 /** Start `wanted - 1` workers on the artifact's module and memory; resolves when they joined (or after a
