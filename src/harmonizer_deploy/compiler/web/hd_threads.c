@@ -27,6 +27,7 @@ typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* 
 #define HD_MAX_WORKERS 64
 #define HD_STACK_BYTES (1 << 20) /* per worker; TVM's kernels keep their tiles in registers or the workspace */
 #define HD_SPIN_BEFORE_WAIT 20000
+#define HD_TASKS_PER_THREAD 4
 
 #define HD_THREAD_BYTES 512   /* a copy of the page thread's `struct pthread` (musl's, ~150 bytes) and beyond */
 
@@ -73,7 +74,10 @@ HD_EXPORT("hd_num_threads") int hd_num_threads(void) { return 1 + atomic_load(&w
 
 int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task) {
   int threads = hd_num_threads();
-  int n = num_task > 0 ? num_task : threads;
+  /* TVM's codegen asks for num_task = 0 ("as many as there are threads") and splits the loop evenly over the
+   * task count it gets back. HD_TASKS_PER_THREAD smaller tasks, claimed dynamically, keep both threads busy when
+   * one of them is descheduled or woken late (the page's thread takes what the late worker did not). */
+  int n = num_task > 0 ? num_task : (threads == 1 ? 1 : threads * HD_TASKS_PER_THREAD);
   if (threads == 1 || n == 1) {
     TVMParallelGroupEnv env = {NULL, n};
     for (int i = 0; i < n; ++i) {
@@ -100,10 +104,12 @@ int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_ta
   return atomic_load(&tasks_failed) == 0 ? 0 : -1;
 }
 
-/* A spinning sense-reversing barrier over the job's tasks: correct only when every task of the job runs at the
- * same time (num_task <= threads, which is what TVM's codegen asks for when it emits a barrier). */
+/* A spinning sense-reversing barrier over the job's tasks. It needs every task of the job running at once, so a
+ * job with more tasks than threads (tasks are claimed, not pinned) gets an error instead of a deadlock; the
+ * schedules of this project emit no barrier. */
 int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
   (void)task_id;
+  if (penv->num_task > hd_num_threads()) return -1;
   int32_t sense = atomic_load(&barrier_sense);
   if (atomic_fetch_add(&barrier_count, 1) + 1 == penv->num_task) {
     atomic_store(&barrier_count, 0);
