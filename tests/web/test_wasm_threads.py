@@ -171,3 +171,18 @@ def test_threaded_artifact_falls_back_to_one_thread_with_the_reason_when_not_iso
     assert result.report["threadsReason"] == "not cross-origin isolated: SharedArrayBuffer unavailable"
     expected = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(result.outputs[0], expected, atol=1e-4, rtol=1e-4)
+
+
+@needs_browser
+@pytest.mark.slow
+@pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
+def test_page_picks_threaded_wasm_when_isolated_and_says_so(web_wasm_mt, web_wasm):
+    """The page, offered wasm-mt and wasm (no webgpu build), loads wasm-mt in the cross-origin isolated page,
+    harmonizes on 2 threads and says so in its status line."""
+    from harmonizer_deploy.run.browser import run_page
+
+    artifacts = {"wasm-mt": web_wasm_mt, "wasm": web_wasm / "wasm"}
+    report = run_page(web_wasm, melody=0, steps=2, artifacts=artifacts, timeout_s=240)
+    assert report["backend"] == "wasm-mt"
+    assert "WebAssembly threads: 2 (cross-origin isolated)." in report["status"], report["status"]
+    assert report["status"].startswith("WebGPU unavailable (no webgpu build on the server)")
