@@ -41,7 +41,6 @@ static _Atomic int32_t wake_gen;        /* bumped once per job; workers wait on 
 static _Atomic int32_t tasks_done;      /* tasks of the current job finished */
 static _Atomic int32_t tasks_failed;    /* tasks of the current job that returned non-zero */
 static _Atomic int32_t workers_joined;  /* workers that entered hd_worker_main */
-static _Atomic int32_t workers_wanted;  /* stacks handed out by hd_worker_stack */
 static _Atomic int32_t barrier_count;
 static _Atomic int32_t barrier_sense;
 static _Atomic(FTVMParallelLambda) job_lambda;
@@ -176,7 +175,6 @@ HD_EXPORT("hd_worker_stack") uintptr_t hd_worker_stack(int id) {
     }
     worker_blocks[id] = block;
     worker_threads[id] = copy_thread_block(thread);
-    atomic_fetch_add(&workers_wanted, 1);
   }
   return ((uintptr_t)worker_blocks[id] + HD_STACK_BYTES) & ~(uintptr_t)15;  /* the stack grows down from here */
 }
