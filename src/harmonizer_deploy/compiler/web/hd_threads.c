@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
   void* sync_handle;
@@ -28,10 +29,12 @@ typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* 
 #define HD_STACK_BYTES (1 << 20) /* per worker; TVM's kernels keep their tiles in registers or the workspace */
 #define HD_SPIN_BEFORE_WAIT 20000
 #define HD_TASKS_PER_THREAD 4
+#define HD_STALL_MS 15000.0 /* a job with no task finished for this long: a worker died or hangs */
 
 #define HD_THREAD_BYTES 512   /* a copy of the page thread's `struct pthread` (musl's, ~150 bytes) and beyond */
 
 extern void __wasm_init_tls(void* block);
+extern void TVMFFIErrorSetRaisedFromCStr(const char* kind, const char* message);  /* TVM's FFI (the runtime) */
 /* emscripten's libc: sets this instance's thread pointer and thread state (emscripten's JS glue normally calls
  * it; here the page's JS and hd_worker_main do) */
 extern void _emscripten_thread_init(void* thread, int is_main, int is_runtime, int can_block, int profile);
@@ -97,8 +100,32 @@ int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_ta
   atomic_fetch_add(&wake_gen, 1);
   __builtin_wasm_memory_atomic_notify((int*)&wake_gen, (unsigned)(threads - 1));
   run_tasks(gen, flambda, cdata, n);
-  while (atomic_load(&tasks_done) < n) {
-    /* spin: the page's thread may not block */
+  /* spin (the page's thread may not block) until every task is done; a task a worker claimed and never finished
+   * (the worker trapped, or the browser stopped it) would spin forever: after HD_STALL_MS without progress the
+   * call fails with a message and the pool is dropped (later loops run on the page's thread alone) */
+  int32_t last = -1;
+  uint32_t spins = 0;
+  double stalled_since = 0.0;
+  for (;;) {
+    int32_t done = atomic_load(&tasks_done);
+    if (done >= n) break;
+    if (done != last) {
+      last = done;
+      stalled_since = 0.0;
+      continue;
+    }
+    if ((++spins & 0xFFFF) != 0) continue;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+    if (stalled_since == 0.0) {
+      stalled_since = now;
+    } else if (now - stalled_since > HD_STALL_MS) {
+      atomic_store(&workers_joined, 0);
+      TVMFFIErrorSetRaisedFromCStr("RuntimeError", "a wasm worker thread stopped in the middle of a parallel loop "
+                                   "(harmonizer-deploy wasm-mt); later loops run on one thread");
+      return -1;
+    }
   }
   return atomic_load(&tasks_failed) == 0 ? 0 : -1;
 }
