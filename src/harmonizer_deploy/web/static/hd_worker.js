@@ -10,11 +10,24 @@ const WORKER_NOOPS = {
   emscripten_check_blocking_allowed: () => {}, // a worker may block
 };
 
-function workerImports(module, memory) {
-  const imports = { env: { memory } };
+// WASI's clock: libc's futex and timed waits read it in workers too (a worker that met the throwing stub died
+// holding a task, and the page spun on it). The same clocks as the page's (tvmjs's WASI polyfill): realtime is
+// Date.now(), the others the page's performance.now(), so a deadline one thread computes holds in the other.
+function clockTimeGet(memory, pageTimeOrigin) {
+  return (clockId, precision, timePtr) => {
+    const ms = clockId === 0 ? Date.now() : performance.timeOrigin + performance.now() - pageTimeOrigin;
+    new DataView(memory.buffer).setBigUint64(timePtr, BigInt(Math.round(ms * 1e6)), true);
+    return 0;
+  };
+}
+
+function workerImports(module, memory, pageTimeOrigin) {
+  const imports = { env: { memory },
+    wasi_snapshot_preview1: { clock_time_get: clockTimeGet(memory, pageTimeOrigin) } };
   for (const imp of WebAssembly.Module.imports(module)) {
     if (imp.kind !== "function") continue;
     imports[imp.module] = imports[imp.module] || {};
+    if (imports[imp.module][imp.name]) continue;
     imports[imp.module][imp.name] = WORKER_NOOPS[imp.name] || (() => {
       throw new Error(`${imp.module}.${imp.name} is not available in a worker thread`);
     });
@@ -23,9 +36,9 @@ function workerImports(module, memory) {
 }
 
 self.onmessage = async (event) => {
-  const { module, memory, id, stackTop } = event.data;
+  const { module, memory, id, stackTop, pageTimeOrigin } = event.data;
   try {
-    const instance = await WebAssembly.instantiate(module, workerImports(module, memory));
+    const instance = await WebAssembly.instantiate(module, workerImports(module, memory, pageTimeOrigin));
     self.postMessage({ id, joining: true });
     instance.exports.stackRestore(stackTop);
     instance.exports.hd_worker_main(id);

@@ -123,7 +123,7 @@ async function startWorkers(tvm, module, memory, wanted, log) {
     const worker = new Worker("/static/hd_worker.js");
     worker.onmessage = (e) => { if (e.data.error) { errors.push(e.data.error); log(`worker ${id}: ${e.data.error}`); } };
     worker.onerror = (e) => { errors.push(e.message); log(`worker ${id} failed: ${e.message}`); };
-    worker.postMessage({ module, memory, id, stackTop });
+    worker.postMessage({ module, memory, id, stackTop, pageTimeOrigin: performance.timeOrigin });
   }
   const t0 = performance.now();
   while (tvm.exports.hd_num_threads() < wanted && !errors.length && performance.now() - t0 < 20000) {
