@@ -111,12 +111,14 @@ def ort_web_peers(in_browser: dict[str, Path], threads: int | None) -> list[str]
 
 
 def browser_rows(artifacts: dict[str, Path | None], onnx_path: Path, time_steps: int, warmup: int, repeats: int,
-                 seed: int) -> tuple[list[dict], list[dict]]:
+                 seed: int, threads: int | None = None) -> tuple[list[dict], list[dict]]:
     """Browser rows (headless Chromium, batch 1 as in the page): TVM's web artifacts and onnxruntime-web on the same
     model.onnx and input; load incl. shader setup, first run, p50/min/p90, error against native onnxruntime.
 
     Interleaved by rounds rather than per call (each run is a fresh Chromium): a machine that slows down mid-run
     slows every row alike. A peer that cannot run here (npm package, WebGPU adapter) is skipped with the reason.
+    `threads`: the threads a threaded (`wasm-mt`) artifact starts (default: its manifest's); each row records the
+    count that ran.
     """
     from harmonizer_deploy.run.browser import browser_bench, ort_web_bench
 
@@ -133,7 +135,8 @@ def browser_rows(artifacts: dict[str, Path | None], onnx_path: Path, time_steps:
                     ep, n = ("wasm", int(peer["threads"])) if peer["threads"] else ("webgpu", 1)
                     row = ort_web_bench(onnx_path, ep, n, 1, time_steps, min(warmup, 1), per_round, seed)
                 else:
-                    row = browser_bench(path, 1, time_steps, min(warmup, 1), per_round, seed, reference=onnx_path)
+                    row = browser_bench(path, 1, time_steps, min(warmup, 1), per_round, seed, reference=onnx_path,
+                                        threads=threads)
             except HarmonizerError as exc:
                 if path is not None:
                     raise  # our own artifact failing is an error, not a skipped peer
@@ -399,7 +402,7 @@ def bench(
         if getattr(opened.get(r["backend"]), "where", None):
             r["where"] = opened[r["backend"]].where
     if in_browser:
-        web_rows, web_skipped = browser_rows(in_browser, onnx_path, time_steps, warmup, repeats, seed)
+        web_rows, web_skipped = browser_rows(in_browser, onnx_path, time_steps, warmup, repeats, seed, threads)
         rows += web_rows
         skipped += web_skipped
     harmonize = harmonize_rows(opened, harmonize_repeats, seed) if harmonize_repeats > 0 else []

@@ -54,10 +54,12 @@ class CompileResult:
 
 
 def code_fingerprint() -> str:
-    """Hash of this package's Python sources: a changed pipeline or schedule must not reuse old artifacts
-    (the version string alone does not change between commits)."""
+    """Hash of this package's Python and C sources: a changed pipeline, schedule or linked-in C (the wasm-mt
+    thread pool, the web runtime's headers) must not reuse old artifacts (the version string alone does not change
+    between commits)."""
     package = Path(__file__).parents[1]
-    return sha256_text("".join(sha256_file(p) for p in sorted(package.rglob("*.py"))))
+    sources = [p for pattern in ("*.py", "*.c", "*.h") for p in package.rglob(pattern)]
+    return sha256_text("".join(sha256_file(p) for p in sorted(sources)))
 
 
 def cache_key(model_sha: str, spec: TargetSpec, fix_dims: dict[str, int] | None, tuning: dict | None) -> str:

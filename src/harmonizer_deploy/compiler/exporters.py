@@ -117,15 +117,21 @@ def export_wasm(executable: Any, spec: Any, out_dir: Path) -> tuple[str, dict]:
         emcc_environment,
         emcc_version,
         runtime_home,
+        thread_pool_object,
+        threads_link_options,
+        threads_manifest,
         tvm_home,
     )
     from harmonizer_deploy.compiler.web.wgsl import requirements
 
     name = "model.wasm"
-    home = runtime_home()
+    threads = int(spec.options.get("threads") or 0)
+    home = runtime_home(threads=bool(threads))
+    libs = [str(thread_pool_object())] if threads else None
+    extra_options = threads_link_options() if threads else []
 
     def link(output: str, objects: list[str], options: list[str] | None = None) -> None:
-        emcc.create_tvmjs_wasm(output, objects, options=[*(options or []), LINK_OPT])
+        emcc.create_tvmjs_wasm(output, objects, options=[*(options or []), *extra_options, LINK_OPT], libs=libs)
 
     link.object_format = "o"  # type: ignore[attr-defined]
     t0 = time.perf_counter()
@@ -133,6 +139,8 @@ def export_wasm(executable: Any, spec: Any, out_dir: Path) -> tuple[str, dict]:
         executable.export_library(str(out_dir / name), fcompile=link)
     extra: dict[str, Any] = {"link_seconds": round(time.perf_counter() - t0, 3), "emcc": emcc_version(),
                              "web_params": {"data": WEB_PARAMS_BIN, "index": WEB_PARAMS_INDEX}}
+    if threads:
+        extra["threads"] = threads_manifest(threads)
     wgsl = device_sources(executable, "webgpu")
     extra["webgpu"] = requirements(wgsl) if wgsl else None
     return name, extra

@@ -25,7 +25,8 @@ KNOWN_KEYS: dict[str, set[str] | None] = {
     "runner": None, "target": None, "host": None,
     "tolerance": {"atol", "rtol", "float16", "uint8"},  # [tolerance.<encoding>]: weights shipped smaller (web)
     "requires": {"global_funcs", "executables", "fix"},
-    "options": {"winograd", "bundle", "archs", "default_arch", "schedule_rules", "vector_machine", "web_weights"},
+    "options": {"winograd", "bundle", "archs", "default_arch", "schedule_rules", "vector_machine", "web_weights",
+                "threads"},
     "verify": {"num_inputs", "batch", "time_steps"},
 }
 

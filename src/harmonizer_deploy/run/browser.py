@@ -28,9 +28,12 @@ class BrowserRun:
     report: dict[str, Any]
 
 
-def _drive(page: str, artifacts: dict[str, Path], job: Job, timeout_s: float, what: str) -> dict[str, Any]:
-    """Serve `artifacts` on 127.0.0.1, open `page` in headless Chromium, wait for the job's report."""
-    with WebServer(tvmjs_bundle(), artifacts, job) as server, chromium(f"{server.url}/static/{page}") as proc:
+def _drive(page: str, artifacts: dict[str, Path], job: Job, timeout_s: float, what: str,
+           isolate: bool = True) -> dict[str, Any]:
+    """Serve `artifacts` on 127.0.0.1, open `page` in headless Chromium, wait for the job's report. `isolate`:
+    send COOP/COEP (off only to check what a page that is not cross-origin isolated does)."""
+    with WebServer(tvmjs_bundle(), artifacts, job, isolate=isolate) as server, \
+            chromium(f"{server.url}/static/{page}") as proc:
         deadline = time.monotonic() + timeout_s
         while not job.done.wait(0.5):
             if proc.poll() is not None:
@@ -68,15 +71,20 @@ def _job(artifact_url: str, inputs: list[np.ndarray], warmup: int, repeats: int,
 
 
 def run_job(artifact_dir: str | Path, inputs: list[np.ndarray], warmup: int = 0, repeats: int = 0,
-            timeout_s: float = DEFAULT_TIMEOUT_S) -> BrowserRun:
-    """Run a web artifact on `inputs` in headless Chromium (TVM's JS runtime); outputs + timings."""
+            timeout_s: float = DEFAULT_TIMEOUT_S, threads: int | None = None, isolate: bool = True) -> BrowserRun:
+    """Run a web artifact on `inputs` in headless Chromium (TVM's JS runtime); outputs + timings. `threads`: for
+    a threaded (`wasm-mt`) artifact, the threads to start (default: its manifest's); the report's `threads` is
+    how many ran and `threadsReason` why fewer."""
     artifact_dir = Path(artifact_dir)
     manifest = verified_manifest(artifact_dir)  # the browser loads exactly what compile wrote, or nothing
     if "web_params" not in manifest:
         raise HarmonizerError(f"{artifact_dir} is not a web artifact (target {manifest.get('target')})",
                               "compile with --target webgpu or --target wasm")
-    job = _job("/artifacts/model/", inputs, warmup, repeats)
-    report = _drive("runner.html", {"model": artifact_dir}, job, timeout_s, f"the {manifest.get('target')} artifact")
+    if threads is not None and threads < 1:
+        raise HarmonizerError(f"threads must be >= 1, got {threads}", "pass a positive thread count")
+    job = _job("/artifacts/model/", inputs, warmup, repeats, **({"threads": int(threads)} if threads else {}))
+    report = _drive("runner.html", {"model": artifact_dir}, job, timeout_s, f"the {manifest.get('target')} artifact",
+                    isolate=isolate)
     return BrowserRun(_outputs(job, report), report)
 
 
@@ -188,19 +196,25 @@ def run_in_browser(artifact_dir: str | Path, inputs: list[np.ndarray]) -> list[n
 
 
 def browser_bench(artifact_dir: str | Path, batch: int = 1, time_steps: int = 32, warmup: int = 2,
-                  repeats: int = 10, seed: int = 0, reference: str | Path | None = None) -> dict[str, Any]:
+                  repeats: int = 10, seed: int = 0, reference: str | Path | None = None,
+                  threads: int | None = None) -> dict[str, Any]:
     """Browser latency row: load (fetch + instantiate + shader compile), first run, steady-state p50/min/p90;
     with `reference` (the model.onnx), the max abs error against native onnxruntime on the timed input."""
     from harmonizer_deploy.music.encoding import realistic_inputs
 
     x = realistic_inputs(seed, batch, time_steps)
-    result = run_job(artifact_dir, [x], warmup=warmup, repeats=repeats)
     manifest = read_manifest(artifact_dir)
+    threaded = bool(manifest.get("threads"))
+    result = run_job(artifact_dir, [x], warmup=warmup, repeats=repeats, threads=threads if threaded else None)
     row = _latency_row(manifest["backend"], result, batch, time_steps, warmup, repeats)
     weights = (manifest.get("web_params") or {}).get("encoding", "float32")
-    # TVM's web runtime runs one thread; the math is float32 whatever the shipped weights are
-    row.update(threads=1 if manifest.get("device") == "cpu" else None,
-               precision="f32" if weights == "float32" else f"f32 ({weights} weights)")
+    # wasm: the threads that ran (1 unless a `wasm-mt` artifact's workers joined); the math is float32 whatever
+    # the shipped weights are
+    row.update(threads=int(result.report.get("threads") or 1) if manifest.get("device") == "cpu" else None,
+               precision="f32" if weights == "float32" else f"f32 ({weights} weights)",
+               cross_origin_isolated=result.report.get("crossOriginIsolated"))
+    if threaded and result.report.get("threadsReason"):
+        row["threads_reason"] = result.report["threadsReason"]
     if reference is not None and Path(reference).is_file():
         row["max_abs_err_vs_onnxruntime"] = _error_vs_onnxruntime(reference, x, result.outputs[0])
     return row

@@ -123,8 +123,9 @@ class WebServer:
     thread; use as a context manager."""
 
     def __init__(self, tvmjs: Path, artifacts: dict[str, Path], job: Job | None = None, port: int = 0,
-                 extra_files: dict[str, Path] | None = None) -> None:
+                 extra_files: dict[str, Path] | None = None, isolate: bool = True) -> None:
         self.tvmjs = tvmjs
+        self.isolate = isolate  # COOP/COEP on every response; off only to test a page that is not isolated
         self.artifacts = artifacts
         self.job = job
         self.extra_files = extra_files or {}
@@ -195,8 +196,9 @@ class WebServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
                 # cross-origin isolated: SharedArrayBuffer, hence wasm threads (onnxruntime-web's, TVM's)
-                self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-                self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+                if server.isolate:
+                    self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+                    self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -306,11 +308,12 @@ def _json_or_error(body: bytes) -> dict[str, Any]:
         return {"ok": False, "error": f"report is not JSON ({exc})"}
 
 
-WEB_TARGETS = ("webgpu", "wasm")
+WEB_TARGETS = ("webgpu", "wasm-mt", "wasm")
 
 
 def page_artifacts(build_dir: str | Path) -> dict[str, Path]:
-    """The web artifacts under `build_dir` the page can use (`build/webgpu`, `build/wasm`), by target name."""
+    """The web artifacts under `build_dir` the page can use (`build/webgpu`, `build/wasm-mt`, `build/wasm`), by
+    target name."""
     from harmonizer_deploy.core.errors import HarmonizerError
     from harmonizer_deploy.core.manifest import read_manifest
 

@@ -21,7 +21,7 @@ MetaSchedule records, when present, are applied first; these schedules only take
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harmonizer_deploy.compiler.scheduling import SCHEDULED_ATTR, ScheduleReport, commit, is_scheduled
@@ -44,12 +44,16 @@ AVX512 = VectorMachine()
 # so a tile is 2 pixels x 16 channels: 8 accumulators + 4 weight vectors + 1 broadcast input.
 WASM_SIMD128 = VectorMachine(lanes=4, accumulator_rows=2, channel_tile=16, winograd_rows=2, wide_pixels=12,
                              parallel=False)
+# the same tiles as parallel tasks, for the `wasm-mt` build whose runtime splits them over Web Workers
+WASM_SIMD128_THREADS = replace(WASM_SIMD128, parallel=True)
 VECTOR_LANES = AVX512.lanes  # the default machine's lanes (tests and tuning read it)
 
 
 def machine_for(options: dict[str, Any]) -> VectorMachine:
-    """A target's `[options] vector_machine = "avx512" | "wasm-simd128"` (default avx512)."""
-    return {"avx512": AVX512, "wasm-simd128": WASM_SIMD128}[options.get("vector_machine", "avx512")]
+    """A target's `[options] vector_machine = "avx512" | "wasm-simd128" | "wasm-simd128-threads"` (default
+    avx512)."""
+    machines = {"avx512": AVX512, "wasm-simd128": WASM_SIMD128, "wasm-simd128-threads": WASM_SIMD128_THREADS}
+    return machines[options.get("vector_machine", "avx512")]
 
 
 

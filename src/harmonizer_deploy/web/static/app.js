@@ -3,7 +3,7 @@
 // The melody is treated as `harmonizer-deploy harmonize` treats it (midi.js, sampler.js): same reading, same
 // voice choice and whole-melody transposition, rests kept, same seed meaning (?seed=N, default 0) and the same
 // random numbers, so the same melody + seed + backend give the same chorale as the CLI.
-import { openModel, webgpuIsSoftware } from "/static/tvm_session.js";
+import { openModel, threadsUnavailableReason, webgpuIsSoftware } from "/static/tvm_session.js";
 import {
   DEFAULT_VOICE_LEADING, harmonizeNotes, MIN_PITCH, NUM_PITCHES, NUM_VOICES, SCHEDULE, VOICE_CHOICES, VOICE_LEADING_MODES,
   VOICE_RANGES, VOICES,
@@ -64,17 +64,23 @@ function checkSignature(manifest) {
   return fixed ? Number(fixed[1]) : null; // a fixed time window, sampled in overlapping windows as the CLI does
 }
 
-/** WebGPU when the browser has it and the artifact loads; otherwise wasm on the CPU, saying why. */
+/** WebGPU on a hardware adapter when the artifact loads; otherwise wasm on the CPU, threaded (`wasm-mt`) when
+ *  the page is cross-origin isolated and the build has it, else one thread; saying which and why. */
 async function loadModel() {
   const available = await (await fetch("/artifacts.json")).json();
   const forced = params.get("backend");
-  const order = forced ? [forced] : ["webgpu", "wasm"];
-  let why = "";
+  const order = forced ? [forced] : ["webgpu", "wasm-mt", "wasm"];
+  const hasWasm = available.includes("wasm") || available.includes("wasm-mt");
+  let why = "", oneThreadWhy = "";
   for (const name of order) {
     if (!available.includes(name)) { why = why || `no ${name} build on the server`; continue; }
     if (name === "webgpu" && !navigator.gpu) { why = "this browser has no WebGPU"; continue; }
-    if (name === "webgpu" && !forced && available.includes("wasm") && (await webgpuIsSoftware())) {
+    if (name === "webgpu" && !forced && hasWasm && (await webgpuIsSoftware())) {
       why = "the WebGPU adapter is a software renderer, slower than WebAssembly here";
+      continue;
+    }
+    if (name === "wasm-mt" && !forced && available.includes("wasm") && threadsUnavailableReason()) {
+      oneThreadWhy = threadsUnavailableReason();  // the threaded build would run one thread: the plain one is leaner
       continue;
     }
     let m;
@@ -95,6 +101,10 @@ async function loadModel() {
     } else {
       status.textContent = `WebGPU unavailable (${why}) — running on the CPU (WebAssembly) instead, which is slower.`;
       status.classList.add("warn");
+    }
+    if (name !== "webgpu") {
+      status.textContent += m.threads > 1 ? ` WebAssembly threads: ${m.threads} (cross-origin isolated).`
+        : ` One thread${m.threadsReason || oneThreadWhy ? ` (${m.threadsReason || oneThreadWhy})` : ""}.`;
     }
     const t = m.timings;
     status.textContent += ` Downloaded ${(t.download_bytes / 1e6).toFixed(2)} MB: code ${(t.code_bytes / 1e6).toFixed(2)} MB, `

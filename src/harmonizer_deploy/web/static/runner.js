@@ -6,7 +6,7 @@ log("runner page started");
 
 async function main() {
   const job = await (await fetch("/job.json")).json();
-  const model = await openModel(job.artifact, log);
+  const model = await openModel(job.artifact, log, Number.isInteger(job.threads) ? { threads: job.threads } : {});
   log(`loaded on ${model.device} in ${model.timings.load_ms.toFixed(0)} ms`);
   const runs = job.sets ? await runSets(job, model) : [];
   for (let i = 0; i < (job.sets ? 0 : job.inputs.length); i++) {
@@ -25,7 +25,9 @@ async function main() {
     log(`input ${i}: first ${samples[0].toFixed(1)} ms`);
   }
   await post("/done", JSON.stringify({ ok: true, device: model.device, adapter: model.adapterInfo,
-    timings: model.timings, runs, userAgent: navigator.userAgent }), "application/json");
+    timings: model.timings, runs, userAgent: navigator.userAgent, threads: model.threads,
+    threadsReason: model.threadsReason, crossOriginIsolated: Boolean(globalThis.crossOriginIsolated) }),
+  "application/json");
 }
 
 // Models of any signature: job.sets lists, per input set, which job inputs (in the model's input order) and their

@@ -72,8 +72,72 @@ async function fetchOk(url, kind) {
   return kind === "json" ? r.json() : r.arrayBuffer();
 }
 
-/** Open the artifact under `baseUrl` (ending in "/"). Returns {run, manifest, device, timings, dispose}. */
-export async function openModel(baseUrl, log = () => {}) {
+/** Why a threaded (`wasm-mt`) artifact must run on the page's thread alone here, or null when workers can join:
+ *  a worker gets the shared memory only by postMessage, which needs a cross-origin isolated page. */
+export function threadsUnavailableReason() {
+  if (typeof SharedArrayBuffer === "undefined" || !globalThis.crossOriginIsolated) {
+    return "not cross-origin isolated: SharedArrayBuffer unavailable";
+  }
+  if (typeof Worker === "undefined") return "this browser has no Web Workers";
+  return null;
+}
+
+/** Imports for a threaded artifact on the page's thread: tvmjs's own (WASI polyfill + its env functions), the
+ *  shared memory, and a stub that names any import neither provides. The polyfill reads `exports.memory`,
+ *  which an imported-memory module lacks, so its start hook gets the memory added. */
+function threadedImports(tvmjs, module, memory) {
+  const wasi = tvmjs.createPolyfillWASI();
+  const imports = { ...wasi.imports, env: { ...wasi.imports.env, memory } };
+  const provided = new Set(["TVMFFIWasmSafeCall", "TVMFFIWasmFunctionDeleter", "__console_log", "__cxa_thread_atexit",
+    "emscripten_notify_memory_growth"]);  // tvmjs's Environment adds these
+  // emscripten's JS glue for threads, absent here by design: its main-thread setup (handing libc the page
+  // thread's pthread struct, through our hd_main_thread_init) and its check that a thread may block
+  let exportsOfPage = null;  // set by the start hook, before _initialize runs the constructors that call back
+  const noops = {
+    __emscripten_init_main_thread_js: (thread) => exportsOfPage.hd_main_thread_init(thread),
+    emscripten_check_blocking_allowed: () => {},
+  };
+  for (const imp of WebAssembly.Module.imports(module)) {
+    if (imp.kind !== "function" || provided.has(imp.name)) continue;
+    imports[imp.module] = imports[imp.module] || {};
+    if (imports[imp.module][imp.name] === undefined) {
+      imports[imp.module][imp.name] = noops[imp.name] || (() => { throw new Error(`wasm import ${imp.module}.${imp.name} is not provided`); });
+    }
+  }
+  return { imports, start: (inst) => {
+    exportsOfPage = inst.exports;
+    wasi.start({ exports: { ...inst.exports, memory } });
+  } };
+}
+
+/** Start `wanted - 1` workers on the artifact's module and memory; resolves when they joined (or after a
+ *  timeout) to {threads: page thread + workers that joined, reason: why fewer than wanted, or null}. */
+async function startWorkers(tvm, module, memory, wanted, log) {
+  if (wanted <= 1) return { threads: 1, reason: wanted < 1 ? "threads < 1 requested" : null };
+  const unavailable = threadsUnavailableReason();
+  if (unavailable) return { threads: 1, reason: unavailable };
+  const errors = [];
+  for (let id = 0; id < wanted - 1; id++) {
+    const stackTop = tvm.exports.hd_worker_stack(id);
+    if (!stackTop) { errors.push(`no memory for worker ${id}'s stack`); break; }
+    const worker = new Worker("/static/hd_worker.js");
+    worker.onmessage = (e) => { if (e.data.error) { errors.push(e.data.error); log(`worker ${id}: ${e.data.error}`); } };
+    worker.onerror = (e) => { errors.push(e.message); log(`worker ${id} failed: ${e.message}`); };
+    worker.postMessage({ module, memory, id, stackTop, pageTimeOrigin: performance.timeOrigin });
+  }
+  const t0 = performance.now();
+  while (tvm.exports.hd_num_threads() < wanted && !errors.length && performance.now() - t0 < 20000) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const threads = tvm.exports.hd_num_threads();
+  const reason = threads < wanted ? (errors[0] || `only ${threads - 1} of ${wanted - 1} workers joined in 20 s`) : null;
+  return { threads, reason };
+}
+
+/** Open the artifact under `baseUrl` (ending in "/"). Returns {run, manifest, device, timings, dispose}.
+ *  `options.threads`: for a threaded (`wasm-mt`) artifact, the threads to run on (default: its manifest's);
+ *  the result's `threads` is how many actually run (1 + workers that joined) and `threadsReason` why fewer. */
+export async function openModel(baseUrl, log = () => {}, options = {}) {
   const tvmjs = globalThis.tvmjs;
   if (!tvmjs) throw new Error("tvmjs bundle not loaded");
   const timings = {};
@@ -85,7 +149,20 @@ export async function openModel(baseUrl, log = () => {}) {
   timings.fetch_ms = performance.now() - t0;
   log(`fetched ${manifest.library} (${wasm.byteLength} bytes) and ${index.params.length} parameters`);
   const t1 = performance.now();
-  const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), (msg) => log(String(msg)));
+  const threaded = manifest.threads || null;
+  let tvm, threadInfo = { threads: 1, reason: null };
+  if (threaded) {
+    // shared memory, imported by the page's instance and by every worker's instance of the same module
+    const module = await WebAssembly.compile(wasm);
+    const memory = new WebAssembly.Memory({ initial: threaded.memory_initial_pages,
+      maximum: threaded.memory_maximum_pages, shared: true });
+    tvm = await tvmjs.instantiate(wasm, threadedImports(tvmjs, module, memory), (msg) => log(String(msg)));
+    const wanted = Number.isInteger(options.threads) ? options.threads : threaded.default;
+    threadInfo = await startWorkers(tvm, module, memory, wanted, log);
+    log(`threads: ${threadInfo.threads}${threadInfo.reason ? ` (${threadInfo.reason})` : ""}`);
+  } else {
+    tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), (msg) => log(String(msg)));
+  }
   let dev, adapterInfo = null;
   log("wasm instantiated");
   if (manifest.device === "webgpu") {
@@ -172,5 +249,6 @@ export async function openModel(baseUrl, log = () => {}) {
       tvm.endScope();
     }
   }
-  return { run, runFeeds, manifest, device: manifest.device, adapterInfo, timings, dispose: () => tvm.dispose() };
+  return { run, runFeeds, manifest, device: manifest.device, adapterInfo, timings, threads: threadInfo.threads,
+    threadsReason: threadInfo.reason, dispose: () => tvm.dispose() };
 }
