@@ -14,7 +14,7 @@ target ?= cpu
 arch   ?=
 # The page downloads the small form, like the Bach Doodle did: uint8 weights (per-tensor scale + min) for the web
 # targets; `web_weights=float32` ships them as computed (then the page draws exactly the CLI's chorale).
-web_weights ?= $(if $(filter wasm webgpu,$(target)),uint8)
+web_weights ?= $(if $(filter wasm wasm-mt webgpu,$(target)),uint8)
 WEB_WEIGHTS_FLAG := $(if $(filter-out float32,$(web_weights)),$(if $(web_weights),--web-weights $(web_weights)))
 rpc    ?=
 key    ?=
@@ -52,7 +52,7 @@ help: ## list the make goals and variables
 	@echo "variables: target=<$(TARGETS)> (default cpu), runner=docker|host (now: $(runner)), arch=sm_80|sm_89|sm_90"
 	@echo "           (cuda; default detected), VENV=$(VENV), BUILD=$(BUILD), rpc=HOST:PORT key=KEY (verify/bench"
 	@echo "           on a remote device from a TVM RPC tracker)"
-	@echo "           web_weights=uint8|float16|float32 (wasm/webgpu; default uint8: the page's small download)"
+	@echo "           web_weights=uint8|float16|float32 (wasm/wasm-mt/webgpu; default uint8: the page's small download)"
 	@echo "exit: a GPU target's verify on a machine without that GPU stops make with 'Error 4' (see docs/gpu.md)"
 
 image: ## build docker/$(target).Dockerfile as harmonizer-deploy:$(target) (BuildKit; CA_BUNDLE=, BASE_IMAGE=)
@@ -102,9 +102,15 @@ bench: verify ## latency of every built backend, Bach Doodle model and the small
 		--backend onnxruntime --backend openvino --backend tvm-$(target) $(RPC_FLAGS)
 
 SAMPLE := src/harmonizer_deploy/music/samples/ode-to-joy.mid
+ifneq ($(filter $(target),wasm wasm-mt webgpu),)
+# A web artifact runs in a browser, not in this process: the page harmonizes the sample in headless Chromium.
+harmonize: verify ## the page harmonizes the bundled sample melody on $(target) in headless Chromium → $(BUILD)/ode-to-joy-page.png
+	$(BIN)/python scripts/page-harmonize.py $(BUILD) $(SAMPLE) $(target) $(BUILD)/ode-to-joy-page.png
+else
 harmonize: verify ## harmonize the bundled sample melody on tvm-$(target) → $(BUILD)/ode-to-joy-chorale.mid/.png
 	$(HD) harmonize $(SAMPLE) -o $(BUILD)/ode-to-joy-chorale.mid --backend tvm-$(target) --build-dir $(BUILD) \
 		--seed 0 --png $(BUILD)/ode-to-joy-chorale.png
+endif
 endif
 
 doctor: setup ## what is installed, what each target needs

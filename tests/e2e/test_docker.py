@@ -112,3 +112,18 @@ def test_make_help_lists_goals_and_variables():
     assert proc.returncode == 0
     for word in ("image", "compile", "verify", "bench", "runner=docker|host", "arch=", "Error 4"):
         assert word in proc.stdout, word
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+@pytest.mark.parametrize("target", ["wasm", "wasm-mt", "webgpu"])
+def test_make_harmonizes_a_web_target_in_the_page(target):
+    """A web artifact does not run in this process (`harmonize --backend tvm-wasm` refuses it): `make` lets the page
+    harmonize the sample in headless Chromium; the other targets keep the CLI's harmonize."""
+    web = make(f"target={target}", "runner=host", "VENV=/nonexistent-venv", "-o", "/nonexistent-venv/.installed",
+               "harmonize")
+    assert web.returncode == 0, web.stderr
+    assert f"scripts/page-harmonize.py build src/harmonizer_deploy/music/samples/ode-to-joy.mid {target} " in web.stdout
+    assert "harmonizer-deploy harmonize" not in web.stdout
+    cpu = make("target=cpu", "runner=host", "VENV=/nonexistent-venv", "-o", "/nonexistent-venv/.installed",
+               "harmonize")
+    assert "--backend tvm-cpu" in cpu.stdout and "page-harmonize" not in cpu.stdout
