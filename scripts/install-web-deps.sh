@@ -2,7 +2,7 @@
 # Everything the browser targets (webgpu, wasm) need beyond scripts/install.sh, for CI and developers:
 #   Debian: emscripten (links model.wasm), chromium (headless WebGPU/wasm runs); npm (pinned): TVM's JS runtime,
 #   onnxruntime-web, @tonejs/midi;
-#   then TVM's web runtime objects are built once into the cache (about a minute on 2 cores).
+#   then TVM's web runtime objects (one-thread and threaded) are built once into the cache (a minute or two each on 2 cores).
 # Usage: scripts/install-web-deps.sh [VENV_DIR]   (default .venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,4 +46,5 @@ print("install-web-deps.sh: tvmjs", tvmjs_bundle())
 print("install-web-deps.sh: onnxruntime-web (the bench's browser peer)", ort_web_dist())
 print("install-web-deps.sh: @tonejs/midi (the page's MIDI reader/writer)", tonejs_midi_dir())
 print("install-web-deps.sh: TVM web runtime objects", runtime_home())
+print("install-web-deps.sh: TVM web runtime objects for threads (wasm-mt)", runtime_home(threads=True))
 PY
