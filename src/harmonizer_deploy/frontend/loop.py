@@ -206,6 +206,17 @@ def _inline_if(node: onnx.NodeProto, names: dict[str, str], local: set[str], pre
     return nodes
 
 
+def _static_scalar(consts: _Constants, name: str, what: str) -> Any:
+    """The scalar value of the optional Loop input `name` (None when the input is absent); _NotStatic when it is
+    computed at run time."""
+    if not name:
+        return None
+    value = consts.get(name)
+    if value is None:
+        raise _NotStatic(f"its {what} {name!r} is computed at run time")
+    return np.asarray(value).reshape(-1)[0]
+
+
 def _unroll(loop: onnx.NodeProto, consts: _Constants, taken: set[str], opset: int,
             ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], int]:
     """The nodes (and body initializers) replacing `loop`, and how many iterations they run."""
@@ -219,20 +230,10 @@ def _unroll(loop: onnx.NodeProto, consts: _Constants, taken: set[str], opset: in
     cond_name = loop.input[1] if len(loop.input) > 1 else ""
     carried = list(loop.input[2:])
     n_carried, n_scan = len(carried), len(body.output) - 1 - len(carried)
-    if trip_name:
-        trip = consts.get(trip_name)
-        if trip is None:
-            raise _NotStatic(f"its trip count {trip_name!r} is computed at run time")
-        trips = int(np.asarray(trip).reshape(-1)[0])
-    else:
-        trips = None
-    if cond_name:
-        cond = consts.get(cond_name)
-        if cond is None:
-            raise _NotStatic(f"its condition {cond_name!r} is computed at run time")
-        running = bool(np.asarray(cond).reshape(-1)[0])
-    else:
-        running = True
+    trip = _static_scalar(consts, trip_name, "trip count")
+    trips = None if trip is None else int(trip)
+    cond = _static_scalar(consts, cond_name, "condition")
+    running = True if cond is None else bool(cond)
     if trips is None and not cond_name:
         raise _NotStatic("it has neither a trip count nor a condition (an infinite loop)")
     limit = min(trips if trips is not None else MAX_ITERATIONS + 1, MAX_ITERATIONS + 1)

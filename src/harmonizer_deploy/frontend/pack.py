@@ -530,18 +530,35 @@ def _inferred(graph: Any) -> list:
     return found
 
 
-def _onnx_const_ints(name: str, graph: Any) -> list[int] | None:
+def _onnx_array(name: str, graph: Any) -> np.ndarray | None:
+    """The value of an initializer or Constant-node output of the ONNX graph, else None (what `applies_to`
+    predicates read: the hook has already renamed earlier Constant nodes for the pack's own converter)."""
+    import onnx
     from onnx import numpy_helper
 
+    from harmonizer_deploy.frontend.hook import mangled_name
+
+    if not name:
+        return None
     for t in graph.initializer:
         if t.name == name:
-            return [int(v) for v in numpy_helper.to_array(t).reshape(-1)]
+            return numpy_helper.to_array(t)
+    constant_ops = ("Constant", mangled_name("", "Constant"))
     for n in graph.node:
-        if n.op_type == "Constant" and n.output and n.output[0] == name:
+        if n.op_type in constant_ops and n.output and n.output[0] == name:
             for a in n.attribute:
                 if a.name == "value":
-                    return [int(v) for v in numpy_helper.to_array(a.t).reshape(-1)]
+                    return numpy_helper.to_array(a.t)
+                if a.name in ("value_int", "value_ints"):
+                    return np.array(onnx.helper.get_attribute_value(a), np.int64)
+                if a.name in ("value_float", "value_floats"):
+                    return np.array(onnx.helper.get_attribute_value(a), np.float32)
     return None
+
+
+def _onnx_const_ints(name: str, graph: Any) -> list[int] | None:
+    value = _onnx_array(name, graph)
+    return None if value is None else [int(v) for v in value.reshape(-1)]
 
 
 def _reduced_axes(node: Any, graph: Any, rank: int) -> list[int] | None:

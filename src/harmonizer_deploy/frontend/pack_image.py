@@ -14,9 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey, mangled_name
-
-_CONSTANT_OPS = ("Constant", mangled_name("", "Constant"))
+from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
 
 # ------------------------------------------------------------------------------- shared helpers
 
@@ -67,29 +65,6 @@ def _optional_const(inputs: list, i: int, ctx: ConvertContext, what: str) -> np.
     else:
         value = np.asarray(_pack()._const_value(expr, what, ctx))
     return value if value.size else None
-
-
-def _onnx_array(name: str, graph: Any) -> np.ndarray | None:
-    """The value of an initializer or Constant-node output of the ONNX graph, else None."""
-    import onnx
-    from onnx import numpy_helper
-
-    if not name:
-        return None
-    for t in graph.initializer:
-        if t.name == name:
-            return numpy_helper.to_array(t)
-    for n in graph.node:
-        # (the pack's own Constant converter renames Constant nodes before later nodes are asked about)
-        if n.op_type in _CONSTANT_OPS and n.output and n.output[0] == name:
-            for a in n.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-                if a.name in ("value_int", "value_ints"):
-                    return np.array(onnx.helper.get_attribute_value(a), np.int64)
-                if a.name in ("value_float", "value_floats"):
-                    return np.array(onnx.helper.get_attribute_value(a), np.float32)
-    return None
 
 
 def _onnx_dims(name: str, graph: Any) -> list[int] | None:
@@ -300,7 +275,7 @@ def _resize_applies(node: Any, graph: Any) -> bool:
     shape = _onnx_dims(node.input[0], graph)
     if shape is None:
         return False
-    consts = [_onnx_array(node.input[i], graph) if len(node.input) > i else None for i in (1, 2, 3)]
+    consts = [_pack()._onnx_array(node.input[i], graph) if len(node.input) > i else None for i in (1, 2, 3)]
     for i, value in zip((1, 2, 3), consts, strict=True):
         if len(node.input) > i and node.input[i] and value is None:
             return False  # a runtime roi/scales/sizes: only TVM's converter can take it

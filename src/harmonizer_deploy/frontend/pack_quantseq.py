@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey, mangled_name
+from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
 
 
 # pack.py's shared helpers, imported when called: pack.py imports this module to register CONVERTERS, so a
@@ -127,17 +127,10 @@ def qlinear_conv(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any
 def _scalar_axes(node: Any, graph: Any) -> bool:
     """Unsqueeze whose axes input is a 0-d constant (onnxruntime accepts it; Loop bodies from the ONNX tests have
     it, and unrolling brings them to the top level)."""
-    if len(node.input) < 2 or not node.input[1]:
-        return False
-    name = node.input[1]
-    for init in graph.initializer:
-        if init.name == name:
-            return len(init.dims) == 0
-    constant = ("Constant", mangled_name("", "Constant"))  # the hook may have renamed it for the pack already
-    for n in graph.node:
-        if n.op_type in constant and n.output and n.output[0] == name:
-            return any((a.name == "value" and len(a.t.dims) == 0) or a.name == "value_int" for a in n.attribute)
-    return False
+    from harmonizer_deploy.frontend.pack import _onnx_array
+
+    axes = _onnx_array(node.input[1], graph) if len(node.input) > 1 else None
+    return axes is not None and axes.ndim == 0
 
 
 def unsqueeze_scalar_axes(bb: Any, inputs: list, attrs: dict, ctx: ConvertContext) -> Any:
