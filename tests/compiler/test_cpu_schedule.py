@@ -133,6 +133,7 @@ SEPARABLE_CASES = [  # channels, kernel, dilation, pads, width, pointwise groups
     (32, 3, (4, 4), [4, 4, 4, 4], 46, 4, True, 2, 6, {SEPARABLE}),  # + split 1x1 (4 groups), residual: one kernel
     (16, 3, (8, 8), [8, 8, 8, 8], 46, 1, False, 1, 32, {SEPARABLE}),  # + dense 1x1, bias, ReLU
     (8, 2, (1, 1), [1, 0, 0, 1], 13, 1, False, 2, 5, {SEPARABLE}),   # 2x2 taps, uneven pads, 8 channels
+    (64, 3, (1, 2), [1, 2, 1, 2], 130, 1, False, 1, 3, {SEPARABLE}),  # a row's depthwise > L1 budget: per tile
     (32, 3, (2, 2), [2, 2, 2, 2], 46, 4, "depthwise", 1, 4, {DEPTHWISE, DIRECT}),  # depthwise read twice: 2 kernels
 ]
 

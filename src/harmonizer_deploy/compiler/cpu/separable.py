@@ -3,8 +3,9 @@
 The Bach Doodle's 33 layers are each a depthwise 3x3 (groups = channels, dilations up to 16 x 32) followed by
 a pointwise 1x1 (one of them split into 4 groups). As two kernels, every layer writes the depthwise result
 (batch x time x 46 x 128 floats) to memory and reads it back, and pays two parallel launches. Fused, each
-register tile of the pointwise product first computes the depthwise outputs of its own pixels (all channels,
-a few KB that stay in L1), then multiplies them by the pointwise weights; bias, residual and ReLU still fuse
+row (or, for rows too wide for L1, each register tile) of the pointwise product first computes its depthwise
+outputs (all channels, 23 KB for the Doodle's row, which stays in L1), then multiplies them by the pointwise
+weights; bias, residual and ReLU still fuse
 after the kernel (`KERNEL_PATTERN`). The sums are the same ones in the same order, so results do not change.
 
 `fuse_separable` rewrites qualifying Relax conv2d pairs; `schedule.schedule_separable` schedules the kernel.
