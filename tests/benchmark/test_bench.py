@@ -216,6 +216,26 @@ def test_readme_table_is_generated_from_results_and_replaces_only_its_block(tmp_
     assert (tmp_path / "plain.md").read_text() == "no markers\n"
 
 
+def test_a_result_with_its_own_named_block_replaces_that_block_only(tmp_path):
+    """One README can hold several generated tables (the Doodle's next to the main one): a block named after
+    the result file's stem is the one its table replaces."""
+    main_start, main_end = b.readme_markers()
+    doodle_start, doodle_end = b.readme_markers("doodle")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{main_start}\nmain table\n{main_end}\nmiddle\n{doodle_start}\nold doodle\n{doodle_end}\nend\n")
+    out = runner.invoke(app, ["bench", "--readme-table", str(_write(tmp_path / "doodle.json", _result(BASE))),
+                              "--readme", str(readme)])
+    assert out.exit_code == 0, out.output
+    assert "'doodle' table" in out.output
+    text = readme.read_text()
+    assert "main table" in text and "old doodle" not in text
+    assert text.index(doodle_start) < text.index("| onnxruntime 1.0 |") < text.index(doodle_end)
+    out = runner.invoke(app, ["bench", "--readme-table", str(_write(tmp_path / "cpu-x.json", _result(BASE))),
+                              "--readme", str(readme)])  # no block of its own: the unnamed (main) one
+    assert out.exit_code == 0, out.output
+    assert "main table" not in readme.read_text() and readme.read_text().count("| onnxruntime 1.0 |") == 2
+
+
 def test_markdown_warns_when_the_machine_was_busy():
     idle = _result(BASE)
     idle["machine"] |= {"load_average": [0.5, 0.5, 0.5], "cpus_allowed": 2}

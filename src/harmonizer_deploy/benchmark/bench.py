@@ -627,20 +627,34 @@ def readme_table(result: dict, source: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: str | Path, table: str) -> None:
-    """Replace the generated block between the bench-table markers in `readme` (nothing else is touched)."""
+def readme_markers(block: str | None = None) -> tuple[str, str]:
+    """The (start, end) marker lines of a generated table block: unnamed for the main CPU table, or named after
+    a result file's stem (`bench-table:start doodle-33x128-cpu ...`) so one README can hold several tables."""
+    if block is None:
+        return README_START, README_END
+    return (README_START.replace("bench-table:start", f"bench-table:start {block}"),
+            README_END.replace("bench-table:end", f"bench-table:end {block}"))
+
+
+def update_readme(readme: str | Path, table: str, block: str | None = None) -> str | None:
+    """Replace the generated block between the bench-table markers in `readme` (nothing else is touched): the
+    block named `block` when the README has one, else the unnamed block. Returns the name of the block replaced."""
     readme = Path(readme)
     try:
         text = readme.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise HarmonizerError(f"cannot read {readme}: {e}", "pass the README.md to update") from e
-    start, end = text.find(README_START), text.find(README_END)
+    if block is not None and readme_markers(block)[0] not in text:
+        block = None
+    start_marker, end_marker = readme_markers(block)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         raise HarmonizerError(f"{readme} has no generated bench table block",
-                              f"add the two marker lines {README_START!r} and {README_END!r} where the table goes")
-    new = text[: start + len(README_START)] + "\n" + table + text[end:]
+                              f"add the two marker lines {start_marker!r} and {end_marker!r} where the table goes")
+    new = text[: start + len(start_marker)] + "\n" + table + text[end:]
     with atomic_file(readme) as tmp:
         tmp.write_text(new)
+    return block
 
 
 def write_results(result: dict, out_dir: Path, name: str) -> dict[str, Path]:

@@ -183,8 +183,9 @@ def bench(
     if readme_table is not None:
         table = b.readme_table(b.read_result(readme_table), str(readme_table))
         if readme is not None:
-            b.update_readme(readme, table)
-            out.print(f"updated the Performance table in {readme} from {readme_table}", highlight=False)
+            block = b.update_readme(readme, table, block=readme_table.stem)
+            where = f"the {block!r} table" if block else "the Performance table"
+            out.print(f"updated {where} in {readme} from {readme_table}", highlight=False)
         else:
             out.print(table, highlight=False, soft_wrap=True)
         return
