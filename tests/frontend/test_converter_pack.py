@@ -90,7 +90,9 @@ def test_node_case_passes_with_the_pack(cases, name):
     cov.run_tvm_pack(cases[name], lambda stage: None)  # raises StageError on any failure or mismatch
 
 
-@pytest.mark.parametrize("name", [REPRESENTATIVE[("", "Celu")], REPRESENTATIVE[("", "ReduceSum")],
+# Without the pack, a reduction over an empty set returns TVM's uninitialised output buffer: usually fresh zero
+# pages, so ReduceSum's expected 0 matched by chance now and then. ReduceMin's expected +inf never does.
+@pytest.mark.parametrize("name", [REPRESENTATIVE[("", "Celu")], "test_reduce_min_empty_set",
                                   REPRESENTATIVE[("", "Mod")], REPRESENTATIVE[("", "Mish")], *FOLDING])
 def test_same_case_fails_without_the_pack(cases, name):
     with pytest.raises(cov.StageError):
