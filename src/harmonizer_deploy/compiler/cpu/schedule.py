@@ -190,14 +190,21 @@ def schedule_conv2d_nhwc(func: Any, m: VectorMachine = AVX512) -> Any | None:
             _depthwise_stage(sch, producer, tile, m)
         else:
             _vectorize_innermost(sch, producer, m.lanes)
+    _accumulate_in_registers(sch, conv, output, f_outer, (row_inner, x_inner, f_vectors), f_lanes, ky, m.lanes)
+    return sch.mod["main"]
+
+
+def _accumulate_in_registers(sch: Any, conv: Any, output: Any, f_outer: Any, unrolled: tuple[Any, ...],
+                             f_lanes: Any, reduction: Any, lanes: int) -> None:
+    """The register tile's finish: the epilogue written per channel tile, the accumulators compacted to the
+    tile (LLVM keeps them in registers), the tile's loops unrolled and its channel lanes vectorized."""
     sch.reverse_compute_at(output, f_outer)
-    sch.set_scope(conv, 0, "local")  # compacted to the tile: the accumulators LLVM keeps in registers
-    for loop in (row_inner, x_inner, f_vectors):
+    sch.set_scope(conv, 0, "local")
+    for loop in unrolled:
         sch.unroll(loop)
     sch.vectorize(f_lanes)
-    sch.decompose_reduction(conv, ky)
-    _vectorize_innermost(sch, output, m.lanes)
-    return sch.mod["main"]
+    sch.decompose_reduction(conv, reduction)
+    _vectorize_innermost(sch, output, lanes)
 
 
 def _row_stage_bytes(sch: Any, producers: list[Any], width: int) -> int:
@@ -230,13 +237,7 @@ def _separable_rows(sch: Any, conv: Any, output: Any, producers: list[Any], rows
     for producer in producers:
         sch.compute_at(producer, rows)
         _depthwise_stage(sch, producer, rows, m)
-    sch.reverse_compute_at(output, f_outer)
-    sch.set_scope(conv, 0, "local")  # compacted to the tile: the accumulators LLVM keeps in registers
-    for loop in (x_outer, x_inner, f_vectors):
-        sch.unroll(loop)
-    sch.vectorize(f_lanes)
-    sch.decompose_reduction(conv, ky)
-    _vectorize_innermost(sch, output, lanes)
+    _accumulate_in_registers(sch, conv, output, f_outer, (x_outer, x_inner, f_vectors), f_lanes, ky, lanes)
     for loop in _inner_loops(sch, output, f_outer)[:-1]:  # constant indices: the accumulators never touch memory
         sch.unroll(loop)
     return sch.mod["main"]
