@@ -10,26 +10,59 @@ unique, so whatever the branch computes on run-time data is still computed by TV
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
-from harmonizer_deploy.frontend.loop import _Constants, _has_subgraph, _unique
+from harmonizer_deploy.frontend.loop import _MAX_CONST_ELEMENTS, _Constants, _unique
 
 
-def _branch_nodes(node: onnx.NodeProto, branch: onnx.GraphProto, taken: set[str],
-                  ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """The branch's nodes and initializers renamed into the outer graph, writing the If's output names."""
+def taken_branch(node: onnx.NodeProto, cond: bool) -> onnx.GraphProto:
+    """The branch an ONNX If takes when its condition is `cond`."""
+    return next(a.g for a in node.attribute if a.name == ("then_branch" if cond else "else_branch"))
+
+
+def _small(init: onnx.TensorProto) -> bool:
+    return int(np.prod(init.dims, dtype=np.int64)) <= _MAX_CONST_ELEMENTS
+
+
+def _nested_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names read inside the subgraphs of `graph`'s nodes, at any depth."""
+    reads: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                reads |= {n for inner in sub.node for n in inner.input if n} | _nested_reads(sub)
+    return reads
+
+
+def graph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value and node name of `graph`'s top level: what names spliced into it must not reuse."""
+    taken = {v.name for v in [*graph.input, *graph.output, *graph.initializer]}
+    return taken | {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
+
+
+def branch_nodes(node: onnx.NodeProto, branch: onnx.GraphProto, taken: set[str],
+                 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]] | None:
+    """The branch's nodes and initializers renamed into the outer graph, writing the If's output names; None
+    when a subgraph inside the branch reads a branch name that would have to be renamed (its reads are not
+    rewritten), and `taken` is then left as it was."""
     rename: dict[str, str] = {}
+    produced = {o for n in branch.node for o in n.output if o}
+    outputs = {o.name: out for o, out in zip(branch.output, node.output, strict=True)}
+    proposed = set(taken)
+    for name in [i.name for i in branch.initializer] + sorted(produced - {i.name for i in branch.initializer}):
+        # a branch output made by a branch node writes the If's output directly
+        rename[name] = outputs[name] if name in outputs and name in produced else _unique(name, proposed)
+    if any(rename.get(n, n) != n for n in _nested_reads(branch)):
+        return None
+    taken |= proposed
     inits = []
     for init in branch.initializer:
         copy = onnx.TensorProto()
         copy.CopyFrom(init)
-        copy.name = rename[init.name] = _unique(init.name, taken)
+        copy.name = rename[init.name]
         inits.append(copy)
-    produced = {o for n in branch.node for o in n.output if o}
-    outputs = {o.name: out for o, out in zip(branch.output, node.output, strict=True)}
-    for name in sorted(produced):  # a branch output made by a branch node writes the If's output directly
-        rename[name] = outputs[name] if name in outputs else _unique(name, taken)
     nodes = []
     for inner in branch.node:
         copy = onnx.NodeProto()
@@ -55,23 +88,26 @@ def inline_constant_ifs(model: onnx.ModelProto) -> onnx.ModelProto:
     if not any(n.op_type == "If" and n.domain in ("", "ai.onnx") for n in graph.node):
         return model
     consts = _Constants(graph, list(model.opset_import))
-    taken = {v.name for v in [*graph.input, *graph.output, *graph.initializer]}
-    taken |= {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
+    taken = graph_names(graph)
     new_nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
     inlined = 0
-    for node in graph.node:
+    pending = list(graph.node)
+    while pending:
+        node = pending.pop(0)
         is_if = node.op_type == "If" and node.domain in ("", "ai.onnx")
         cond = consts.get(node.input[0]) if is_if and node.input else None
-        branch = None
+        spliced = None
         if cond is not None and cond.size == 1:
-            name = "then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"
-            branch = next(a.g for a in node.attribute if a.name == name)
-        if branch is None or any(_has_subgraph(n) for n in branch.node):  # nested reads are not renamed here
+            spliced = branch_nodes(node, taken_branch(node, bool(cond.reshape(-1)[0])), taken)
+        if spliced is None:
             new_nodes.append(node)
             continue
-        nodes, inits = _branch_nodes(node, branch, taken)
-        new_nodes += nodes
+        nodes, inits = spliced
+        for spliced_node in nodes:  # an If nested in the branch is now top level: its condition may be known
+            consts.add_node(spliced_node)
+        consts.values.update((i.name, numpy_helper.to_array(i)) for i in inits if _small(i))
+        pending[:0] = nodes
         new_inits += inits
         inlined += 1
     if not inlined:

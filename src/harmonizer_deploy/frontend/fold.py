@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from harmonizer_deploy.frontend.branch import branch_nodes, graph_names, taken_branch
+
 # Ops whose integer results are folded when all inputs are known and at least one derives from a shape.
 _FOLDABLE = {
     "Abs", "Add", "And", "Cast", "CastLike", "Concat", "ConstantOfShape", "Div", "Equal", "Expand", "Gather",
@@ -95,22 +97,6 @@ def _fold_or_keep(
     folded.update(zip(names, values, strict=True))
 
 
-def _inline_branch(node: onnx.NodeProto, cond: bool, initializers: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
-    """The nodes of the branch an `If` with a known condition takes, then Identity nodes to its outputs.
-
-    Why: expanded function bodies (AffineGrid) choose their 2-D/3-D path with an If on a shape; TVM imports
-    both branches and fails on the one that does not apply. Branch names are scoped under the If already.
-    """
-    attrs = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
-    branch = attrs["then_branch" if cond else "else_branch"]
-    initializers.extend(branch.initializer)
-    nodes = list(branch.node)
-    for inner, outer in zip(branch.output, node.output, strict=True):
-        if outer:
-            nodes.append(onnx.helper.make_node("Identity", [inner.name], [outer]))
-    return nodes
-
-
 def fold_static_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` with statically known shape computations replaced by initializers."""
     shapes = _static_shapes(model)
@@ -129,14 +115,22 @@ def fold_static_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     graph_outputs = {o.name for o in model.graph.output}
     pending = list(model.graph.node)
     inlined: list[onnx.TensorProto] = []  # initializers of inlined If branches
+    taken = graph_names(model.graph)
     while pending:
         node = pending.pop(0)
         values: list[np.ndarray] | None = None
         if node.domain not in ("", "ai.onnx"):
             keep.append(node)
             continue
+        spliced = None
         if node.op_type == "If" and node.input[0] in known and known[node.input[0]].size == 1:
-            pending[:0] = _inline_branch(node, bool(known[node.input[0]].reshape(-1)[0]), inlined)
+            # expanded function bodies (AffineGrid) choose their 2-D/3-D path with an If on a shape; TVM
+            # imports both branches and fails on the one that does not apply
+            spliced = branch_nodes(node, taken_branch(node, bool(known[node.input[0]].reshape(-1)[0])), taken)
+        if spliced is not None:
+            nodes, inits = spliced
+            pending[:0] = nodes
+            inlined += inits
             continue
         if node.op_type == "Constant":
             out = _evaluate(node, [], opset)
