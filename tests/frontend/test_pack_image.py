@@ -255,6 +255,34 @@ def _if_on_rank_model() -> onnx.ModelProto:
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [two], opset=17)
 
 
+def test_fold_renames_branch_names_that_clash_with_the_outer_graph():
+    """A branch's local value named like an outer one ("u") must not overwrite it when the branch is spliced
+    into the graph: the outer reader still gets -x."""
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    then_g = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["u"]),
+                                helper.make_node("Add", ["u", "two"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    else_g = helper.make_graph([helper.make_node("Sub", ["x", "two"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Neg", ["x"], ["u"]),
+             helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Size", ["s"], ["rank"]),
+             helper.make_node("Constant", [], ["want"], value_int=2),
+             helper.make_node("Equal", ["rank", "want"], ["is2d"]),
+             helper.make_node("If", ["is2d"], ["y"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("Identity", ["u"], ["z"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+                    helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])], [two], opset=17)
+    folded = fold_static_shapes(model)
+    assert "If" not in [n.op_type for n in folded.graph.node]
+    outputs = [o for n in folded.graph.node for o in n.output]
+    assert len(outputs) == len(set(outputs))  # every value still has one producer
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    y, z = _tvm(folded, [x], CONVERTERS)
+    np.testing.assert_allclose(y, x * 2 + 2)
+    np.testing.assert_allclose(z, -x)
+
+
 def test_fold_inlines_an_if_whose_condition_is_static():
     model = _if_on_rank_model()
     folded = fold_static_shapes(model)
