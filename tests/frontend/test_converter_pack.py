@@ -167,3 +167,19 @@ def test_applies_to_limits_which_nodes_a_converter_takes_over():
     to_float_only.applies_to = lambda node, graph: node.attribute[0].i == TensorProto.FLOAT
     from_onnx_with_converters(model, {("", "Cast"): to_float_only}, keep_params_in_input=False)
     assert seen == [TensorProto.FLOAT]  # the Cast to double stayed with TVM's converter
+
+
+def test_a_reduction_after_a_taken_over_node_still_sees_its_empty_dim():
+    """The pack decides to take over a reduction from the ONNX graph's (inferred) dims, while the hook is renaming
+    the nodes it takes: inference must see the graph as exported, or the Celu (renamed) hides the zero-size dim
+    of its output and TVM's own ReduceMin returns an uninitialised buffer (it gave [inf, 0])."""
+    nodes = [helper.make_node("Celu", ["x"], ["t"], alpha=1.0),
+             helper.make_node("ReduceMin", ["t", "axes"], ["y"], keepdims=0)]
+    axes = onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 0])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert ("", "Celu") in CONVERTERS
+    for _ in range(3):
+        (got,) = cov.run_tvm_model(model, [np.zeros((2, 0), np.float32)], lambda stage: None, CONVERTERS)
+        np.testing.assert_array_equal(got, [np.inf, np.inf])

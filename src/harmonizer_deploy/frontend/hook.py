@@ -54,6 +54,26 @@ def mangled_name(domain: str, op_type: str) -> str:
     return f"{_MANGLE_PREFIX}{dom}__{op_type}"
 
 
+def as_exported(graph: onnx.GraphProto) -> onnx.GraphProto:
+    """A copy of `graph` with the op types `mangled_name` gave its nodes (and its subgraphs' nodes) restored.
+
+    Why: converters' `applies_to` predicates run while nodes are being renamed, and ONNX shape inference cannot
+    follow a renamed node, so the types and shapes downstream of one would come out unknown."""
+    copy = onnx.GraphProto()
+    copy.CopyFrom(graph)
+    _restore_op_types(copy)
+    return copy
+
+
+def _restore_op_types(graph: onnx.GraphProto) -> None:
+    for node in graph.node:
+        if node.op_type.startswith(_MANGLE_PREFIX):  # the domain was never changed, only the op type
+            node.op_type = node.op_type.rpartition("__")[2]
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                _restore_op_types(sub)
+
+
 def _frontend() -> Any:
     from tvm.relax.frontend.onnx import onnx_frontend
 

@@ -511,18 +511,21 @@ _INFERRED: list[tuple[Any, list]] = []  # (graph, its inferred value_info): the 
 
 
 def _inferred(graph: Any) -> list:
-    """value_info from ONNX shape inference of `graph` (best effort, cached for the graph being imported).
+    """value_info from ONNX shape inference of `graph` as exported (best effort, cached for the graph being
+    imported; the hook's renamed op types are restored first, see `hook.as_exported`).
 
     Why: the tracker's static models declare only graph inputs/outputs, so an intermediate tensor's zero-size
     dim (a `_expanded` reduction) is only known after inference; compile's prepare step infers shapes already.
     """
     import onnx
 
+    from harmonizer_deploy.frontend.hook import as_exported
+
     if _INFERRED and _INFERRED[0][0] is graph:
         return _INFERRED[0][1]
     try:
         latest = onnx.helper.make_opsetid("", onnx.defs.onnx_opset_version())
-        model = onnx.helper.make_model(graph, opset_imports=[latest])
+        model = onnx.helper.make_model(as_exported(graph), opset_imports=[latest])
         found = list(onnx.shape_inference.infer_shapes(model, strict_mode=False).graph.value_info)
     except Exception:  # inference cannot follow this graph: no extra facts
         found = []

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harmonizer_deploy.core.errors import HarmonizerError
-from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey, mangled_name
+from harmonizer_deploy.frontend.hook import ConvertContext, Converter, ConverterKey
 
 # ------------------------------------------------------------------------------------------ RotaryEmbedding
 
@@ -556,31 +556,11 @@ _ELEM_TYPES: list[tuple[Any, dict[str, int]]] = []  # (graph, {tensor name: elem
 
 
 def _elem_types(graph: Any) -> dict[str, int]:
-    """Every tensor's ONNX elem_type in `graph`: declared, or from shape inference of the graph as exported.
-
-    Why not pack._inferred: `applies_to` runs while the hook renames nodes, so by the time a MatMul is asked
-    about, earlier nodes (every Constant) carry mangled op types that shape inference cannot follow, and the
-    types downstream of them come out unknown. The renamed op types are restored in a copy before inferring.
-    """
-    import onnx
-
+    """Every tensor's ONNX elem_type in `graph`: declared, or from shape inference of the graph as exported."""
     if _ELEM_TYPES and _ELEM_TYPES[0][0] is graph:
         return _ELEM_TYPES[0][1]
-    prefix = mangled_name("", "")[: -len("ai_onnx__")]
-    clean = onnx.GraphProto()
-    clean.CopyFrom(graph)
-    for n in clean.node:
-        if n.op_type.startswith(prefix):
-            dom, _, op = n.op_type[len(prefix) :].rpartition("__")
-            n.op_type, n.domain = op, "" if dom == "ai_onnx" else dom.replace("_", ".")
-    types = {t.name: t.data_type for t in clean.initializer}
-    try:
-        opsets = [onnx.helper.make_opsetid("", onnx.defs.onnx_opset_version())]
-        model = onnx.helper.make_model(clean, opset_imports=opsets)
-        found = list(onnx.shape_inference.infer_shapes(model, strict_mode=False).graph.value_info)
-    except Exception:  # inference cannot follow this graph: only the declared types
-        found = []
-    for vi in [*found, *clean.value_info, *clean.output, *clean.input]:
+    types = {t.name: t.data_type for t in graph.initializer}
+    for vi in [*_inferred(graph), *graph.value_info, *graph.output, *graph.input]:
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
             types[vi.name] = vi.type.tensor_type.elem_type
     _ELEM_TYPES[:] = [(graph, types)]
@@ -662,6 +642,7 @@ from harmonizer_deploy.frontend.pack import (  # noqa: E402
     _builtin,
     _const_value,
     _dtype,
+    _inferred,
     _ndim,
     _opt,
     _relax,
