@@ -10,11 +10,11 @@ unique, so whatever the branch computes on run-time data is still computed by TV
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from harmonizer_deploy.frontend.loop import _MAX_CONST_ELEMENTS, _Constants, _unique
+from harmonizer_deploy.frontend.hook import subgraphs
+from harmonizer_deploy.frontend.loop import _Constants, _unique
 
 
 def taken_branch(node: onnx.NodeProto, cond: bool) -> onnx.GraphProto:
@@ -22,17 +22,12 @@ def taken_branch(node: onnx.NodeProto, cond: bool) -> onnx.GraphProto:
     return next(a.g for a in node.attribute if a.name == ("then_branch" if cond else "else_branch"))
 
 
-def _small(init: onnx.TensorProto) -> bool:
-    return int(np.prod(init.dims, dtype=np.int64)) <= _MAX_CONST_ELEMENTS
-
-
 def _nested_reads(graph: onnx.GraphProto) -> set[str]:
     """Names read inside the subgraphs of `graph`'s nodes, at any depth."""
     reads: set[str] = set()
     for node in graph.node:
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                reads |= {n for inner in sub.node for n in inner.input if n} | _nested_reads(sub)
+        for sub in subgraphs(node):
+            reads |= {n for inner in sub.node for n in inner.input if n} | _nested_reads(sub)
     return reads
 
 
@@ -106,7 +101,8 @@ def inline_constant_ifs(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes, inits = spliced
         for spliced_node in nodes:  # an If nested in the branch is now top level: its condition may be known
             consts.add_node(spliced_node)
-        consts.values.update((i.name, numpy_helper.to_array(i)) for i in inits if _small(i))
+        for init in inits:
+            consts.add_initializer(init)
         pending[:0] = nodes
         new_inits += inits
         inlined += 1

@@ -54,6 +54,17 @@ def mangled_name(domain: str, op_type: str) -> str:
     return f"{_MANGLE_PREFIX}{dom}__{op_type}"
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs a node's attributes hold (If branches, Loop/Scan bodies), in attribute order."""
+    found: list[onnx.GraphProto] = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            found.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            found.extend(attr.graphs)
+    return found
+
+
 def as_exported(graph: onnx.GraphProto) -> onnx.GraphProto:
     """A copy of `graph` with the op types `mangled_name` gave its nodes (and its subgraphs' nodes) restored.
 
@@ -69,9 +80,8 @@ def _restore_op_types(graph: onnx.GraphProto) -> None:
     for node in graph.node:
         if node.op_type.startswith(_MANGLE_PREFIX):  # the domain was never changed, only the op type
             node.op_type = node.op_type.rpartition("__")[2]
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                _restore_op_types(sub)
+        for sub in subgraphs(node):
+            _restore_op_types(sub)
 
 
 def _frontend() -> Any:
@@ -106,12 +116,8 @@ def _rename_nodes(
         if key in keys and (key not in applies or applies[key](node, graph)):
             node.op_type = mangled_name(*key)
             count += 1
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                count += _rename_nodes(attr.g, keys, applies)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    count += _rename_nodes(sub, keys, applies)
+        for sub in subgraphs(node):
+            count += _rename_nodes(sub, keys, applies)
     return count
 
 
@@ -233,11 +239,8 @@ def foreign_domain_nodes(model: onnx.ModelProto, handled: set[ConverterKey] | No
             key = (normalize_domain(node.domain), node.op_type)
             if key[0] != DEFAULT_DOMAIN and key not in handled and key not in seen:
                 seen.append(key)
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g)
-                for sub in attr.graphs:
-                    walk(sub)
+            for sub in subgraphs(node):
+                walk(sub)
 
     walk(model.graph)
     return seen

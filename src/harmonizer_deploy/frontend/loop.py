@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from harmonizer_deploy.frontend.hook import subgraphs
+
 MAX_ITERATIONS = 4096  # a cond-driven loop must turn its condition off within this many iterations
 MAX_NODES = 50_000  # unrolled nodes per loop: beyond this the graph would be larger than the model is worth
 _MAX_CONST_ELEMENTS = 4096  # only small values are evaluated here: counters, conditions, shapes
@@ -61,10 +63,13 @@ class _Constants:
         self.producer: dict[str, onnx.NodeProto] = {}
         self.failed: set[str] = set()
         for init in graph.initializer:
-            if np.prod(init.dims, dtype=np.int64) <= _MAX_CONST_ELEMENTS:
-                self.values[init.name] = numpy_helper.to_array(init)
+            self.add_initializer(init)
         for node in graph.node:
             self.add_node(node)
+
+    def add_initializer(self, init: onnx.TensorProto) -> None:
+        if np.prod(init.dims, dtype=np.int64) <= _MAX_CONST_ELEMENTS:
+            self.values[init.name] = numpy_helper.to_array(init)
 
     def add_node(self, node: onnx.NodeProto) -> None:
         for out in node.output:
@@ -432,9 +437,8 @@ def _prune(graph: onnx.GraphProto) -> None:
         names = {o.name for o in g.output}
         for node in g.node:
             names.update(n for n in node.input if n)
-            for attr in node.attribute:
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                    names |= reads(sub)
+            for sub in subgraphs(node):
+                names |= reads(sub)
         return names
 
     while True:
